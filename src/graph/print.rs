@@ -1,0 +1,128 @@
+//! The printer of the graph IR's text form (`impl Display for Graph`).
+//!
+//! The grammar is in `docs/ir.md`; the parser in `parse.rs` reads exactly what this prints, so
+//! `parse(print(g)) == g`. Constants come first in declaration order, then the nodes in
+//! topological order (ties by creation order), then the output list. A graph with a cycle still
+//! prints (nodes in creation order), so the verifier's errors can be shown next to it.
+
+use std::fmt::{self, Display, Formatter, Write};
+
+use super::{Const, ConstDef, Graph, Op};
+
+impl Display for Graph {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(f, "graph {} {{", self.name)?;
+        for (name, c) in self.consts() {
+            writeln!(f, "  const @{name} : {}{}", c.ty, ConstDefText(c))?;
+        }
+        let order = self
+            .topo_order()
+            .unwrap_or_else(|_| self.node_ids().collect());
+        for id in order {
+            let node = self.node(id);
+            let operands: Vec<String> = self
+                .operands(id)
+                .into_iter()
+                .map(|o| format!("%{}", self.node(o).name))
+                .collect();
+            writeln!(
+                f,
+                "  %{} = {} : {}",
+                node.name,
+                OpText(&node.op, &operands),
+                node.ty
+            )?;
+        }
+        let outputs: Vec<String> = self
+            .outputs()
+            .iter()
+            .map(|&o| format!("%{}", self.node(o).name))
+            .collect();
+        writeln!(f, "  output {}", outputs.join(", "))?;
+        writeln!(f, "}}")
+    }
+}
+
+/// The ` = definition` suffix of a constant declaration (empty for a parameter).
+struct ConstDefText<'a>(&'a Const);
+
+impl Display for ConstDefText<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match &self.0.def {
+            ConstDef::Param => Ok(()),
+            ConstDef::FoldBnWeight {
+                weight,
+                gamma,
+                variance,
+                epsilon,
+            } => write!(
+                f,
+                " = fold_bn_weight(@{weight}, @{gamma}, @{variance}) {{epsilon = {epsilon:?}}}"
+            ),
+            ConstDef::FoldBnBias {
+                bias,
+                gamma,
+                beta,
+                mean,
+                variance,
+                epsilon,
+            } => {
+                write!(f, " = fold_bn_bias(@{gamma}, @{beta}, @{mean}, @{variance}")?;
+                if let Some(b) = bias {
+                    write!(f, ", bias = @{b}")?;
+                }
+                write!(f, ") {{epsilon = {epsilon:?}}}")
+            }
+        }
+    }
+}
+
+/// `mnemonic(operands) {attrs}` of a node.
+struct OpText<'a>(&'a Op, &'a [String]);
+
+impl Display for OpText<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let OpText(op, operands) = *self;
+        f.write_str(op.mnemonic())?;
+        if *op == Op::Input {
+            return Ok(());
+        }
+        // Positional value operands, except a conv's residual, which is named.
+        let mut args: Vec<String> = Vec::new();
+        let mut attrs = String::new();
+        match op {
+            Op::Conv2d(c) => {
+                args.extend(operands.first().cloned());
+                args.push(format!("@{}", c.weight));
+                if let Some(b) = &c.bias {
+                    args.push(format!("bias = @{b}"));
+                }
+                if let Some(r) = operands.get(1) {
+                    args.push(format!("residual = {r}"));
+                }
+                let p = c.pads;
+                write!(
+                    attrs,
+                    "stride = [{}, {}], pads = [{}, {}, {}, {}], groups = {}",
+                    c.stride[0], c.stride[1], p.top, p.bottom, p.left, p.right, c.groups
+                )?;
+                if c.epilogue.name() != "none" {
+                    write!(attrs, ", epilogue = {}", c.epilogue.name())?;
+                }
+            }
+            Op::BatchNorm(b) => {
+                args.extend(operands.iter().cloned());
+                for name in [&b.gamma, &b.beta, &b.mean, &b.variance] {
+                    args.push(format!("@{name}"));
+                }
+                write!(attrs, "epsilon = {:?}", b.epsilon)?;
+            }
+            _ => args.extend(operands.iter().cloned()),
+        }
+        write!(f, "({})", args.join(", "))?;
+        if !attrs.is_empty() {
+            write!(f, " {{{attrs}}}")?;
+        }
+        Ok(())
+    }
+}

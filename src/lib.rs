@@ -1,0 +1,25 @@
+//! # mnv2c — a graph compiler for the MobileNetV2 of a TensorFlow tutorial
+//!
+//! The pipeline, one module per stage, each a plain function call with a typed result:
+//!
+//! ```text
+//! frontend ──► graph IR ──► passes ──► lower ──► loop IR ──► codegen ──► runtime
+//! ```
+//!
+//! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
+//! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
+//!   and the verifier every later stage relies on.
+//!
+//! Every error is an [`Error`]; no function panics on user input.
+
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations, rust_2018_idioms)]
+#![deny(clippy::dbg_macro, clippy::todo, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod error;
+pub mod frontend;
+pub mod graph;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use tensor::{Tensor, TensorMap};
