@@ -14,7 +14,12 @@
 
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
-#![deny(clippy::dbg_macro, clippy::todo, clippy::print_stdout, clippy::print_stderr)]
+#![deny(
+    clippy::dbg_macro,
+    clippy::todo,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 pub mod error;
 pub mod frontend;

@@ -1,1 +1,169 @@
-fn main() {}
+//! The `mnv2c` command line: a thin layer over the library.
+//!
+//! Every failure prints one line, `error: ...`, on stderr and exits with the status of its kind
+//! (see `docs/errors.md`): 2 for a usage error, 3 for an invalid model, IR or weights file,
+//! 4 for an input that does not fit the model, 70 for an internal error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mnv2c::frontend::{self, Config};
+use mnv2c::graph::{self, Graph};
+use mnv2c::{Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mnv2c",
+    version,
+    about = "A graph compiler for the seed's MobileNetV2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build or read a graph, and print it at the requested level.
+    Compile(CompileArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ModelName {
+    /// The seed's MobileNetV2.
+    Mobilenetv2,
+}
+
+/// Where the graph comes from: an IR file, or a built-in model and its configuration.
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// A graph IR file (`.ir`) to read instead of a built-in model.
+    #[arg(value_name = "FILE.ir", conflicts_with = "model")]
+    file: Option<PathBuf>,
+    /// A built-in model.
+    #[arg(long, value_enum)]
+    model: Option<ModelName>,
+    /// Number of classes of the built-in model.
+    #[arg(long, value_name = "N", requires = "model")]
+    num_classes: Option<usize>,
+    /// Batch size of the built-in model's input.
+    #[arg(long, value_name = "N", requires = "model")]
+    batch: Option<usize>,
+    /// Input height of the built-in model.
+    #[arg(long, value_name = "H", requires = "model")]
+    height: Option<usize>,
+    /// Input width of the built-in model.
+    #[arg(long, value_name = "W", requires = "model")]
+    width: Option<usize>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// The graph IR in its text form.
+    Ir,
+}
+
+#[derive(Args, Debug)]
+struct CompileArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// What to print.
+    #[arg(long, value_enum)]
+    emit: Emit,
+    /// Write the output to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                // Help and version go to stdout with success, as users expect.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's message is several lines (usage, tips); its first line names the problem.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see `mnv2c --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let one_line = e.to_string().replace('\n', " ");
+            eprintln!("error: {one_line}");
+            ExitCode::from(exit_status(&e))
+        }
+    }
+}
+
+/// The exit status of each kind of error (documented in `docs/errors.md`).
+fn exit_status(e: &Error) -> u8 {
+    match e {
+        Error::Usage(_) => 2,
+        Error::Parse { .. }
+        | Error::Verify { .. }
+        | Error::Config(_)
+        | Error::Weights { .. }
+        | Error::Format { .. }
+        | Error::Io { .. } => 3,
+        Error::Input(_) => 4,
+        Error::Codegen(_) => 70,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Compile(args) => compile(args),
+    }
+}
+
+fn compile(args: CompileArgs) -> Result<()> {
+    let graph = load_graph(&args.model)?;
+    let text = match args.emit {
+        Emit::Ir => graph.to_string(),
+    };
+    emit(&text, args.output.as_deref())
+}
+
+/// Reads and verifies the IR file, or builds the built-in model.
+fn load_graph(args: &ModelArgs) -> Result<Graph> {
+    match (&args.file, args.model) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let graph = graph::parse(&text, &path.display().to_string())?;
+            graph::verify(&graph)?;
+            Ok(graph)
+        }
+        (None, Some(ModelName::Mobilenetv2)) => {
+            let d = Config::default();
+            frontend::mobilenet_v2(&Config {
+                num_classes: args.num_classes.unwrap_or(d.num_classes),
+                batch: args.batch.unwrap_or(d.batch),
+                height: args.height.unwrap_or(d.height),
+                width: args.width.unwrap_or(d.width),
+            })
+        }
+        (None, None) => Err(Error::Usage(
+            "no model given: pass an IR file or `--model mobilenetv2`".into(),
+        )),
+    }
+}
+
+/// Writes `text` to `path`, or to stdout. A closed stdout (`mnv2c ... | head`) is not an error.
+fn emit(text: &str, path: Option<&Path>) -> Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, text).map_err(|e| Error::io(p, e)),
+        None => match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
+            _ => Ok(()),
+        },
+    }
+}

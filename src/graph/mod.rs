@@ -29,8 +29,8 @@
 //! form is complete, weight-free and round-trips exactly.
 
 pub mod op;
-pub mod print;
 pub mod parse;
+pub mod print;
 pub mod verify;
 
 use std::fmt;
@@ -60,7 +60,9 @@ impl TensorType {
 
     /// The number of elements, or `None` if it overflows `usize`.
     pub fn num_elements(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        self.dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
     /// The size in bytes (f32), or `None` if it does not fit in `isize`.
@@ -202,7 +204,8 @@ impl Graph {
     ) -> crate::Result<ValueId> {
         let name = name.into();
         let tys: Vec<&TensorType> = operands.iter().map(|&v| &self.dag[v].ty).collect();
-        let ty = infer_type(&op, &tys, self).map_err(|m| crate::Error::verify(format!("%{name}"), m))?;
+        let ty =
+            infer_type(&op, &tys, self).map_err(|m| crate::Error::verify(format!("%{name}"), m))?;
         Ok(self.add_node(name, op, ty, operands))
     }
 

@@ -197,13 +197,17 @@ impl ConvGeometry {
     /// Decodes the weight shape of a convolution whose input has `cin` channels.
     pub fn new(weight: &TensorType, cin: usize, groups: usize) -> Result<ConvGeometry, String> {
         let [kh, kw, a, b] = weight.dims[..] else {
-            return Err(format!("weight must have rank 4 [kh, kw, cin/groups, cout], got {weight}"));
+            return Err(format!(
+                "weight must have rank 4 [kh, kw, cin/groups, cout], got {weight}"
+            ));
         };
         if groups == 0 {
             return Err("groups must be at least 1".into());
         }
         if cin % groups != 0 {
-            return Err(format!("{cin} input channels do not split into {groups} groups"));
+            return Err(format!(
+                "{cin} input channels do not split into {groups} groups"
+            ));
         }
         let depthwise_tf = groups == cin && groups > 1 && a == cin;
         let cout = if depthwise_tf {
@@ -218,7 +222,9 @@ impl ConvGeometry {
             b
         };
         if cout % groups != 0 {
-            return Err(format!("{cout} output channels do not split into {groups} groups"));
+            return Err(format!(
+                "{cout} output channels do not split into {groups} groups"
+            ));
         }
         Ok(ConvGeometry {
             kh,
@@ -294,7 +300,10 @@ pub fn infer_type(
                 expect_shape(const_type(name)?, &[c], &format!("{role} @{name}"))?;
             }
             if !(b.epsilon.is_finite() && b.epsilon >= 0.0) {
-                return Err(format!("epsilon must be finite and >= 0, got {}", b.epsilon));
+                return Err(format!(
+                    "epsilon must be finite and >= 0, got {}",
+                    b.epsilon
+                ));
             }
             Ok(x.clone())
         }

@@ -94,7 +94,9 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
             '%' | '@' => {
                 let j = take_while(i + 1, &|c| super::is_name_char(c));
                 if j == i + 1 {
-                    let found = chars.get(j).map_or("end of file".into(), |c| format!("`{c}`"));
+                    let found = chars
+                        .get(j)
+                        .map_or("end of file".into(), |c| format!("`{c}`"));
                     return Err(err(
                         tline,
                         tcol + 1,
@@ -398,9 +400,10 @@ impl Parser<'_> {
             .map(|(n, &id)| (n.name.as_str(), id))
             .collect();
         let resolve = |name: &str, at: (usize, usize)| {
-            by_name.get(name).copied().ok_or_else(|| {
-                self.error_at(at, format!("use of undefined value %{name}"))
-            })
+            by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| self.error_at(at, format!("use of undefined value %{name}")))
         };
         for (n, &id) in nodes.iter().zip(&ids) {
             let operands = n
@@ -561,7 +564,11 @@ impl Parser<'_> {
                         format!(
                             "conv2d with epilogue `{}` {} a `residual = %value` operand",
                             epilogue.name(),
-                            if epilogue.has_residual() { "needs" } else { "must not have" }
+                            if epilogue.has_residual() {
+                                "needs"
+                            } else {
+                                "must not have"
+                            }
                         ),
                     ));
                 }
@@ -697,7 +704,10 @@ impl<'p, 'a> Decoder<'p, 'a> {
                 ..
             }) => Err(self.parser.error_at(
                 at,
-                format!("expected {what} of `{}` (a `%value`), found `@{c}`", self.op),
+                format!(
+                    "expected {what} of `{}` (a `%value`), found `@{c}`",
+                    self.op
+                ),
             )),
             None => Err(self.missing(what)),
         }
@@ -715,14 +725,20 @@ impl<'p, 'a> Decoder<'p, 'a> {
                 ..
             }) => Err(self.parser.error_at(
                 at,
-                format!("expected {what} of `{}` (a `@constant`), found `%{v}`", self.op),
+                format!(
+                    "expected {what} of `{}` (a `@constant`), found `%{v}`",
+                    self.op
+                ),
             )),
             None => Err(self.missing(what)),
         }
     }
 
     fn take_keyed(&mut self, key: &str) -> Option<Arg> {
-        let i = self.keyed.iter().position(|a| a.key.as_deref() == Some(key))?;
+        let i = self
+            .keyed
+            .iter()
+            .position(|a| a.key.as_deref() == Some(key))?;
         Some(self.keyed.remove(i))
     }
 
@@ -782,7 +798,10 @@ impl<'p, 'a> Decoder<'p, 'a> {
             AttrValue::Number(s) => s.parse::<f32>().ok(),
             _ => None,
         }
-        .ok_or_else(|| self.parser.error_at(a.at, format!("`{key}` must be a number")))
+        .ok_or_else(|| {
+            self.parser
+                .error_at(a.at, format!("`{key}` must be a number"))
+        })
     }
 
     fn list<const N: usize>(&mut self, key: &str, form: &str) -> Result<[usize; N]> {
@@ -834,9 +853,10 @@ impl<'p, 'a> Decoder<'p, 'a> {
             return Err(self.parser.error_at(a.at, what));
         }
         if let Some(a) = self.attrs.first() {
-            return Err(self
-                .parser
-                .error_at(a.at, format!("unknown attribute `{}` for `{}`", a.key, self.op)));
+            return Err(self.parser.error_at(
+                a.at,
+                format!("unknown attribute `{}` for `{}`", a.key, self.op),
+            ));
         }
         Ok(())
     }
