@@ -60,9 +60,10 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<TensorMap> {
             return Err(Error::Weights {
                 tensor: name.to_string(),
                 message: format!(
-                    "dtype {:?} with shape {:?}, expected F32",
+                    "dtype {:?} with shape {:?}, expected F32 (in {})",
                     view.dtype(),
-                    view.shape()
+                    view.shape(),
+                    path.display()
                 ),
             });
         }
@@ -75,8 +76,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<TensorMap> {
             return Err(Error::Weights {
                 tensor: name.to_string(),
                 message: format!(
-                    "element {i} is {} (NaN and infinite weights are rejected)",
-                    data[i]
+                    "element {i} is {} (NaN and infinite weights are rejected; in {})",
+                    data[i],
+                    path.display()
                 ),
             });
         }
