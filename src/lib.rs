@@ -35,6 +35,7 @@
 pub mod error;
 pub mod frontend;
 pub mod graph;
+pub mod runtime;
 pub mod tensor;
 
 pub use error::{Error, Result};
