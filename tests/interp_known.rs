@@ -358,3 +358,185 @@ fn unbound_or_misshaped_constants_are_weights_errors() {
         "{err}"
     );
 }
+
+mod conv_property {
+    //! The interpreter's convolution against a second, differently written one: pad the input
+    //! explicitly, then a VALID convolution indexed output channel first. Covers odd sizes,
+    //! asymmetric pads, strides, groups, TF depthwise layout, bias and every epilogue.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    struct Problem {
+        dims: [usize; 4],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: Pads,
+        groups: usize,
+        cout_g: usize,
+        bias: bool,
+        epilogue: Epilogue,
+        seed: u64,
+    }
+
+    fn problem() -> impl Strategy<Value = Problem> {
+        (
+            (1usize..3, 1usize..8, 1usize..8, 1usize..4, 1usize..4),
+            (1usize..4, 1usize..4, 1usize..4, 1usize..4),
+            (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+            (1usize..4, any::<bool>(), 0usize..4, any::<u64>()),
+        )
+            .prop_filter_map(
+                "pads smaller than the kernel, kernel fits",
+                |(
+                    (n, h, w, groups, cin_g),
+                    (kh, kw, sh, sw),
+                    (t, b, l, r),
+                    (cout_g, bias, e, seed),
+                )| {
+                    let pads = Pads {
+                        top: t,
+                        bottom: b,
+                        left: l,
+                        right: r,
+                    };
+                    let ok = t.max(b) < kh && l.max(r) < kw && h + t + b >= kh && w + l + r >= kw;
+                    ok.then_some(Problem {
+                        dims: [n, h, w, groups * cin_g],
+                        kernel: [kh, kw],
+                        stride: [sh, sw],
+                        pads,
+                        groups,
+                        cout_g,
+                        bias,
+                        epilogue: Epilogue::ALL[e],
+                        seed,
+                    })
+                },
+            )
+    }
+
+    /// Deterministic values in [-4, 4] (wide enough that relu6 clamps on both sides).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
+            })
+            .collect()
+    }
+
+    fn relu6_ref(v: f32) -> f32 {
+        v.clamp(0.0, 6.0)
+    }
+
+    fn reference(
+        p: &Problem,
+        x: &Tensor,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        res: Option<&Tensor>,
+    ) -> Vec<f32> {
+        let [n, h, wd, cin] = p.dims;
+        let [kh, kw] = p.kernel;
+        let [sh, sw] = p.stride;
+        let (ph, pw) = (
+            h + p.pads.top + p.pads.bottom,
+            wd + p.pads.left + p.pads.right,
+        );
+        let mut xp = vec![0f64; n * ph * pw * cin];
+        for b in 0..n {
+            for y in 0..h {
+                for xx in 0..wd {
+                    for c in 0..cin {
+                        xp[((b * ph + y + p.pads.top) * pw + xx + p.pads.left) * cin + c] =
+                            f64::from(x.data()[((b * h + y) * wd + xx) * cin + c]);
+                    }
+                }
+            }
+        }
+        let cin_g = cin / p.groups;
+        let cout = p.groups * p.cout_g;
+        let (oh, ow) = ((ph - kh) / sh + 1, (pw - kw) / sw + 1);
+        let mut out = Vec::new();
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for co in 0..cout {
+                        let g = co / p.cout_g;
+                        let mut s = 0f64;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                for ci in 0..cin_g {
+                                    let xv = xp[((b * ph + oy * sh + ky) * pw + ox * sw + kx)
+                                        * cin
+                                        + g * cin_g
+                                        + ci];
+                                    s += xv
+                                        * f64::from(w[((ky * kw + kx) * cin_g + ci) * cout + co]);
+                                }
+                            }
+                        }
+                        let i = out.len();
+                        let mut v = s + bias.map_or(0.0, |bb| f64::from(bb[co]));
+                        if let Some(r) = res {
+                            v += f64::from(r.data()[i]);
+                        }
+                        let v = v as f32;
+                        out.push(if p.epilogue.has_relu6() {
+                            relu6_ref(v)
+                        } else {
+                            v
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn conv_matches_padded_valid_reference(p in problem()) {
+            let [n, h, wd, cin] = p.dims;
+            let [kh, kw] = p.kernel;
+            let cin_g = cin / p.groups;
+            let cout = p.groups * p.cout_g;
+            let x = t(&p.dims, &values(n * h * wd * cin, p.seed));
+            let wv = values(kh * kw * cin_g * cout, p.seed ^ 0x55);
+            let bv = values(cout, p.seed ^ 0xaa);
+            let attrs = Conv2d {
+                weight: "w".into(),
+                bias: p.bias.then(|| "b".into()),
+                stride: p.stride,
+                pads: p.pads,
+                groups: p.groups,
+                epilogue: p.epilogue,
+            };
+            let oh = (h + p.pads.top + p.pads.bottom - kh) / p.stride[0] + 1;
+            let ow = (wd + p.pads.left + p.pads.right - kw) / p.stride[1] + 1;
+            let res = p.epilogue.has_residual().then(|| {
+                t(&[n, oh, ow, cout], &values(n * oh * ow * cout, p.seed ^ 0xf0))
+            });
+            let bias = p.bias.then(|| t(&[cout], &bv));
+            let expect = reference(&p, &x, &wv, p.bias.then_some(&bv[..]), res.as_ref());
+            // HWIO-with-groups layout, and (depthwise) TF's [kh, kw, C, multiplier]: same data.
+            let mut layouts = vec![vec![kh, kw, cin_g, cout]];
+            if p.groups == cin && cin > 1 {
+                layouts.push(vec![kh, kw, cin, p.cout_g]);
+            }
+            for dims in layouts {
+                let w = t(&dims, &wv);
+                let got = interp::conv2d(&x, &w, bias.as_ref(), res.as_ref(), &attrs).unwrap();
+                prop_assert_eq!(got.dims(), &[n, oh, ow, cout][..]);
+                for (i, (a, e)) in got.data().iter().zip(&expect).enumerate() {
+                    prop_assert!((a - e).abs() <= 1e-5 * e.abs().max(1.0), "element {}: {} vs {} ({:?})", i, a, e, dims);
+                }
+            }
+        }
+    }
+}
