@@ -90,7 +90,7 @@ struct RunArgs {
     #[arg(long, value_name = "W.safetensors")]
     weights: Option<PathBuf>,
     /// Input array `[N, H, W, 3]` (`.npy`, f32); batch, height and width come from it.
-    /// Default: a fixed synthetic input.
+    /// Default: the synthetic input `x[n,y,x,c] = sin(0.05 y + 0.07 x + 1.3 c + 0.5 n)`.
     #[arg(long, value_name = "X.npy")]
     input: Option<PathBuf>,
     /// Write the logits `[N, num_classes]` to this `.npy` file.
