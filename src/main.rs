@@ -221,6 +221,22 @@ fn run_model(args: RunArgs) -> Result<()> {
                     x.ty()
                 )));
             };
+            if [n, h, w].contains(&0) {
+                return Err(Error::Input(format!(
+                    "{} has shape {}: batch, height and width must be at least 1",
+                    path.display(),
+                    x.ty()
+                )));
+            }
+            // Like NaN weights: a non-finite pixel is a bug upstream, and would come out as
+            // NaN probabilities far from its cause.
+            if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
+                return Err(Error::Input(format!(
+                    "{}: element {i} is {} (NaN and infinite inputs are rejected)",
+                    path.display(),
+                    x.data()[i]
+                )));
+            }
             Some((path, x, [n, h, w]))
         }
         None => None,
@@ -379,7 +395,17 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                // std's own message ("stream did not contain valid UTF-8") says neither
+                // which file is meant nor where the bad byte is.
+                let at = e.utf8_error().valid_up_to();
+                let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+                Error::Format {
+                    path: path.clone(),
+                    message: format!("not UTF-8 text (invalid byte at line {line}, offset {at})"),
+                }
+            })?;
             let graph = graph::parse(&text, &path.display().to_string())?;
             graph::verify(&graph)?;
             Ok(graph)

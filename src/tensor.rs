@@ -23,13 +23,15 @@ impl Tensor {
         (n == data.len()).then_some(Tensor { dims, data })
     }
 
-    /// A tensor of zeros; `None` if the element count overflows.
+    /// A tensor of zeros; `None` if the element count overflows or the memory cannot be
+    /// allocated. Sizes come from users (`--batch 100000 --height 10000`), and `vec![0.0; n]`
+    /// would abort the process on a failed allocation instead of returning an error.
     pub fn zeros(dims: Vec<usize>) -> Option<Tensor> {
         let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
-        Some(Tensor {
-            dims,
-            data: vec![0.0; n],
-        })
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).ok()?;
+        data.resize(n, 0.0);
+        Some(Tensor { dims, data })
     }
 
     pub fn dims(&self) -> &[usize] {
@@ -56,5 +58,22 @@ impl Tensor {
     /// The same data under another shape with as many elements.
     pub fn reshaped(self, dims: Vec<usize>) -> Option<Tensor> {
         Tensor::new(dims, self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `zeros` used `vec![0.0; n]`, which aborts the process (with a backtrace)
+    /// when the allocation fails; sizes that fit `usize` but not in memory must give `None`.
+    #[test]
+    fn zeros_too_large_to_allocate_is_none_not_an_abort() {
+        // 2^50 elements = 4 PiB: fits usize and isize, exceeds any address space.
+        assert!(Tensor::zeros(vec![1 << 30, 1 << 20]).is_none());
+        // Overflowing byte count.
+        assert!(Tensor::zeros(vec![usize::MAX / 2, 1]).is_none());
+        assert!(Tensor::zeros(vec![usize::MAX, 2]).is_none());
+        assert_eq!(Tensor::zeros(vec![2, 3]).unwrap().data(), &[0.0; 6]);
     }
 }

@@ -258,16 +258,23 @@ pub fn seeded(graph: &Graph, seed: u64) -> Result<TensorMap> {
             tensor: name.into(),
             message: format!("shape {} is too large", c.ty),
         })?;
-        let data = match roles.get(name).copied().unwrap_or(Role::Kernel) {
-            Role::One => vec![1.0; n],
-            Role::Zero => vec![0.0; n],
+        // `--num-classes` sizes the classifier: allocate fallibly, so a huge request is an
+        // error rather than an abort.
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| Error::Weights {
+            tensor: name.into(),
+            message: format!("shape {} is too large to allocate", c.ty),
+        })?;
+        match roles.get(name).copied().unwrap_or(Role::Kernel) {
+            Role::One => data.resize(n, 1.0),
+            Role::Zero => data.resize(n, 0.0),
             Role::Kernel => {
                 let mut rng = Rng::new(seed, name);
-                (0..n)
-                    .map(|_| (rng.truncated_normal() * f64::from(INIT_STDDEV)) as f32)
-                    .collect()
+                data.extend(
+                    (0..n).map(|_| (rng.truncated_normal() * f64::from(INIT_STDDEV)) as f32),
+                );
             }
-        };
+        }
         let t = Tensor::new(c.ty.dims.clone(), data).ok_or_else(|| Error::Weights {
             tensor: name.into(),
             message: "shape and data disagree".into(),
@@ -456,8 +463,11 @@ pub fn synthetic_input(config: &Config) -> Result<Tensor> {
         width,
         ..
     } = *config;
-    let mut t = Tensor::zeros(vec![batch, height, width, 3])
-        .ok_or_else(|| Error::Config("input size overflows".into()))?;
+    let mut t = Tensor::zeros(vec![batch, height, width, 3]).ok_or_else(|| {
+        Error::Config(format!(
+            "the input [{batch},{height},{width},3] is too large to allocate"
+        ))
+    })?;
     let mut i = 0;
     let d = t.data_mut();
     for n in 0..batch {

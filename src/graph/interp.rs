@@ -245,7 +245,7 @@ pub fn conv2d(
         ));
     }
     let (xd, wdat) = (x.data(), w.data());
-    let mut out = Tensor::zeros(out_dims).ok_or("output size overflows")?;
+    let mut out = Tensor::zeros(out_dims).ok_or("the output is too large to allocate")?;
     let od = out.data_mut();
     let mut acc = vec![0f64; cout];
     for b in 0..n {
@@ -354,7 +354,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> std::result::Result<Tensor, String> {
 /// Mean over H and W: `[N, H, W, C] -> [N, 1, 1, C]`, summed in f64.
 pub fn global_avg_pool(x: &Tensor) -> std::result::Result<Tensor, String> {
     let [n, h, w, c] = nhwc(x, "global_avg_pool input")?;
-    let mut out = Tensor::zeros(vec![n, 1, 1, c]).ok_or("output size overflows")?;
+    let mut out = Tensor::zeros(vec![n, 1, 1, c]).ok_or("the output is too large to allocate")?;
     let count = (h * w) as f64;
     for b in 0..n {
         let mut sum = vec![0f64; c];
