@@ -176,13 +176,14 @@ fn exit_status(e: &Error) -> u8 {
     match e {
         Error::Usage(_) => 2,
         Error::Parse { .. }
-        | Error::Verify { .. }
+        | Error::Verify { pass: None, .. }
         | Error::Config(_)
         | Error::Weights { .. }
         | Error::Format { .. }
         | Error::Io { .. } => 3,
         Error::Input(_) => 4,
-        Error::Codegen(_) => 70,
+        // A graph that verified when it was read and fails after a pass was broken by mnv2c.
+        Error::Verify { pass: Some(_), .. } | Error::Codegen(_) => 70,
     }
 }
 
@@ -433,5 +434,27 @@ fn emit(text: &str, path: Option<&Path>) -> Result<()> {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
             _ => Ok(()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statuses of `docs/errors.md`; in particular a verifier failure after a pass is an
+    /// internal error (the input verified before the pass ran), not an invalid model.
+    #[test]
+    fn exit_statuses_follow_the_documented_kinds() {
+        let verify_after = |pass: Option<&str>| Error::Verify {
+            pass: pass.map(str::to_string),
+            value: "%x".into(),
+            message: "m".into(),
+        };
+        assert_eq!(exit_status(&Error::Usage("u".into())), 2);
+        assert_eq!(exit_status(&verify_after(None)), 3);
+        assert_eq!(exit_status(&Error::Config("c".into())), 3);
+        assert_eq!(exit_status(&Error::Input("i".into())), 4);
+        assert_eq!(exit_status(&verify_after(Some("fuse-relu6"))), 70);
+        assert_eq!(exit_status(&Error::Codegen("c".into())), 70);
     }
 }
