@@ -41,3 +41,22 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     }
     i
 }
+
+/// Regression: duplicate detection scanned every earlier node, so a 100k-line file took ~40 s
+/// of CPU to parse (quadratic); it now takes well under a second. The limit is loose on purpose
+/// (shared, loaded CI machines), and still far below the quadratic time.
+#[test]
+fn a_long_chain_parses_and_verifies_in_linear_time() {
+    let n = 100_000;
+    let mut text = String::from("graph g {\n  %v0 = input : f32[1,4,4,3]\n");
+    for i in 1..n {
+        text.push_str(&format!("  %v{i} = relu6(%v{}) : f32[1,4,4,3]\n", i - 1));
+    }
+    text.push_str(&format!("  output %v{}\n}}\n", n - 1));
+    let start = std::time::Instant::now();
+    let g = graph::parse(&text, "long.ir").unwrap();
+    graph::verify(&g).unwrap();
+    assert_eq!(g.num_nodes(), n);
+    let secs = start.elapsed().as_secs_f64();
+    assert!(secs < 10.0, "parse + verify of {n} nodes took {secs:.1} s");
+}

@@ -186,7 +186,6 @@ struct Application {
 
 struct PendingNode {
     name: String,
-    at: (usize, usize),
     op: Op,
     ty: TensorType,
     operands: Vec<(String, (usize, usize))>,
@@ -301,6 +300,7 @@ impl Parser<'_> {
         let mut nodes: Vec<PendingNode> = Vec::new();
         let mut outputs: Option<Vec<(String, (usize, usize))>> = None;
         let mut const_at: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut value_line: HashMap<String, usize> = HashMap::new();
         loop {
             let t = self.peek().clone();
             let at = (t.line, t.col);
@@ -361,18 +361,15 @@ impl Parser<'_> {
                     self.punct(':')?;
                     let ty = self.tensor_type()?;
                     let (op, operands) = self.op(app)?;
-                    if let Some(first) = nodes.iter().find(|n| n.name == vname) {
+                    // A map, not a scan of `nodes`: a scan made a 100k-line file take minutes.
+                    if let Some(first_line) = value_line.insert(vname.clone(), at.0) {
                         return Err(self.error_at(
                             at,
-                            format!(
-                                "value %{vname} is defined twice (first at line {})",
-                                first.at.0
-                            ),
+                            format!("value %{vname} is defined twice (first at line {first_line})"),
                         ));
                     }
                     nodes.push(PendingNode {
                         name: vname,
-                        at,
                         op,
                         ty,
                         operands,
