@@ -5,6 +5,8 @@
 //! of [`Error`]. Messages are written for the person who has to fix the input: they name the file
 //! and `line:col`, the value or tensor as it is printed, and what was expected against what was
 //! found. Nothing in the library panics on user input; a panic is a bug in mnv2c.
+//!
+//! `docs/errors.md` lists every variant with a real message and the CLI's exit status for it.
 
 use std::path::PathBuf;
 
@@ -24,6 +26,7 @@ pub enum Error {
 
     /// A graph breaks one of the invariants of `graph` (see its module doc). `value` is the
     /// printed name of the offending value or constant (`%res5_1/pw`, `@conv1_1/conv2d/w`).
+    /// With `pass: Some(_)` a pass broke a graph that verified before it: a bug in mnv2c.
     #[error("{}{value}: {message}", match pass { Some(p) => format!("verification failed after {p}: "), None => "invalid graph: ".to_string() })]
     Verify {
         pass: Option<String>,

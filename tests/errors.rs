@@ -286,8 +286,8 @@ fn weights_cases() -> Vec<Case> {
             3,
             &[
                 "tensor 'mobilenetv2/conv1_1/conv2d/w'",
-                "missing from the weights",
-                "f32[3,3,3,32]",
+                // Not "expected f32 f32[...]", as it once said.
+                "missing from the weights (expected f32[3,3,3,32])",
             ],
         ),
         case(

@@ -151,7 +151,7 @@ pub fn check(graph: &Graph, weights: &TensorMap) -> Result<()> {
         };
         return Err(Error::Weights {
             tensor: first.to_string(),
-            message: format!("missing from the weights (expected f32 {ty}){more}"),
+            message: format!("missing from the weights (expected {ty}){more}"),
         });
     }
     for (name, ty) in &params {
