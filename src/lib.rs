@@ -24,6 +24,9 @@
 pub mod error;
 pub mod frontend;
 pub mod graph;
+pub mod loops;
+pub mod lower;
+pub mod codegen;
 pub mod tensor;
 
 pub use error::{Error, Result};
