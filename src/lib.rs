@@ -21,12 +21,12 @@
     clippy::print_stderr
 )]
 
+pub mod codegen;
 pub mod error;
 pub mod frontend;
 pub mod graph;
 pub mod loops;
 pub mod lower;
-pub mod codegen;
 pub mod tensor;
 
 pub use error::{Error, Result};

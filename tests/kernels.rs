@@ -16,10 +16,14 @@ const REF_TOL: f32 = 1e-4;
 
 /// Deterministic pseudo-random values in `[-1, 1)` (a 64-bit LCG).
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -34,7 +38,10 @@ fn param(g: &mut Graph, consts: &mut TensorMap, name: &str, dims: Vec<usize>, da
         },
     )
     .expect("fresh constant");
-    consts.insert(name.into(), Tensor::new(dims, data).expect("shape fits data"));
+    consts.insert(
+        name.into(),
+        Tensor::new(dims, data).expect("shape fits data"),
+    );
 }
 
 /// Lowers, runs in the interpreter and the JIT, asserts they agree exactly; returns the outputs.
@@ -111,13 +118,20 @@ impl ConvProblem {
                         let mut acc = b.map_or(0.0, |b| f64::from(b[co]));
                         for ky in 0..self.k {
                             for kx in 0..self.k {
-                                let iy = (y * self.stride[0] + ky) as isize - self.pads.top as isize;
-                                let ix = (xo * self.stride[1] + kx) as isize - self.pads.left as isize;
-                                if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
+                                let iy =
+                                    (y * self.stride[0] + ky) as isize - self.pads.top as isize;
+                                let ix =
+                                    (xo * self.stride[1] + kx) as isize - self.pads.left as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= self.h as isize
+                                    || ix >= self.w as isize
+                                {
                                     continue;
                                 }
                                 for ci in 0..cin_g {
-                                    let xi = ((n * self.h + iy as usize) * self.w + ix as usize) * self.cin
+                                    let xi = ((n * self.h + iy as usize) * self.w + ix as usize)
+                                        * self.cin
                                         + g * cin_g
                                         + ci;
                                     let wi = ((ky * self.k + kx) * cin_g + ci) * self.cout + co;
@@ -158,9 +172,15 @@ impl ConvProblem {
         let olen: usize = od.iter().product();
         let mut operands = vec![x];
         let mut inputs = BTreeMap::new();
-        let xv: Vec<f32> = values(self.seed ^ 3, xlen).iter().map(|v| v * 3.0).collect();
+        let xv: Vec<f32> = values(self.seed ^ 3, xlen)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
         inputs.insert("x".to_string(), xv.clone());
-        let rv: Vec<f32> = values(self.seed ^ 4, olen).iter().map(|v| v * 4.0).collect();
+        let rv: Vec<f32> = values(self.seed ^ 4, olen)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
         if self.epilogue.has_residual() {
             operands.push(g.add_node("r", Op::Input, TensorType::new(od), &[]));
             inputs.insert("r".to_string(), rv.clone());
@@ -173,7 +193,9 @@ impl ConvProblem {
             groups: self.groups,
             epilogue: self.epilogue,
         };
-        let y = g.add_typed("y", Op::Conv2d(conv), &operands).expect("conv types");
+        let y = g
+            .add_typed("y", Op::Conv2d(conv), &operands)
+            .expect("conv types");
         g.set_outputs(vec![y]);
         let out = run_both(&g, &consts, &inputs);
         let want = self.reference(
@@ -194,14 +216,24 @@ fn epilogue() -> impl Strategy<Value = Epilogue> {
 fn conv_problem() -> impl Strategy<Value = ConvProblem> {
     (
         (1usize..=2, 1usize..=9, 1usize..=9),
-        (prop::sample::select(vec![1usize, 3]), 1usize..=2, 1usize..=2),
+        (
+            prop::sample::select(vec![1usize, 3]),
+            1usize..=2,
+            1usize..=2,
+        ),
         (0usize..3, 0usize..3, 0usize..3, 0usize..3),
         (1usize..=3, 1usize..=12, 1usize..=13),
         (any::<bool>(), epilogue(), any::<u64>()),
     )
         .prop_filter_map(
             "pads smaller than the kernel, output non-empty",
-            |((n, h, w), (k, sh, sw), (pt, pb, pl, pr), (groups, cin_g, cout_g), (bias, epilogue, seed))| {
+            |(
+                (n, h, w),
+                (k, sh, sw),
+                (pt, pb, pl, pr),
+                (groups, cin_g, cout_g),
+                (bias, epilogue, seed),
+            )| {
                 let p = ConvProblem {
                     n,
                     h,
@@ -221,7 +253,8 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
                     epilogue,
                     seed,
                 };
-                (h + p.pads.top + p.pads.bottom >= k && w + p.pads.left + p.pads.right >= k).then_some(p)
+                (h + p.pads.top + p.pads.bottom >= k && w + p.pads.left + p.pads.right >= k)
+                    .then_some(p)
             },
         )
 }
@@ -234,48 +267,58 @@ fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
         (0usize..3, 0usize..3, 0usize..3, 0usize..3),
         (any::<bool>(), epilogue(), any::<u64>()),
     )
-        .prop_filter_map("output non-empty", |((n, h, w, c), (k, s), (pt, pb, pl, pr), (bias, epilogue, seed))| {
-            let p = ConvProblem {
-                n,
-                h,
-                w,
-                cin: c,
-                cout: c,
-                k,
-                stride: [s, s],
-                pads: Pads {
-                    top: pt.min(k - 1),
-                    bottom: pb.min(k - 1),
-                    left: pl.min(k - 1),
-                    right: pr.min(k - 1),
-                },
-                groups: c,
-                bias,
-                epilogue,
-                seed,
-            };
-            (h + p.pads.top + p.pads.bottom >= k && w + p.pads.left + p.pads.right >= k).then_some(p)
-        })
+        .prop_filter_map(
+            "output non-empty",
+            |((n, h, w, c), (k, s), (pt, pb, pl, pr), (bias, epilogue, seed))| {
+                let p = ConvProblem {
+                    n,
+                    h,
+                    w,
+                    cin: c,
+                    cout: c,
+                    k,
+                    stride: [s, s],
+                    pads: Pads {
+                        top: pt.min(k - 1),
+                        bottom: pb.min(k - 1),
+                        left: pl.min(k - 1),
+                        right: pr.min(k - 1),
+                    },
+                    groups: c,
+                    bias,
+                    epilogue,
+                    seed,
+                };
+                (h + p.pads.top + p.pads.bottom >= k && w + p.pads.left + p.pads.right >= k)
+                    .then_some(p)
+            },
+        )
 }
 
 /// 1x1 stride-1 unpadded convolutions: the pointwise GEMM family with 4x8 register tiles and its
 /// pixel and channel remainders.
 fn pointwise_problem() -> impl Strategy<Value = ConvProblem> {
-    ((1usize..=2, 1usize..=7, 1usize..=7), (1usize..=20, 1usize..=27), (any::<bool>(), epilogue(), any::<u64>()))
-        .prop_map(|((n, h, w), (cin, cout), (bias, epilogue, seed))| ConvProblem {
-            n,
-            h,
-            w,
-            cin,
-            cout,
-            k: 1,
-            stride: [1, 1],
-            pads: Pads::default(),
-            groups: 1,
-            bias,
-            epilogue,
-            seed,
-        })
+    (
+        (1usize..=2, 1usize..=7, 1usize..=7),
+        (1usize..=20, 1usize..=27),
+        (any::<bool>(), epilogue(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, h, w), (cin, cout), (bias, epilogue, seed))| ConvProblem {
+                n,
+                h,
+                w,
+                cin,
+                cout,
+                k: 1,
+                stride: [1, 1],
+                pads: Pads::default(),
+                groups: 1,
+                bias,
+                epilogue,
+                seed,
+            },
+        )
 }
 
 proptest! {
@@ -316,7 +359,12 @@ fn check_unfused_ops(n: usize, h: usize, w: usize, c: usize, seed: u64) {
     let beta = values(seed ^ 6, c);
     let mean = values(seed ^ 7, c);
     let var: Vec<f32> = values(seed ^ 8, c).iter().map(|v| v.abs() + 0.1).collect();
-    for (name, v) in [("gamma", &gamma), ("beta", &beta), ("mean", &mean), ("var", &var)] {
+    for (name, v) in [
+        ("gamma", &gamma),
+        ("beta", &beta),
+        ("mean", &mean),
+        ("var", &var),
+    ] {
         param(&mut g, &mut consts, name, vec![c], v.clone());
     }
     let eps = 1e-5f32;
@@ -335,9 +383,15 @@ fn check_unfused_ops(n: usize, h: usize, w: usize, c: usize, seed: u64) {
         .expect("bn types");
     let r6 = g.add_typed("r6", Op::Relu6, &[bn]).expect("relu6 types");
     let sum = g.add_typed("sum", Op::Add, &[r6, x]).expect("add types");
-    let pool = g.add_typed("pool", Op::GlobalAvgPool, &[sum]).expect("pool types");
-    let flat = g.add_typed("flat", Op::Flatten, &[pool]).expect("flatten types");
-    let prob = g.add_typed("prob", Op::Softmax, &[flat]).expect("softmax types");
+    let pool = g
+        .add_typed("pool", Op::GlobalAvgPool, &[sum])
+        .expect("pool types");
+    let flat = g
+        .add_typed("flat", Op::Flatten, &[pool])
+        .expect("flatten types");
+    let prob = g
+        .add_typed("prob", Op::Softmax, &[flat])
+        .expect("softmax types");
     g.set_outputs(vec![sum, flat, prob]);
     let xv: Vec<f32> = values(seed ^ 9, xlen).iter().map(|v| v * 8.0).collect();
     let inputs = BTreeMap::from([("x".to_string(), xv.clone())]);
@@ -384,7 +438,12 @@ fn model_shapes() {
         k: 3,
         stride: [2, 2],
         // TensorFlow SAME for odd input, stride 2: 1 before, 1 after.
-        pads: Pads { top: 1, bottom: 1, left: 1, right: 1 },
+        pads: Pads {
+            top: 1,
+            bottom: 1,
+            left: 1,
+            right: 1,
+        },
         groups: 1,
         bias: true,
         epilogue: Epilogue::Relu6,
@@ -392,11 +451,41 @@ fn model_shapes() {
     };
     base.check();
     // Even input, stride 2: TensorFlow pads 0 before, 1 after.
-    ConvProblem { h: 8, w: 8, pads: Pads { top: 0, bottom: 1, left: 0, right: 1 }, ..base.clone() }.check();
+    ConvProblem {
+        h: 8,
+        w: 8,
+        pads: Pads {
+            top: 0,
+            bottom: 1,
+            left: 0,
+            right: 1,
+        },
+        ..base.clone()
+    }
+    .check();
     // Depthwise 3x3 stride 1 with 144 channels, residual + relu6.
-    ConvProblem { cin: 144, cout: 144, groups: 144, stride: [1, 1], epilogue: Epilogue::AddRelu6, ..base.clone() }.check();
+    ConvProblem {
+        cin: 144,
+        cout: 144,
+        groups: 144,
+        stride: [1, 1],
+        epilogue: Epilogue::AddRelu6,
+        ..base.clone()
+    }
+    .check();
     // The logits conv on a 1x1 image: 1x1 GEMM with only the pixel remainder.
-    ConvProblem { h: 1, w: 1, k: 1, cin: 40, cout: 10, stride: [1, 1], pads: Pads::default(), epilogue: Epilogue::None, ..base.clone() }.check();
+    ConvProblem {
+        h: 1,
+        w: 1,
+        k: 1,
+        cin: 40,
+        cout: 10,
+        stride: [1, 1],
+        pads: Pads::default(),
+        epilogue: Epilogue::None,
+        ..base.clone()
+    }
+    .check();
 }
 
 /// The whole unoptimised MobileNetV2 at 32x32: JIT == interpreter, bit for bit.
@@ -418,7 +507,10 @@ fn mobilenet_v2_small_jit_matches_interpreter() {
         } else {
             v.iter_mut().for_each(|x| *x *= 0.2);
         }
-        consts.insert(name.to_string(), Tensor::new(c.ty.dims.clone(), v).expect("fits"));
+        consts.insert(
+            name.to_string(),
+            Tensor::new(c.ty.dims.clone(), v).expect("fits"),
+        );
     }
     let input = g.inputs()[0];
     let x = g.node(input);
@@ -428,4 +520,111 @@ fn mobilenet_v2_small_jit_matches_interpreter() {
     for v in out.values() {
         assert!(v.iter().all(|x| x.is_finite()));
     }
+}
+
+/// A small pointwise conv graph, for the API tests below.
+fn pointwise_graph() -> (Graph, TensorMap) {
+    let mut g = Graph::new("pw");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 3, 3, 8]), &[]);
+    param(&mut g, &mut consts, "w", vec![1, 1, 8, 12], values(1, 96));
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: None,
+        stride: [1, 1],
+        pads: Pads::default(),
+        groups: 1,
+        epilogue: Epilogue::Relu6,
+    };
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
+    g.set_outputs(vec![y]);
+    (g, consts)
+}
+
+#[test]
+fn jit_checks_buffers_before_calling() {
+    use mnv2c::codegen::Arg;
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    let k = &p.kernels[0];
+    let names: Vec<&str> = k.buffers.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["x", "w", "y"]);
+    let x = values(2, 72);
+    let w = p.constants["w"].clone();
+    let mut y = vec![0.0; 108];
+    // Too short an output.
+    let mut short = vec![0.0; 107];
+    let e = jit
+        .run_kernel(
+            0,
+            &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut short)],
+        )
+        .expect_err("length mismatch");
+    assert!(
+        e.to_string().contains("has 107 elements, expected 108"),
+        "{e}"
+    );
+    // The output passed read-only.
+    let e = jit
+        .run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Read(&y)])
+        .expect_err("read-only output");
+    assert!(e.to_string().contains("passed read-only"), "{e}");
+    // Missing a buffer; no such kernel.
+    assert!(
+        jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w)])
+            .is_err()
+    );
+    assert!(jit.run_kernel(1, &mut []).is_err());
+    jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)])
+        .expect("runs");
+    assert!(y.iter().all(|v| (0.0..=6.0).contains(v)) && y.iter().any(|&v| v > 0.0));
+}
+
+#[test]
+fn jit_runs_from_several_threads() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    let inputs = BTreeMap::from([("x".to_string(), values(3, 72))]);
+    let want = loops::run_program(&p, &inputs).expect("interprets");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..50)
+                        .map(|_| jit.run_program(&p, &inputs))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for got in h.join().expect("thread finished") {
+                assert_eq!(got.expect("runs"), want);
+            }
+        }
+    });
+}
+
+#[test]
+fn emits_loops_clif_and_asm() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let loops_text = p.to_string();
+    assert!(
+        loops_text.contains("schedule: pointwise conv (GEMM): register tile 4 px x 8 ch"),
+        "{loops_text}"
+    );
+    assert!(
+        loops_text.contains("(spatial vector4)") && loops_text.contains("(reduce)"),
+        "{loops_text}"
+    );
+    let clif = mnv2c::codegen::emit_clif(&p.kernels).expect("clif");
+    assert!(
+        clif.contains("fma.f32x4") || clif.contains("fma v"),
+        "{clif}"
+    );
+    assert!(clif.contains("f32x4"), "{clif}");
+    let asm = mnv2c::codegen::emit_asm(&p.kernels).expect("asm");
+    assert!(asm.contains("fmadd"), "{asm}");
 }

@@ -114,7 +114,8 @@ impl JitProgram {
             ("is_pic", "false"),
             ("use_colocated_libcalls", "false"),
         ] {
-            fb.set(k, v).map_err(|e| err(&format!("setting {k}={v}"), e))?;
+            fb.set(k, v)
+                .map_err(|e| err(&format!("setting {k}={v}"), e))?;
         }
         let isa = cranelift_native::builder()
             .map_err(|m| err("this host is not supported by Cranelift", m))?
@@ -144,8 +145,11 @@ impl JitProgram {
             ctx.set_disasm(opts.keep_asm);
             translate(module, k, &mut ctx.func, &mut fctx)?;
             if opts.keep_clif {
-                prog.clif
-                    .push_str(&format!("; kernel \"{}\"\n{}\n", k.name, ctx.func.display()));
+                prog.clif.push_str(&format!(
+                    "; kernel \"{}\"\n{}\n",
+                    k.name,
+                    ctx.func.display()
+                ));
             }
             let sym = symbol_name(i, k);
             let id = module
@@ -294,7 +298,9 @@ impl JitProgram {
 impl Drop for JitProgram {
     fn drop(&mut self) {
         if let Some(m) = self.module.take() {
-            let module = m.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let module = m
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             // SAFETY: `drop` has `&mut self`, so no call into the code is running or can start
             // (calls borrow `self`), and the function pointers in `self.kernels` die with `self`
             // without being called again.

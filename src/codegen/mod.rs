@@ -43,7 +43,8 @@ pub const EXPF_SYMBOL: &str = "mnv2c_expf";
 /// The signature of every kernel function: one pointer to the array of buffer base pointers.
 pub fn kernel_signature<M: Module>(m: &M) -> Signature {
     let mut sig = m.make_signature();
-    sig.params.push(AbiParam::new(m.target_config().pointer_type()));
+    sig.params
+        .push(AbiParam::new(m.target_config().pointer_type()));
     sig
 }
 
@@ -199,7 +200,9 @@ impl Translator<'_, '_> {
                     match dst.mem {
                         Mem::Buf(buf) => {
                             let (addr, off) = self.address(buf.0, &dst.index)?;
-                            self.b.ins().store(MemFlagsData::new().with_notrap(), v, addr, off);
+                            self.b
+                                .ins()
+                                .store(MemFlagsData::new().with_notrap(), v, addr, off);
                         }
                         Mem::Local(l) => {
                             let var = self.local_var(l.0, &dst.index, vector)?;
@@ -213,10 +216,12 @@ impl Translator<'_, '_> {
     }
 
     fn const_index(&self, idx: &Affine) -> Result<i64> {
-        idx.terms.iter().try_fold(idx.offset, |acc, &(v, c)| match self.env[v.0] {
-            Binding::Const(x) => Ok(acc + c * x),
-            _ => Err(bug("local indexed by a non-constant variable")),
-        })
+        idx.terms
+            .iter()
+            .try_fold(idx.offset, |acc, &(v, c)| match self.env[v.0] {
+                Binding::Const(x) => Ok(acc.wrapping_add(c.wrapping_mul(x))),
+                _ => Err(bug("local indexed by a non-constant variable")),
+            })
     }
 
     fn local_var(&self, l: usize, idx: &Affine, vector: bool) -> Result<Variable> {
@@ -230,14 +235,21 @@ impl Translator<'_, '_> {
     }
 
     /// Base address and constant byte offset of element `idx` (lane 0 in a vector body).
+    ///
+    /// All arithmetic wraps modulo 2^64: the verifier proved the exact index in `0..len`, and
+    /// `4 * len` fits in `isize`, so the wrapped sum is exactly the element's byte offset.
     fn address(&mut self, buf: usize, idx: &Affine) -> Result<(Value, i32)> {
         let mut constant = idx.offset;
         let mut dynamic: Option<Value> = None;
         for &(v, c) in &idx.terms {
             match self.env[v.0] {
-                Binding::Const(x) => constant += c * x,
+                Binding::Const(x) => constant = constant.wrapping_add(c.wrapping_mul(x)),
                 Binding::Dyn(val) => {
-                    let term = if c == 1 { val } else { self.b.ins().imul_imm_s(val, c) };
+                    let term = if c == 1 {
+                        val
+                    } else {
+                        self.b.ins().imul_imm_s(val, c)
+                    };
                     dynamic = Some(match dynamic {
                         Some(d) => self.b.ins().iadd(d, term),
                         None => term,
@@ -251,7 +263,7 @@ impl Translator<'_, '_> {
             let bytes = self.b.ins().ishl_imm_u(d, 2);
             addr = self.b.ins().iadd(addr, bytes);
         }
-        let bytes = constant * 4;
+        let bytes = constant.wrapping_mul(4);
         match i32::try_from(bytes) {
             Ok(off) => Ok((addr, off)),
             Err(_) => {
@@ -267,7 +279,11 @@ impl Translator<'_, '_> {
     }
 
     fn splat_if(&mut self, v: Value, vector: bool) -> Value {
-        if vector { self.b.ins().splat(types::F32X4, v) } else { v }
+        if vector {
+            self.b.ins().splat(types::F32X4, v)
+        } else {
+            v
+        }
     }
 
     fn expr(&mut self, e: &Expr, vector: bool) -> Result<Value> {
@@ -289,14 +305,21 @@ impl Translator<'_, '_> {
                     if vector && self.lane_coef(&a.index) == 1 {
                         self.b.ins().load(types::F32X4, flags, addr, off)
                     } else {
-                        let v = self.b.ins().load(types::F32, flags.with_aligned(), addr, off);
+                        let v = self
+                            .b
+                            .ins()
+                            .load(types::F32, flags.with_aligned(), addr, off);
                         self.splat_if(v, vector)
                     }
                 }
                 Mem::Local(l) => {
                     let var = self.local_var(l.0, &a.index, vector)?;
                     let v = self.b.use_var(var);
-                    if self.k.locals[l.0].vector { v } else { self.splat_if(v, vector) }
+                    if self.k.locals[l.0].vector {
+                        v
+                    } else {
+                        self.splat_if(v, vector)
+                    }
                 }
             },
             Expr::Unary(UnOp::Exp, a) => {
@@ -318,7 +341,11 @@ impl Translator<'_, '_> {
                 }
             }
             Expr::Fma(a, c, d) => {
-                let (x, y, z) = (self.expr(a, vector)?, self.expr(c, vector)?, self.expr(d, vector)?);
+                let (x, y, z) = (
+                    self.expr(a, vector)?,
+                    self.expr(c, vector)?,
+                    self.expr(d, vector)?,
+                );
                 self.b.ins().fma(x, y, z)
             }
         })

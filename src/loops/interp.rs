@@ -57,11 +57,12 @@ struct Machine<'a, 'b> {
 
 impl Machine<'_, '_> {
     // Indices are in bounds: the kernel passed `verify`, whose bounds proof covers every access.
+    // The proof is over exact integers and the true index fits in i64, so computing it modulo
+    // 2^64 (wrapping) gives exactly that index, whatever the intermediate sums.
     fn index(&self, idx: &super::Affine) -> usize {
-        let i = idx
-            .terms
-            .iter()
-            .fold(idx.offset, |acc, &(v, c)| acc + c * self.vars[v.0]);
+        let i = idx.terms.iter().fold(idx.offset, |acc, &(v, c)| {
+            acc.wrapping_add(c.wrapping_mul(self.vars[v.0]))
+        });
         i as usize
     }
 
@@ -160,7 +161,9 @@ pub fn execute(
                 .get(name)
                 .filter(|c| c.len() == len)
                 .cloned()
-                .ok_or_else(|| Error::Codegen(format!("constant {name} has no data of {len} elements")))?,
+                .ok_or_else(|| {
+                    Error::Codegen(format!("constant {name} has no data of {len} elements"))
+                })?,
             BufferKind::Activation => vec![0.0; len],
         };
         store.insert(name.clone(), data);
@@ -178,7 +181,8 @@ pub fn execute(
             taken.push((s, data));
         }
         let result = {
-            let mut slices: Vec<&mut [f32]> = taken.iter_mut().map(|(_, d)| d.as_mut_slice()).collect();
+            let mut slices: Vec<&mut [f32]> =
+                taken.iter_mut().map(|(_, d)| d.as_mut_slice()).collect();
             exec(i, k, &mut slices)
         };
         for (s, d) in taken {

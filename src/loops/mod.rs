@@ -331,9 +331,16 @@ impl Kernel {
         BufId(self.buffers.len() - 1)
     }
 
-    pub fn add_local(&mut self, name: impl Into<String>, len: usize, vector: bool) -> LocalId {
+    /// A fresh local; names are made unique by suffixing.
+    pub fn add_local(&mut self, name: &str, len: usize, vector: bool) -> LocalId {
+        let mut unique = name.to_string();
+        let mut k = 1;
+        while self.locals.iter().any(|l| l.name == unique) {
+            unique = format!("{name}{k}");
+            k += 1;
+        }
         self.locals.push(Local {
-            name: name.into(),
+            name: unique,
             len,
             vector,
         });

@@ -90,7 +90,10 @@ impl Kernel {
                 .buffers
                 .get(b.0)
                 .map_or("?".to_string(), |b| sigil_name(b.role, &b.name)),
-            Mem::Local(l) => self.locals.get(l.0).map_or("?".to_string(), |l| l.name.clone()),
+            Mem::Local(l) => self
+                .locals
+                .get(l.0)
+                .map_or("?".to_string(), |l| l.name.clone()),
         };
         format!("{name}[{}]", self.affine(idx))
     }
@@ -99,7 +102,11 @@ impl Kernel {
         let mut s = String::new();
         for &(v, c) in &a.terms {
             let name = self.var_name(v);
-            let (sign, mag) = if c < 0 { ("-", c.unsigned_abs()) } else { ("+", c.unsigned_abs()) };
+            let (sign, mag) = if c < 0 {
+                ("-", c.unsigned_abs())
+            } else {
+                ("+", c.unsigned_abs())
+            };
             if s.is_empty() {
                 if sign == "-" {
                     s.push('-');
@@ -164,5 +171,9 @@ impl Display for Program {
 }
 
 fn list(names: &[String]) -> String {
-    names.iter().map(|n| format!("%{n}")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("%{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -36,11 +36,17 @@ struct Checker<'k> {
 
 /// Verifies one kernel; the error names the kernel and the offending access.
 pub fn verify(k: &Kernel) -> Result<()> {
-    let fail = |m: String| Error::Codegen(format!("loop IR of kernel '{}' is invalid: {m}", k.name));
+    let fail =
+        |m: String| Error::Codegen(format!("loop IR of kernel '{}' is invalid: {m}", k.name));
     for b in &k.buffers {
-        let len = b.len().ok_or_else(|| fail(format!("buffer {} size overflows", b.name)))?;
+        let len = b
+            .len()
+            .ok_or_else(|| fail(format!("buffer {} size overflows", b.name)))?;
         if len == 0 || len.checked_mul(4).is_none_or(|n| n > isize::MAX as usize) {
-            return Err(fail(format!("buffer {} has an invalid size of {len} elements", b.name)));
+            return Err(fail(format!(
+                "buffer {} has an invalid size of {len} elements",
+                b.name
+            )));
         }
     }
     for l in &k.locals {
@@ -86,15 +92,20 @@ pub fn verify_program(p: &Program) -> Result<()> {
 
 impl Checker<'_> {
     fn var_name(&self, v: Var) -> String {
-        self.k.vars.get(v.0).cloned().unwrap_or_else(|| format!("v{}", v.0))
+        self.k
+            .vars
+            .get(v.0)
+            .cloned()
+            .unwrap_or_else(|| format!("v{}", v.0))
     }
 
     /// The vector loop variable enclosing the current point, if any.
     fn lane(&self) -> Option<Var> {
-        self.stack
-            .last()
-            .copied()
-            .filter(|v| self.bound.get(v).is_some_and(|b| b.mode == LoopMode::Vector))
+        self.stack.last().copied().filter(|v| {
+            self.bound
+                .get(v)
+                .is_some_and(|b| b.mode == LoopMode::Vector)
+        })
     }
 
     fn stmts(&mut self, body: &[Stmt]) -> Result<(), String> {
@@ -121,10 +132,10 @@ impl Checker<'_> {
                                 "reduction loop {name} is vectorised (no horizontal reduction)"
                             ));
                         }
-                        if l.hi - l.lo != super::VECTOR_WIDTH as i64 {
+                        let lanes = i128::from(l.hi) - i128::from(l.lo);
+                        if lanes != super::VECTOR_WIDTH as i128 {
                             return Err(format!(
-                                "vector loop {name} has {} lanes, not {}",
-                                l.hi - l.lo,
+                                "vector loop {name} has {lanes} lanes, not {}",
                                 super::VECTOR_WIDTH
                             ));
                         }
@@ -186,9 +197,13 @@ impl Checker<'_> {
                 .bound
                 .get(&v)
                 .ok_or_else(|| format!("index uses {} outside its loop", self.var_name(v)))?;
-            let (a, z) = (i128::from(c) * i128::from(b.lo), i128::from(c) * i128::from(b.hi));
-            lo += a.min(z);
-            hi += a.max(z);
+            let (a, z) = (
+                i128::from(c) * i128::from(b.lo),
+                i128::from(c) * i128::from(b.hi),
+            );
+            let overflow = || "index arithmetic overflows".to_string();
+            lo = lo.checked_add(a.min(z)).ok_or_else(overflow)?;
+            hi = hi.checked_add(a.max(z)).ok_or_else(overflow)?;
         }
         Ok((lo, hi))
     }
@@ -265,11 +280,15 @@ impl Checker<'_> {
                 }
                 if loc.vector {
                     let Some(lv) = lane else {
-                        return Err(format!("vector local {} accessed outside a vector loop", loc.name));
+                        return Err(format!(
+                            "vector local {} accessed outside a vector loop",
+                            loc.name
+                        ));
                     };
-                    let base = i128::from(a.index.offset) + i128::from(self.bound[&lv].lo) * i128::from(lane_coef);
-                    let aligned = base % 4 == 0
-                        && a.index.terms.iter().all(|&(v, c)| v == lv || c % 4 == 0);
+                    let base = i128::from(a.index.offset)
+                        + i128::from(self.bound[&lv].lo) * i128::from(lane_coef);
+                    let aligned =
+                        base % 4 == 0 && a.index.terms.iter().all(|&(v, c)| v == lv || c % 4 == 0);
                     if lane_coef != 1 || !aligned {
                         return Err(format!(
                             "vector local {} needs lane stride 1 and a base that is a multiple of 4",
@@ -277,7 +296,10 @@ impl Checker<'_> {
                         ));
                     }
                 } else if lane_coef != 0 {
-                    return Err(format!("scalar local {} is indexed by a vector lane", loc.name));
+                    return Err(format!(
+                        "scalar local {} is indexed by a vector lane",
+                        loc.name
+                    ));
                 }
             }
         }
@@ -325,5 +347,134 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loops::{BufId, Loop, Role};
+
+    /// `for i in 0..n (kind, mode) { out[i*stride + off] = x[i] }` over buffers of length 8.
+    fn copy_kernel(n: i64, stride: i64, off: i64, kind: LoopKind, mode: LoopMode) -> Kernel {
+        let mut k = Kernel::new("copy", "test");
+        let x = k.add_buffer("x", vec![8], Role::Input);
+        let out = k.add_buffer("out", vec![8], Role::Output);
+        let i = k.new_var("i");
+        k.body = vec![Stmt::Loop(Loop {
+            var: i,
+            lo: 0,
+            hi: n,
+            kind,
+            mode,
+            body: vec![Stmt::Store {
+                dst: Access {
+                    mem: Mem::Buf(out),
+                    index: Affine::var(i) * stride + off,
+                },
+                value: Expr::load(Mem::Buf(x), Affine::var(i)),
+            }],
+        })];
+        k
+    }
+
+    fn rejects(k: &Kernel, needle: &str) {
+        match verify(k) {
+            Ok(()) => panic!("verifier accepted:\n{k}"),
+            Err(e) => assert!(e.to_string().contains(needle), "unexpected error: {e}"),
+        }
+    }
+
+    #[test]
+    fn accepts_in_bounds_copy() {
+        verify(&copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Serial)).expect("in bounds");
+        verify(&copy_kernel(4, 1, 4, LoopKind::Spatial, LoopMode::Vector)).expect("in bounds");
+    }
+
+    #[test]
+    fn rejects_out_of_bounds() {
+        // One past the end: out[i + 1] for i in 0..8.
+        rejects(
+            &copy_kernel(8, 1, 1, LoopKind::Spatial, LoopMode::Serial),
+            "out of bounds",
+        );
+        // Negative index.
+        rejects(
+            &copy_kernel(4, 1, -1, LoopKind::Spatial, LoopMode::Unroll),
+            "out of bounds",
+        );
+        // The load x[i] for i in 0..9 overruns x.
+        rejects(
+            &copy_kernel(9, 0, 0, LoopKind::Spatial, LoopMode::Serial),
+            "out of bounds",
+        );
+        // Vector lanes count: out[i + 5] for lanes 0..4 touches 8.
+        rejects(
+            &copy_kernel(4, 1, 5, LoopKind::Spatial, LoopMode::Vector),
+            "out of bounds",
+        );
+    }
+
+    #[test]
+    fn rejects_illegal_loops() {
+        rejects(
+            &copy_kernel(4, 1, 0, LoopKind::Reduction, LoopMode::Vector),
+            "vectorised",
+        );
+        rejects(
+            &copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Vector),
+            "lanes",
+        );
+        rejects(
+            &copy_kernel(4, 2, 0, LoopKind::Spatial, LoopMode::Vector),
+            "lane stride",
+        );
+        rejects(
+            &copy_kernel(4, 1, 0, LoopKind::Reduction, LoopMode::Serial),
+            "reduction loop",
+        );
+        rejects(
+            &copy_kernel(0, 1, 0, LoopKind::Spatial, LoopMode::Serial),
+            "empty range",
+        );
+    }
+
+    #[test]
+    fn rejects_writes_to_inputs_and_vector_hazards() {
+        let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Vector);
+        k.buffers[1].role = Role::Const;
+        rejects(&k, "store to const buffer");
+        // out[l] = out[l + 1] in a vector loop: lane order would matter.
+        let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Vector);
+        let Stmt::Loop(l) = &mut k.body[0] else {
+            unreachable!()
+        };
+        let i = l.var;
+        l.body = vec![Stmt::Store {
+            dst: Access {
+                mem: Mem::Buf(BufId(1)),
+                index: Affine::var(i),
+            },
+            value: Expr::load(Mem::Buf(BufId(1)), Affine::var(i) + 1),
+        }];
+        rejects(&k, "another index");
+    }
+
+    #[test]
+    fn rejects_locals_indexed_by_serial_loops() {
+        let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Serial);
+        let acc = k.add_local("acc", 4, false);
+        let Stmt::Loop(l) = &mut k.body[0] else {
+            unreachable!()
+        };
+        let i = l.var;
+        l.body.push(Stmt::Store {
+            dst: Access {
+                mem: Mem::Local(acc),
+                index: Affine::var(i),
+            },
+            value: Expr::Const(1.0),
+        });
+        rejects(&k, "serial loop");
     }
 }

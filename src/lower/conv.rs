@@ -22,7 +22,13 @@ pub struct Segment {
 
 /// Splits `0..out` output positions into maximal runs with the same valid tap range: tap `k` of
 /// output `o` reads input `o * stride + k - pad`, valid when inside `0..input`.
-pub fn segments(input: usize, out: usize, kernel: usize, stride: usize, pad: usize) -> Vec<Segment> {
+pub fn segments(
+    input: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> Vec<Segment> {
     let mut segs: Vec<Segment> = Vec::new();
     for o in 0..out {
         let start = (o * stride) as i128 - pad as i128;
@@ -123,11 +129,32 @@ pub(crate) fn spatial_nest(
         for cs in &cols {
             let owv = k.new_var("ow");
             let body = inner(k, nv, ohv, owv, *rs, *cs)?;
-            per_row.push(for_loop(owv, cs.lo, cs.hi, LoopKind::Spatial, LoopMode::Serial, body));
+            per_row.push(for_loop(
+                owv,
+                cs.lo,
+                cs.hi,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                body,
+            ));
         }
-        per_n.push(for_loop(ohv, rs.lo, rs.hi, LoopKind::Spatial, LoopMode::Serial, per_row));
+        per_n.push(for_loop(
+            ohv,
+            rs.lo,
+            rs.hi,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            per_row,
+        ));
     }
-    Ok(vec![for_loop(nv, 0, n, LoopKind::Spatial, LoopMode::Serial, per_n)])
+    Ok(vec![for_loop(
+        nv,
+        0,
+        n,
+        LoopKind::Spatial,
+        LoopMode::Serial,
+        per_n,
+    )])
 }
 
 /// Lowers any convolution, picking the family from its shape.
@@ -187,7 +214,11 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
             let o = (pix_base.clone() + po.clone()) * co64 + ch.clone();
-            store(p.out, o.clone(), epilogue(acc, p.residual.map(|r| (r, o)), relu6))
+            store(
+                p.out,
+                o.clone(),
+                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
+            )
         };
         let tiles = tile_nest(
             &mut k,
@@ -202,7 +233,14 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
                 finish: &finish,
             },
         )?;
-        body.push(for_loop(pv, lo, hi, LoopKind::Spatial, LoopMode::Serial, tiles));
+        body.push(for_loop(
+            pv,
+            lo,
+            hi,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            tiles,
+        ));
     }
     k.body = body;
     Ok(k)
@@ -248,10 +286,22 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         };
         let finish = |_: &Affine, ch: &Affine, acc: Expr| {
             let o = out_pix.clone() + ch.clone();
-            store(p.out, o.clone(), epilogue(acc, p.residual.map(|r| (r, o)), relu6))
+            store(
+                p.out,
+                o.clone(),
+                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
+            )
         };
-        let red = [("ky", rs.k_lo, rs.k_hi), ("kx", cs.k_lo, cs.k_hi), ("ci", 0, cin_g)];
-        let red: &[(&str, usize, usize)] = if red.iter().any(|r| r.1 >= r.2) { &[] } else { &red };
+        let red = [
+            ("ky", rs.k_lo, rs.k_hi),
+            ("kx", cs.k_lo, cs.k_hi),
+            ("ci", 0, cin_g),
+        ];
+        let red: &[(&str, usize, usize)] = if red.iter().any(|r| r.1 >= r.2) {
+            &[]
+        } else {
+            &red
+        };
         let tiles = tile_nest(
             k,
             1,
@@ -266,7 +316,14 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
             },
         )?;
         Ok(match gv {
-            Some(gv) => vec![for_loop(gv, 0, groups, LoopKind::Spatial, LoopMode::Serial, tiles)],
+            Some(gv) => vec![for_loop(
+                gv,
+                0,
+                groups,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                tiles,
+            )],
             None => tiles,
         })
     })?;

@@ -9,9 +9,9 @@
 use super::conv::{ConvParts, epilogue, spatial_nest};
 use super::schedule::{Family, Schedule};
 use super::{TileBody, c, load, store, tile_nest};
+use crate::Result;
 use crate::graph::Conv2d;
 use crate::loops::{Affine, Expr, Kernel, Var};
-use crate::Result;
 
 pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Depthwise);
@@ -42,10 +42,18 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
         };
         let finish = |_: &Affine, ch: &Affine, acc: Expr| {
             let o = out_pix.clone() + ch.clone();
-            store(p.out, o.clone(), epilogue(acc, p.residual.map(|r| (r, o)), relu6))
+            store(
+                p.out,
+                o.clone(),
+                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
+            )
         };
         let red = [("ky", rs.k_lo, rs.k_hi), ("kx", cs.k_lo, cs.k_hi)];
-        let red: &[(&str, usize, usize)] = if red.iter().any(|r| r.1 >= r.2) { &[] } else { &red };
+        let red: &[(&str, usize, usize)] = if red.iter().any(|r| r.1 >= r.2) {
+            &[]
+        } else {
+            &red
+        };
         tile_nest(
             k,
             1,

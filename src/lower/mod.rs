@@ -65,9 +65,9 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
 /// graph's nodes reference (derived constants already evaluated).
 pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
     crate::graph::verify(graph)?;
-    let order = graph.topo_order().map_err(|v| {
-        Error::verify(format!("%{}", graph.node(v).name), "the graph has a cycle")
-    })?;
+    let order = graph
+        .topo_order()
+        .map_err(|v| Error::verify(format!("%{}", graph.node(v).name), "the graph has a cycle"))?;
     let mut p = Program::default();
     for &id in &order {
         let node = graph.node(id);
@@ -318,7 +318,14 @@ pub(crate) fn tile_nest(
             }
             s = for_loop(u, 0, groups, LoopKind::Spatial, LoopMode::Unroll, vec![s]);
             if let Some(p) = p {
-                s = for_loop(p, 0, pixel_tile, LoopKind::Spatial, LoopMode::Unroll, vec![s]);
+                s = for_loop(
+                    p,
+                    0,
+                    pixel_tile,
+                    LoopKind::Spatial,
+                    LoopMode::Unroll,
+                    vec![s],
+                );
             }
             Ok(s)
         };
@@ -339,7 +346,14 @@ pub(crate) fn tile_nest(
         }
         stmts.push(slot(k, &|p, ch, a| (body.finish)(p, ch, Expr::Load(a)))?);
         match (tiles, t) {
-            (Some(n), Some(t)) => out.push(for_loop(t, 0, n, LoopKind::Spatial, LoopMode::Serial, stmts)),
+            (Some(n), Some(t)) => out.push(for_loop(
+                t,
+                0,
+                n,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                stmts,
+            )),
             _ => out.extend(stmts),
         }
     }

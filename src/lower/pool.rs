@@ -4,8 +4,8 @@
 
 use super::schedule::{Family, Schedule};
 use super::{Cx, TileBody, c, for_loop, load, store, tile_nest};
-use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
 use crate::Result;
+use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
 
 pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Pool);
@@ -43,6 +43,13 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
             finish: &finish,
         },
     )?;
-    k.body = vec![for_loop(nv, 0, n, LoopKind::Spatial, LoopMode::Serial, tiles)];
+    k.body = vec![for_loop(
+        nv,
+        0,
+        n,
+        LoopKind::Spatial,
+        LoopMode::Serial,
+        tiles,
+    )];
     Ok(k)
 }

@@ -74,9 +74,18 @@ impl Schedule {
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (name, red) = match self.family {
-            Family::Pointwise => ("pointwise conv (GEMM)", "reduction over input channels innermost"),
-            Family::Direct => ("direct conv", "reduction ky, kx, ci; taps clamped per border segment"),
-            Family::Depthwise => ("depthwise conv", "reduction ky, kx; taps clamped per border segment"),
+            Family::Pointwise => (
+                "pointwise conv (GEMM)",
+                "reduction over input channels innermost",
+            ),
+            Family::Direct => (
+                "direct conv",
+                "reduction ky, kx, ci; taps clamped per border segment",
+            ),
+            Family::Depthwise => (
+                "depthwise conv",
+                "reduction ky, kx; taps clamped per border segment",
+            ),
             Family::Elementwise => ("elementwise", "no reduction"),
             Family::Pool => ("global average pool", "reduction h, w"),
             Family::Softmax => {
@@ -92,7 +101,11 @@ impl fmt::Display for Schedule {
             self.pixel_tile,
             self.channel_tile(),
             self.pixel_tile * self.channel_vectors,
-            if self.pixel_tile > 1 { ", pixels -> 1-px tiles" } else { "" }
+            if self.pixel_tile > 1 {
+                ", pixels -> 1-px tiles"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -24,7 +24,10 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
         mem: Mem::Local(l),
         index: Affine::default(),
     };
-    let set = |l, value| Stmt::Store { dst: local(l), value };
+    let set = |l, value| Stmt::Store {
+        dst: local(l),
+        value,
+    };
     let get = |l| Expr::Load(local(l));
     let rv = k.new_var("row");
     let row = Affine::var(rv) * c64;
@@ -37,7 +40,10 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
             cn,
             LoopKind::Reduction,
             LoopMode::Serial,
-            vec![set(m, Expr::bin(BinOp::Max, get(m), load(x, row.clone() + Affine::var(cv))))],
+            vec![set(
+                m,
+                Expr::bin(BinOp::Max, get(m), load(x, row.clone() + Affine::var(cv))),
+            )],
         ));
     }
     let cv = k.new_var("c");
@@ -62,7 +68,10 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
         cn,
         LoopKind::Reduction,
         LoopMode::Serial,
-        vec![set(s, Expr::plus(get(s), load(out, row.clone() + Affine::var(cv))))],
+        vec![set(
+            s,
+            Expr::plus(get(s), load(out, row.clone() + Affine::var(cv))),
+        )],
     ));
     let cv = k.new_var("c");
     let i = row + Affine::var(cv);
@@ -72,8 +81,19 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
         cn,
         LoopKind::Spatial,
         LoopMode::Serial,
-        vec![super::store(out, i.clone(), Expr::bin(BinOp::Div, load(out, i), get(s)))],
+        vec![super::store(
+            out,
+            i.clone(),
+            Expr::bin(BinOp::Div, load(out, i), get(s)),
+        )],
     ));
-    k.body = vec![for_loop(rv, 0, rows, LoopKind::Spatial, LoopMode::Serial, body)];
+    k.body = vec![for_loop(
+        rv,
+        0,
+        rows,
+        LoopKind::Spatial,
+        LoopMode::Serial,
+        body,
+    )];
     Ok(k)
 }
