@@ -226,7 +226,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
             sched.channel_vectors,
             cout,
             &Affine::default(),
-            &[("ci", 0, cin)],
+            &[("ci", 0, cin, LoopMode::Serial)],
             &TileBody {
                 init: &init,
                 update: &update,
@@ -293,11 +293,11 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
             )
         };
         let red = [
-            ("ky", rs.k_lo, rs.k_hi),
-            ("kx", cs.k_lo, cs.k_hi),
-            ("ci", 0, cin_g),
+            ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+            ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+            ("ci", 0, cin_g, LoopMode::Serial),
         ];
-        let red: &[(&str, usize, usize)] = if red.iter().any(|r| r.1 >= r.2) {
+        let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
             &[]
         } else {
             &red

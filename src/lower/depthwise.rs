@@ -11,7 +11,7 @@ use super::schedule::{Family, Schedule};
 use super::{TileBody, c, load, store, tile_nest};
 use crate::Result;
 use crate::graph::Conv2d;
-use crate::loops::{Affine, Expr, Kernel, Var};
+use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
 
 pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Depthwise);
@@ -48,8 +48,11 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
                 epilogue(acc, p.residual.map(|r| (r, o)), relu6),
             )
         };
-        let red = [("ky", rs.k_lo, rs.k_hi), ("kx", cs.k_lo, cs.k_hi)];
-        let red: &[(&str, usize, usize)] = if red.iter().any(|r| r.1 >= r.2) {
+        let red = [
+            ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+            ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+        ];
+        let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
             &[]
         } else {
             &red

@@ -69,47 +69,51 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
         .topo_order()
         .map_err(|v| Error::verify(format!("%{}", graph.node(v).name), "the graph has a cycle"))?;
     let mut p = Program::default();
+    // Values first, so a constant (or packed constant) named like any value is caught below.
     for &id in &order {
         let node = graph.node(id);
-        match node.op {
+        let kind = match node.op {
             Op::Input => {
                 p.inputs.push(node.name.clone());
-                p.buffers
-                    .insert(node.name.clone(), (node.ty.dims.clone(), BufferKind::Input));
+                BufferKind::Input
             }
             Op::Flatten => {
                 let src = graph.node(operand(graph, id, 0)?).name.clone();
                 p.views.push((node.name.clone(), src));
-                p.buffers.insert(
-                    node.name.clone(),
-                    (node.ty.dims.clone(), BufferKind::Activation),
-                );
+                BufferKind::Activation
             }
-            _ => {
-                p.buffers.insert(
-                    node.name.clone(),
-                    (node.ty.dims.clone(), BufferKind::Activation),
-                );
+            _ => BufferKind::Activation,
+        };
+        declare(&mut p, &node.name, node.ty.dims.clone(), kind, false)?;
+    }
+    let mut packed_names = std::collections::BTreeSet::new();
+    for &id in &order {
+        let Some(l) = lower_node(graph, id, consts)? else {
+            continue;
+        };
+        for b in &l.kernel.buffers {
+            if b.role == Role::Const && !l.packed.contains_key(&b.name) {
+                let t = consts.get(&b.name).ok_or_else(|| Error::Weights {
+                    tensor: b.name.clone(),
+                    message: "no value bound for this constant".into(),
+                })?;
+                let shared = !packed_names.contains(&b.name);
+                declare(
+                    &mut p,
+                    &b.name,
+                    t.dims().to_vec(),
+                    BufferKind::Const,
+                    shared,
+                )?;
+                p.constants.insert(b.name.clone(), t.data().to_vec());
             }
         }
-        if let Some(l) = lower_node(graph, id, consts)? {
-            for b in &l.kernel.buffers {
-                if b.role == Role::Const && !l.packed.contains_key(&b.name) {
-                    let t = consts.get(&b.name).ok_or_else(|| Error::Weights {
-                        tensor: b.name.clone(),
-                        message: "no value bound for this constant".into(),
-                    })?;
-                    p.constants.insert(b.name.clone(), t.data().to_vec());
-                    p.buffers
-                        .insert(b.name.clone(), (t.dims().to_vec(), BufferKind::Const));
-                }
-            }
-            for (name, (dims, data)) in l.packed {
-                p.buffers.insert(name.clone(), (dims, BufferKind::Const));
-                p.constants.insert(name, data);
-            }
-            p.kernels.push(l.kernel);
+        for (name, (dims, data)) in l.packed {
+            declare(&mut p, &name, dims, BufferKind::Const, false)?;
+            packed_names.insert(name.clone());
+            p.constants.insert(name, data);
         }
+        p.kernels.push(l.kernel);
     }
     p.outputs = graph
         .outputs()
@@ -118,6 +122,29 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
         .collect();
     loops::verify_program(&p)?;
     Ok(p)
+}
+
+/// Adds a program buffer. The same graph constant may be declared by several kernels (`shared`); any other
+/// repeated name (a constant named like a value, a packed constant named like either) is an
+/// error, because buffers are looked up by name.
+fn declare(
+    p: &mut Program,
+    name: &str,
+    dims: Vec<usize>,
+    kind: BufferKind,
+    shared: bool,
+) -> Result<()> {
+    match p.buffers.get(name) {
+        None => {
+            p.buffers.insert(name.to_string(), (dims, kind));
+            Ok(())
+        }
+        Some((d, BufferKind::Const)) if shared && kind == BufferKind::Const && *d == dims => Ok(()),
+        Some(_) => Err(Error::Codegen(format!(
+            "two buffers are named '{name}' (a value and a constant, or a constant packed at \
+             lowering); rename one of them"
+        ))),
+    }
 }
 
 fn operand(graph: &Graph, id: ValueId, slot: usize) -> Result<ValueId> {
@@ -258,14 +285,14 @@ pub(crate) struct TileBody<'a> {
 /// Emits register tiles covering `channels` channels starting at `chan_base`, for `pixel_tile`
 /// pixels, following the tail policy of [`schedule`]: full tiles of `4 * channel_vectors`
 /// channels, then a vector remainder, then a scalar remainder. `red` lists the reduction loops
-/// (name, lo, hi), outermost first; with none, `init` is the whole computation.
+/// (name, lo, hi, mode), outermost first; with none, `init` is the whole computation.
 pub(crate) fn tile_nest(
     k: &mut Kernel,
     pixel_tile: usize,
     channel_vectors: usize,
     channels: usize,
     chan_base: &Affine,
-    red: &[(&str, usize, usize)],
+    red: &[(&str, usize, usize, LoopMode)],
     body: &TileBody<'_>,
 ) -> Result<Vec<Stmt>> {
     let tile = 4 * channel_vectors;
@@ -334,13 +361,13 @@ pub(crate) fn tile_nest(
             dst: a,
         })?];
         if !red.is_empty() {
-            let vars: Vec<Var> = red.iter().map(|(n, _, _)| k.new_var(n)).collect();
+            let vars: Vec<Var> = red.iter().map(|(n, _, _, _)| k.new_var(n)).collect();
             let mut s = slot(k, &|p, ch, a| Stmt::Store {
                 value: (body.update)(p, ch, &vars, Expr::Load(a.clone())),
                 dst: a,
             })?;
-            for (&(_, lo, hi), &v) in red.iter().zip(&vars).rev() {
-                s = for_loop(v, lo, hi, LoopKind::Reduction, LoopMode::Serial, vec![s]);
+            for (&(_, lo, hi, mode), &v) in red.iter().zip(&vars).rev() {
+                s = for_loop(v, lo, hi, LoopKind::Reduction, mode, vec![s]);
             }
             stmts.push(s);
         }

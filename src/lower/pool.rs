@@ -36,7 +36,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
         sched.channel_vectors,
         ch_n,
         &Affine::default(),
-        &[("h", 0, h), ("w", 0, w)],
+        &[("h", 0, h, LoopMode::Serial), ("w", 0, w, LoopMode::Serial)],
         &TileBody {
             init: &init,
             update: &update,

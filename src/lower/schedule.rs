@@ -23,6 +23,8 @@
 
 use std::fmt;
 
+use crate::loops::LoopMode;
+
 /// The kernel family a schedule is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -48,6 +50,11 @@ pub struct Schedule {
     pub pixel_tile: usize,
     /// f32x4 vectors per register tile along the channels (unrolled).
     pub channel_vectors: usize,
+    /// Unroll the kernel-tap reduction loops (`ky`, `kx`): unrolling removes the loop overhead
+    /// that dominates a 9-step reduction. Measured on the first conv (3x3 s2, 3 -> 32 channels,
+    /// 224x224): 14.8 GFLOP/s serial, 20.2 with taps unrolled, 12.9 with the 3-step channel loop
+    /// unrolled too (so channel reductions stay serial).
+    pub unroll_taps: bool,
 }
 
 impl Schedule {
@@ -62,6 +69,16 @@ impl Schedule {
             family,
             pixel_tile,
             channel_vectors,
+            unroll_taps: matches!(family, Family::Direct | Family::Depthwise),
+        }
+    }
+
+    /// The mode of a tap reduction loop.
+    pub fn tap_mode(&self) -> LoopMode {
+        if self.unroll_taps {
+            LoopMode::Unroll
+        } else {
+            LoopMode::Serial
         }
     }
 
@@ -97,15 +114,18 @@ impl fmt::Display for Schedule {
         };
         write!(
             f,
-            "{name}: register tile {} px x {} ch ({} x f32x4 accumulators), {red}; tails: channels -> vector then scalar remainder tiles{}",
+            "{name}: register tile {} px x {} ch ({} x f32x4 accumulators), {red}",
             self.pixel_tile,
             self.channel_tile(),
             self.pixel_tile * self.channel_vectors,
-            if self.pixel_tile > 1 {
-                ", pixels -> 1-px tiles"
-            } else {
-                ""
-            }
-        )
+        )?;
+        if self.unroll_taps {
+            write!(f, ", taps unrolled")?;
+        }
+        write!(f, "; tails: channels -> vector then scalar remainder tiles")?;
+        if self.pixel_tile > 1 {
+            write!(f, ", pixels -> 1-px tiles")?;
+        }
+        Ok(())
     }
 }
