@@ -58,6 +58,9 @@ fn conv_graph(
 
 fn main() -> mnv2c::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "loops".into());
+    if what == "model" {
+        return model();
+    }
     if what == "bench" {
         // (name, h, cin, cout, k, stride, depthwise)
         let cases = [
@@ -102,5 +105,63 @@ fn main() -> mnv2c::Result<()> {
         "asm" => print!("{}", mnv2c::codegen::emit_asm(&p.kernels)?),
         _ => print!("{p}"),
     }
+    Ok(())
+}
+
+/// Lowers, compiles and runs the unoptimised MobileNetV2 at 224x224 (one thread), with
+/// deterministic pseudo-random weights; prints compile and run times.
+fn model() -> mnv2c::Result<()> {
+    let g = mnv2c::frontend::mobilenet_v2(&mnv2c::frontend::Config::default())?;
+    let mut consts = TensorMap::new();
+    for (name, c) in g.consts() {
+        let n = c.ty.num_elements().unwrap_or(0);
+        let v = (0..n)
+            .map(|i| {
+                let r = ((i * 7919 + name.len() * 31) % 1000) as f32 / 1000.0;
+                if name.ends_with("moving_variance") {
+                    0.5 + r
+                } else {
+                    (r - 0.5) * 0.1
+                }
+            })
+            .collect();
+        consts.insert(
+            name.to_string(),
+            Tensor::new(c.ty.dims.clone(), v).expect("fits"),
+        );
+    }
+    let t = Instant::now();
+    let p = mnv2c::lower::lower(&g, &consts)?;
+    let t_lower = t.elapsed();
+    let t = Instant::now();
+    let jit = JitProgram::compile(&p)?;
+    let t_jit = t.elapsed();
+    let code: usize = (0..jit.num_kernels())
+        .filter_map(|i| jit.code_size(i))
+        .sum();
+    let x = g.node(g.inputs()[0]);
+    let len = x.ty.num_elements().unwrap_or(0);
+    let inputs = std::collections::BTreeMap::from([(
+        x.name.clone(),
+        (0..len)
+            .map(|i| (i % 255) as f32 / 255.0)
+            .collect::<Vec<f32>>(),
+    )]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = jit.run_program(&p, &inputs)?;
+        times.push(t.elapsed().as_secs_f64());
+        assert!(out.values().all(|v| v.iter().all(|x| x.is_finite())));
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "kernels {}  lower {:.1} ms  jit {:.1} ms  code {} KiB  run median {:.1} ms (incl. buffer allocation)",
+        p.kernels.len(),
+        t_lower.as_secs_f64() * 1e3,
+        t_jit.as_secs_f64() * 1e3,
+        code / 1024,
+        times[2] * 1e3
+    );
     Ok(())
 }

@@ -628,3 +628,86 @@ fn emits_loops_clif_and_asm() {
     let asm = mnv2c::codegen::emit_asm(&p.kernels).expect("asm");
     assert!(asm.contains("fmadd"), "{asm}");
 }
+
+#[test]
+fn lowering_errors_name_the_culprit() {
+    // A missing constant value.
+    let (g, _) = pointwise_graph();
+    let e = mnv2c::lower::lower(&g, &TensorMap::new()).expect_err("no weights");
+    assert_eq!(
+        e.to_string(),
+        "weights: tensor 'w': no value bound for this constant"
+    );
+    // A value named like a constant.
+    let mut g = Graph::new("clash");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("w", Op::Input, TensorType::new(vec![1, 1, 1, 4]), &[]);
+    param(&mut g, &mut consts, "w", vec![1, 1, 4, 4], values(1, 16));
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: None,
+        stride: [1, 1],
+        pads: Pads::default(),
+        groups: 1,
+        epilogue: Epilogue::None,
+    };
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
+    g.set_outputs(vec![y]);
+    let e = mnv2c::lower::lower(&g, &consts).expect_err("clash");
+    assert!(e.to_string().contains("two buffers are named 'w'"), "{e}");
+}
+
+/// The loop IR text of small kernels of each family (what `--emit loops` prints).
+#[test]
+fn loops_text_snapshot() {
+    let mut text = String::new();
+    // Pointwise 1x1, 5 pixels x 10 channels: one 4x8 tile, vector and scalar tails.
+    let (g, consts) = pointwise_graph();
+    text.push_str(
+        &mnv2c::lower::lower(&g, &consts)
+            .expect("lowers")
+            .to_string(),
+    );
+    // Depthwise 3x3 stride 2 on 4x4x6 with TF SAME pads (0 before, 1 after).
+    let p = ConvProblem {
+        n: 1,
+        h: 4,
+        w: 4,
+        cin: 6,
+        cout: 6,
+        k: 3,
+        stride: [2, 2],
+        pads: Pads {
+            top: 0,
+            bottom: 1,
+            left: 0,
+            right: 1,
+        },
+        groups: 6,
+        bias: true,
+        epilogue: Epilogue::AddRelu6,
+        seed: 0,
+    };
+    let mut g = Graph::new("dw");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 4, 4, 6]), &[]);
+    let r = g.add_node("r", Op::Input, TensorType::new(vec![1, 2, 2, 6]), &[]);
+    param(&mut g, &mut consts, "w", vec![3, 3, 6, 1], values(1, 54));
+    param(&mut g, &mut consts, "b", vec![6], values(2, 6));
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: Some("b".into()),
+        stride: p.stride,
+        pads: p.pads,
+        groups: p.groups,
+        epilogue: p.epilogue,
+    };
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x, r]).expect("types");
+    g.set_outputs(vec![y]);
+    text.push_str(
+        &mnv2c::lower::lower(&g, &consts)
+            .expect("lowers")
+            .to_string(),
+    );
+    insta::assert_snapshot!(text);
+}

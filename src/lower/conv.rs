@@ -92,7 +92,7 @@ pub(crate) fn conv_parts(cx: &Cx<'_>, k: &mut Kernel, conv: &Conv2d) -> Result<C
         Some(b) => Some(cx.const_buffer(k, b)?),
         None => None,
     };
-    let out = cx.output_buffer(k);
+    let out = cx.output_buffer(k)?;
     Ok(ConvParts {
         x,
         w,

@@ -22,7 +22,7 @@ fn rows_nest(cx: &Cx<'_>, k: &mut Kernel, value: &dyn Fn(&Affine, &Affine) -> Ex
         .ok_or_else(|| Error::Codegen(format!("%{}: rank-0 value", cx.name())))?;
     let total: usize = dims.iter().product();
     let rows = total / channels;
-    let out = cx.output_buffer(k);
+    let out = cx.output_buffer(k)?;
     let rv = k.new_var("row");
     let row_base = Affine::var(rv) * c(channels)?;
     let init = |_: &Affine, ch: &Affine| value(&(row_base.clone() + ch.clone()), ch);
@@ -100,8 +100,8 @@ pub(crate) fn batch_norm(cx: &mut Cx<'_>, bn: &BatchNorm) -> Result<Kernel> {
         .map(|i| (beta[i] - mean[i] * scale[i]) as f32)
         .collect();
     let scale: Vec<f32> = scale.into_iter().map(|s| s as f32).collect();
-    let sb = cx.packed_buffer(&mut k, "bn_scale", scale);
-    let hb = cx.packed_buffer(&mut k, "bn_shift", shift);
+    let sb = cx.packed_buffer(&mut k, "bn_scale", scale)?;
+    let hb = cx.packed_buffer(&mut k, "bn_shift", shift)?;
     rows_nest(cx, &mut k, &|i, ch| {
         Expr::fma(
             load(x, i.clone()),

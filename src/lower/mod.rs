@@ -38,6 +38,12 @@ pub struct Lowered {
 
 /// Lowers one node. `Ok(None)` for nodes that need no kernel (inputs, flatten).
 pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Option<Lowered>> {
+    if !graph.contains(id) {
+        return Err(Error::Codegen(format!(
+            "node #{} is not in the graph",
+            id.index()
+        )));
+    }
     let node = graph.node(id);
     let mut cx = Cx {
         graph,
@@ -200,21 +206,21 @@ impl Cx<'_> {
     /// The kernel's buffer for value operand `slot` (declared once even if used twice).
     pub fn input_buffer(&self, k: &mut Kernel, slot: usize) -> Result<BufId> {
         let (name, dims) = self.operand(slot)?;
-        Ok(buffer(k, &name, dims, Role::Input))
+        buffer(k, &name, dims, Role::Input)
     }
 
-    pub fn output_buffer(&self, k: &mut Kernel) -> BufId {
+    pub fn output_buffer(&self, k: &mut Kernel) -> Result<BufId> {
         buffer(k, self.name(), self.out_dims().to_vec(), Role::Output)
     }
 
     /// A graph constant's buffer (its value is checked to exist now).
     pub fn const_buffer(&self, k: &mut Kernel, name: &str) -> Result<BufId> {
         let dims = self.constant(name)?.dims().to_vec();
-        Ok(buffer(k, name, dims, Role::Const))
+        buffer(k, name, dims, Role::Const)
     }
 
     /// A constant packed at lowering, named `<node>/<what>`.
-    pub fn packed_buffer(&mut self, k: &mut Kernel, what: &str, data: Vec<f32>) -> BufId {
+    pub fn packed_buffer(&mut self, k: &mut Kernel, what: &str, data: Vec<f32>) -> Result<BufId> {
         let name = format!("{}/{what}", self.name());
         let dims = vec![data.len()];
         self.packed.insert(name.clone(), (dims.clone(), data));
@@ -222,10 +228,17 @@ impl Cx<'_> {
     }
 }
 
-fn buffer(k: &mut Kernel, name: &str, dims: Vec<usize>, role: Role) -> BufId {
+/// The kernel's buffer `name`, declared on first use. The same value used twice (`add(x, x)`)
+/// is one buffer; a value and a constant of the same name cannot share one.
+fn buffer(k: &mut Kernel, name: &str, dims: Vec<usize>, role: Role) -> Result<BufId> {
     match k.buffer(name) {
-        Some(b) => b,
-        None => k.add_buffer(name, dims, role),
+        Some(b) if k.buffers[b.0].role == role && k.buffers[b.0].dims == dims => Ok(b),
+        Some(_) => Err(Error::Codegen(format!(
+            "two buffers are named '{name}' in kernel '{}' (a value and a constant?); rename one \
+             of them",
+            k.name
+        ))),
+        None => Ok(k.add_buffer(name, dims, role)),
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let x = cx.input_buffer(&mut k, 0)?;
     let (_, xdims) = cx.operand(0)?;
     let [n, h, w, ch_n] = super::conv::dims4(&xdims, "global_avg_pool input")?;
-    let out = cx.output_buffer(&mut k);
+    let out = cx.output_buffer(&mut k)?;
     let inv = 1.0 / (h as f64 * w as f64);
     let (h64, w64, c64) = (c(h)?, c(w)?, c(ch_n)?);
     let nv = k.new_var("n");
