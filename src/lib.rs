@@ -9,6 +9,12 @@
 //! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
 //! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
 //!   and the verifier every later stage relies on.
+//! - [`lower`] turns each compute node into a loop-IR kernel shaped by a [`lower::Schedule`]
+//!   ([`lower::lower`] for a whole graph, giving a [`loops::Program`]).
+//! - [`loops`] is the loop IR: kernels over named buffers, its verifier (the bounds proof that
+//!   makes generated code safe to call), its interpreter and its text form (`--emit loops`).
+//! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
+//!   (the crate's only `unsafe` lives in `codegen::jit`).
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 

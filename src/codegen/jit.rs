@@ -3,7 +3,7 @@
 //!
 //! ## The soundness argument for calling generated code
 //! Generated code does no bounds checks. It is safe to call because:
-//! 1. every kernel compiled here passed [`loops::verify`](crate::loops::verify), which proves each
+//! 1. every kernel compiled here passed [`loops::verify`](fn@crate::loops::verify), which proves each
 //!    load and store inside `0..len` of its buffer for every iteration (lanes included), and that
 //!    only `Output`/`Scratch` buffers are stored;
 //! 2. [`JitProgram::run_kernel`] checks, before every call, that it got exactly one slice per

@@ -1,6 +1,6 @@
 //! The loop IR: one [`Kernel`] per compute node, a nest of counted loops over named f32 buffers.
 //!
-//! Lowering (`crate::lower`) produces it, [`verify`] proves it safe to run, [`interp`] runs it the
+//! Lowering (`crate::lower`) produces it, [`verify`](fn@verify) proves it safe to run, [`interp`] runs it the
 //! plain way, and `crate::codegen` translates it one-to-one into Cranelift IR. `Display` prints it
 //! (what `--emit loops` shows).
 //!

@@ -4,7 +4,7 @@
 //! named after graph values (`%name`) and constants (`@name`). Flatten is a view (no kernel), an
 //! input is a buffer the caller fills. [`lower_node`] lowers one node.
 //!
-//! What lowering promises: every kernel it returns passes [`loops::verify`], and computes its node
+//! What lowering promises: every kernel it returns passes [`loops::verify`](fn@loops::verify), and computes its node
 //! as the graph IR defines it (checked by the kernel tests against the interpreter and a naive
 //! reference). The shape of each nest comes from a [`Schedule`] (see [`schedule`] for the table,
 //! the register tile and the tail policy); the kernel families live in one file each.
