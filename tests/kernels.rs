@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use mnv2c::codegen::JitProgram;
+use mnv2c::codegen::{Arg, JitProgram};
 use mnv2c::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
 use mnv2c::loops::{self, Program};
 use mnv2c::{Tensor, TensorMap};
@@ -54,6 +54,13 @@ fn run_both(
     let interp = loops::run_program(&p, inputs).expect("interpreter runs");
     let jit = JitProgram::compile(&p).expect("JIT compiles");
     let native = jit.run_program(&p, inputs).expect("JIT runs");
+    // The same, each kernel split over 3 threads where proven safe: bit-identical.
+    let split = loops::interp::execute(&p, inputs, |i, _, bufs| {
+        let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
+        jit.run_kernel_threads(i, &mut args, 3)
+    })
+    .expect("split JIT runs");
+    assert_eq!(split, native, "split run differs");
     for (name, a) in &interp {
         let b = &native[name];
         assert_eq!(a.len(), b.len());
@@ -520,6 +527,19 @@ fn mobilenet_v2_small_jit_matches_interpreter() {
     for v in out.values() {
         assert!(v.iter().all(|x| x.is_finite()));
     }
+    // Every kernel's items are proven disjoint, and a kernel with 8 or more output pixels
+    // splits into several of them.
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    for (i, k) in p.kernels.iter().enumerate() {
+        let items = jit.work_items(i).expect("kernel exists");
+        assert_eq!(jit.parallel_safe(i), Some(true), "{}", k.name);
+        let dims = &p.buffers[&k.name].0;
+        let pixels: usize = dims[..dims.len() - 1].iter().product();
+        if pixels >= 8 {
+            assert!(items > 1, "{} has {items} work items", k.name);
+        }
+    }
 }
 
 /// A small pointwise conv graph, for the API tests below.
@@ -543,7 +563,6 @@ fn pointwise_graph() -> (Graph, TensorMap) {
 
 #[test]
 fn jit_checks_buffers_before_calling() {
-    use mnv2c::codegen::Arg;
     let (g, consts) = pointwise_graph();
     let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
     let jit = JitProgram::compile(&p).expect("compiles");

@@ -31,8 +31,8 @@ use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
 use crate::loops::{self, Kernel, Program, Role};
 use crate::{Error, Result};
 
-/// A compiled kernel: `fn(bufs: *const *mut f32)`.
-type KernelFn = unsafe extern "C" fn(*const *mut f32);
+/// A compiled kernel: `fn(bufs, begin, end)` (see [`codegen`](super)).
+type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64);
 
 /// How to compile.
 #[derive(Clone, Debug)]
@@ -55,6 +55,10 @@ impl Default for JitOptions {
     }
 }
 
+/// Runs the parts of a split kernel call: `exec(parts, task)` calls `task(part)` for every
+/// `part` in `0..parts`, on any threads, and returns when all calls have finished.
+pub type Executor<'a> = dyn Fn(usize, &(dyn Fn(usize) + Sync)) + 'a;
+
 /// One argument buffer of a kernel call.
 #[derive(Debug)]
 pub enum Arg<'a> {
@@ -71,7 +75,29 @@ struct JitKernel {
     buffers: Vec<(String, usize, Role)>,
     f: KernelFn,
     code_size: usize,
+    /// Work items (iterations of the top-level loops).
+    items: i64,
+    /// Whether distinct work items write disjoint memory (`loops::verify::parallel_safe`).
+    parallel_safe: bool,
 }
+
+/// The buffer pointers of one call, shared by the threads of a split call.
+struct CallPtrs(Vec<*mut f32>);
+
+impl CallPtrs {
+    /// The array the kernel takes (a method, so closures capture the whole `Sync` wrapper).
+    fn array(&self) -> *const *mut f32 {
+        self.0.as_ptr()
+    }
+}
+
+// SAFETY: the pointers are only dereferenced by the kernel code in `run_kernel_split`, while
+// the slices they come from are borrowed by that call; concurrent calls on them run disjoint
+// work-item ranges of a kernel whose items were proven (`parallel_safe`) to touch disjoint
+// elements of every written buffer, and read-only buffers are only read. So sharing them between
+// the threads of one split call creates no data race.
+#[allow(unsafe_code)]
+unsafe impl Sync for CallPtrs {}
 
 /// Compiled kernels in JIT memory, callable from several threads at once.
 pub struct JitProgram {
@@ -189,11 +215,16 @@ impl JitProgram {
                     Ok((b.name.clone(), len, b.role))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let items = loops::verify::work_items(k).ok_or_else(|| {
+                Error::Codegen(format!("kernel '{}': too many work items", k.name))
+            })?;
             prog.kernels.push(JitKernel {
                 name: k.name.clone(),
                 buffers,
                 f,
                 code_size,
+                items,
+                parallel_safe: loops::verify::parallel_safe(k),
             });
         }
         Ok(prog)
@@ -223,9 +254,88 @@ impl JitProgram {
         &self.asm
     }
 
+    /// The number of work items of kernel `i` (see `loops::verify::work_items`).
+    pub fn work_items(&self, i: usize) -> Option<usize> {
+        self.kernels.get(i).map(|k| k.items as usize)
+    }
+
+    /// Whether kernel `i` may be split across threads (its items were proven disjoint).
+    pub fn parallel_safe(&self, i: usize) -> Option<bool> {
+        self.kernels.get(i).map(|k| k.parallel_safe)
+    }
+
     /// Runs kernel `i` on `args`, one per declared buffer, in declaration order. Checks count,
     /// lengths and writability first (see the module doc); never calls the code otherwise.
     pub fn run_kernel(&self, i: usize, args: &mut [Arg<'_>]) -> Result<()> {
+        let (k, ptrs) = self.check_args(i, args)?;
+        // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
+        // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers
+        // for any sub-range of its work items (here all of them), and it stores only to
+        // `Output`/`Scratch` ones. `check_args` checked that `ptrs` has one pointer per declared
+        // buffer, each the start of a slice of exactly the declared length, and that every
+        // written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps no
+        // other argument for the duration of this call (`args` stays borrowed). Read-only slices
+        // are only read. `ptrs` outlives the call, which retains no pointer.
+        unsafe { (k.f)(ptrs.as_ptr(), 0, k.items) };
+        Ok(())
+    }
+
+    /// Runs kernel `i` split into `parts` ranges of work items: `exec(parts, task)` must call
+    /// `task(part)` for every `part` in `0..parts` (on any threads, concurrently or not) before it
+    /// returns. A kernel not proven [`parallel_safe`](JitProgram::parallel_safe) runs in one
+    /// part on the calling thread. With [`std::thread::scope`] as `exec`, see
+    /// [`run_kernel_threads`](JitProgram::run_kernel_threads).
+    pub fn run_kernel_split(
+        &self,
+        i: usize,
+        args: &mut [Arg<'_>],
+        parts: usize,
+        exec: &Executor<'_>,
+    ) -> Result<()> {
+        let (k, ptrs) = self.check_args(i, args)?;
+        let items = k.items;
+        let parts_i64 = i64::try_from(parts.max(1))
+            .unwrap_or(i64::MAX)
+            .min(items.max(1));
+        if !k.parallel_safe || parts_i64 <= 1 {
+            // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.
+            unsafe { (k.f)(ptrs.as_ptr(), 0, items) };
+            return Ok(());
+        }
+        let ptrs = CallPtrs(ptrs);
+        let task = |part: usize| {
+            let part = i64::try_from(part).unwrap_or(i64::MAX).min(parts_i64);
+            // Item range of `part`, in i128 so the products cannot overflow.
+            let at = |p: i64| (i128::from(items) * i128::from(p) / i128::from(parts_i64)) as i64;
+            let (begin, end) = (at(part), at((part + 1).min(parts_i64)));
+            // SAFETY: as in `run_kernel` (verified code, arguments checked by `check_args`,
+            // borrowed for the whole of this call, and `exec` returns only after every task
+            // call finished because `task` borrows locals of this frame); `begin..end` is a
+            // sub-range of the work items, which the bounds proof covers, and concurrent tasks
+            // run disjoint ranges of a kernel whose items write disjoint elements
+            // (`parallel_safe`), so they do not race.
+            unsafe { (k.f)(ptrs.array(), begin, end) };
+        };
+        exec(parts_i64 as usize, &task);
+        Ok(())
+    }
+
+    /// [`run_kernel_split`](JitProgram::run_kernel_split) on `threads` scoped threads (the
+    /// calling thread runs the first part).
+    pub fn run_kernel_threads(&self, i: usize, args: &mut [Arg<'_>], threads: usize) -> Result<()> {
+        self.run_kernel_split(i, args, threads, &|parts, task| {
+            std::thread::scope(|s| {
+                for p in 1..parts {
+                    s.spawn(move || task(p));
+                }
+                task(0);
+            });
+        })
+    }
+
+    /// Checks a call's arguments against kernel `i`'s verified declarations and returns the
+    /// kernel and the buffer pointers.
+    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, Vec<*mut f32>)> {
         let k = self
             .kernels
             .get(i)
@@ -260,15 +370,7 @@ impl JitProgram {
             }
             ptrs.push(ptr);
         }
-        // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
-        // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers,
-        // and it stores only to `Output`/`Scratch` ones. We just checked that `ptrs` has one
-        // pointer per declared buffer, each the start of a slice of exactly the declared length,
-        // and that every written buffer comes from a `&mut` slice, which by Rust's borrow rules
-        // overlaps no other argument for the duration of this call. Read-only slices are only
-        // read. `ptrs` outlives the call, which does not retain any pointer.
-        unsafe { (k.f)(ptrs.as_ptr()) };
-        Ok(())
+        Ok((k, ptrs))
     }
 
     /// [`run_kernel`](JitProgram::run_kernel) with every buffer passed mutably.

@@ -1,7 +1,10 @@
 //! Code generation: a total, boring translation of verified loop IR into Cranelift IR.
 //!
-//! One Cranelift function per kernel, `fn(bufs: *const *mut f32)`: `bufs[i]` is the base of the
-//! kernel's buffer `i`. All cleverness lives in the schedule; this module only translates:
+//! One Cranelift function per kernel, `fn(bufs: *const *mut f32, begin: i64, end: i64)`:
+//! `bufs[i]` is the base of the kernel's buffer `i`, and `begin..end` (within `0..=items`) the
+//! work items to run: iterations of the top-level loops, numbered in order, each loop clamped to
+//! its own range, so the bounds proof holds for any values. All cleverness lives in the schedule;
+//! this module only translates:
 //! - a serial loop becomes a do-while loop over an i64 counter block parameter (`lo < hi` is a
 //!   verifier invariant, so the body runs at least once and no entry test is needed);
 //! - an unrolled loop repeats its body with the variable a constant;
@@ -30,7 +33,7 @@ use cranelift_module::{Linkage, Module};
 use crate::loops::{Affine, BinOp, Expr, Kernel, LoopMode, Mem, Role, Stmt, UnOp, Var};
 use crate::{Error, Result};
 
-pub use jit::{Arg, JitOptions, JitProgram, emit_asm, emit_clif};
+pub use jit::{Arg, Executor, JitOptions, JitProgram, emit_asm, emit_clif};
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).
 pub extern "C" fn mnv2c_expf(x: f32) -> f32 {
@@ -40,11 +43,14 @@ pub extern "C" fn mnv2c_expf(x: f32) -> f32 {
 /// The symbol name under which [`mnv2c_expf`] is imported.
 pub const EXPF_SYMBOL: &str = "mnv2c_expf";
 
-/// The signature of every kernel function: one pointer to the array of buffer base pointers.
+/// The signature of every kernel function: `(bufs, begin, end)`, a pointer to the array of buffer
+/// base pointers and the range of work items to run (see `loops::verify::work_items`).
 pub fn kernel_signature<M: Module>(m: &M) -> Signature {
     let mut sig = m.make_signature();
     sig.params
         .push(AbiParam::new(m.target_config().pointer_type()));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
     sig
 }
 
@@ -116,7 +122,8 @@ pub fn translate<M: Module>(
         ptr,
         lane: None,
     };
-    t.stmts(&k.body, false)?;
+    let (begin, end) = (t.b.block_params(entry)[1], t.b.block_params(entry)[2]);
+    t.top_level(&k.body, begin, end)?;
     t.b.ins().return_(&[]);
     t.b.seal_all_blocks();
     t.b.finalize(m.target_config());
@@ -180,20 +187,7 @@ impl Translator<'_, '_> {
                         self.stmts(&l.body, true)?;
                         self.lane = None;
                     }
-                    LoopMode::Serial => {
-                        let header = self.b.create_block();
-                        let exit = self.b.create_block();
-                        let i = self.b.append_block_param(header, types::I64);
-                        let lo = self.b.ins().iconst(types::I64, l.lo);
-                        self.b.ins().jump(header, &[lo.into()]);
-                        self.b.switch_to_block(header);
-                        self.env[l.var.0] = Binding::Dyn(i);
-                        self.stmts(&l.body, vector)?;
-                        let next = self.b.ins().iadd_imm_s(i, 1);
-                        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, l.hi);
-                        self.b.ins().brif(more, header, &[next.into()], exit, &[]);
-                        self.b.switch_to_block(exit);
-                    }
+                    LoopMode::Serial => self.serial_loop(l, None, vector)?,
                 },
                 Stmt::Store { dst, value } => {
                     let v = self.expr(value, vector)?;
@@ -211,6 +205,70 @@ impl Translator<'_, '_> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A do-while loop over `l.lo..l.hi`, or over the dynamic `start..stop` (a sub-range of it,
+    /// possibly empty, hence the entry test) for a top-level loop.
+    fn serial_loop(
+        &mut self,
+        l: &crate::loops::Loop,
+        range: Option<(Value, Value)>,
+        vector: bool,
+    ) -> Result<()> {
+        let header = self.b.create_block();
+        let exit = self.b.create_block();
+        let i = self.b.append_block_param(header, types::I64);
+        match range {
+            Some((start, stop)) => {
+                let any = self.b.ins().icmp(IntCC::SignedLessThan, start, stop);
+                self.b.ins().brif(any, header, &[start.into()], exit, &[]);
+            }
+            None => {
+                let lo = self.b.ins().iconst(types::I64, l.lo);
+                self.b.ins().jump(header, &[lo.into()]);
+            }
+        }
+        self.b.switch_to_block(header);
+        self.env[l.var.0] = Binding::Dyn(i);
+        self.stmts(&l.body, vector)?;
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        let more = match range {
+            Some((_, stop)) => self.b.ins().icmp(IntCC::SignedLessThan, next, stop),
+            None => self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, l.hi),
+        };
+        self.b.ins().brif(more, header, &[next.into()], exit, &[]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// The top level: loop `j` runs the work items `first_j .. first_j + extent_j` that fall in
+    /// `begin..end`, i.e. iterations `lo + clamp(begin - first, 0, extent) .. lo + clamp(end -
+    /// first, 0, extent)` — always a sub-range of `lo..hi`, so the bounds proof covers it.
+    fn top_level(&mut self, body: &[Stmt], begin: Value, end: Value) -> Result<()> {
+        let mut first: i64 = 0;
+        for s in body {
+            let Stmt::Loop(l) = s else {
+                return Err(bug("top-level statement is not a loop"));
+            };
+            let extent =
+                l.hi.checked_sub(l.lo)
+                    .ok_or_else(|| bug("loop extent overflows"))?;
+            let clamp = |x: Value, b: &mut FunctionBuilder<'_>| {
+                let d = b.ins().iadd_imm_s(x, first.wrapping_neg());
+                let zero = b.ins().iconst(types::I64, 0);
+                let ext = b.ins().iconst(types::I64, extent);
+                let d = b.ins().smax(d, zero);
+                let d = b.ins().smin(d, ext);
+                b.ins().iadd_imm_s(d, l.lo)
+            };
+            let start = clamp(begin, &mut self.b);
+            let stop = clamp(end, &mut self.b);
+            self.serial_loop(l, Some((start, stop)), false)?;
+            first = first
+                .checked_add(extent)
+                .ok_or_else(|| bug("work item count overflows"))?;
         }
         Ok(())
     }

@@ -63,7 +63,118 @@ pub fn verify(k: &Kernel) -> Result<()> {
         stack: Vec::new(),
         seen: vec![false; k.vars.len()],
     };
-    c.stmts(&k.body).map_err(fail)
+    c.stmts(&k.body).map_err(fail)?;
+    for s in &k.body {
+        let top_ok =
+            matches!(s, Stmt::Loop(l) if l.kind == LoopKind::Spatial && l.mode == LoopMode::Serial);
+        if !top_ok {
+            return Err(fail(
+                "the top level must be spatial serial loops (the kernel's work items)".into(),
+            ));
+        }
+    }
+    work_items(k).ok_or_else(|| fail("the number of work items overflows".into()))?;
+    Ok(())
+}
+
+/// The number of work items of a kernel: the iterations of its top-level loops, numbered in
+/// order (the first loop's iterations first). A call may run any sub-range of them.
+pub fn work_items(k: &Kernel) -> Option<i64> {
+    k.body.iter().try_fold(0i64, |acc, s| match s {
+        Stmt::Loop(l) => acc.checked_add(l.hi.checked_sub(l.lo)?),
+        Stmt::Store { .. } => Some(acc),
+    })
+}
+
+/// Whether distinct work items of a verified kernel touch disjoint elements of every writable
+/// buffer, so that calls running disjoint item ranges may run concurrently on the same buffers.
+///
+/// The proof, per writable buffer: inside each top-level loop `t`, every access (load or store)
+/// has the same coefficient `c != 0` on `t`, and the rest of its index (over the inner loops)
+/// spans fewer than `|c|` elements, so iteration `t` stays inside `c*t + [rmin, rmax]`, and those
+/// windows are disjoint; and the whole ranges accessed by different top-level loops are
+/// disjoint. `false` only means "not proven" (run such a kernel on one thread).
+pub fn parallel_safe(k: &Kernel) -> bool {
+    if verify(k).is_err() {
+        return false;
+    }
+    for (b, buf) in k.buffers.iter().enumerate() {
+        if !buf.role.writable() {
+            continue;
+        }
+        let mut hulls: Vec<(i128, i128)> = Vec::new();
+        for s in &k.body {
+            let Stmt::Loop(l) = s else { continue };
+            let mut accesses = Vec::new();
+            collect_accesses(&l.body, Mem::Buf(super::BufId(b)), &mut accesses);
+            if accesses.is_empty() {
+                continue;
+            }
+            let mut c = Checker {
+                k,
+                bound: HashMap::new(),
+                stack: Vec::new(),
+                seen: vec![false; k.vars.len()],
+            };
+            let Some(ranges) = c.access_ranges(&l.body, Mem::Buf(super::BufId(b))) else {
+                return false;
+            };
+            let coef = accesses[0].coef(l.var);
+            if coef == 0 || accesses.iter().any(|a| a.coef(l.var) != coef) {
+                return false;
+            }
+            // Ranges of the index without the `t` term (the loop var is unbound in `ranges`).
+            let rmin = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+            let rmax = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            if rmax - rmin >= i128::from(coef).abs() {
+                return false;
+            }
+            let (a, z) = (
+                i128::from(coef) * i128::from(l.lo),
+                i128::from(coef) * (i128::from(l.hi) - 1),
+            );
+            hulls.push((a.min(z) + rmin, a.max(z) + rmax));
+        }
+        hulls.sort();
+        if hulls.windows(2).any(|w| w[1].0 <= w[0].1) {
+            return false;
+        }
+    }
+    true
+}
+
+fn collect_accesses(body: &[Stmt], mem: Mem, out: &mut Vec<Affine>) {
+    fn expr(e: &Expr, mem: Mem, out: &mut Vec<Affine>) {
+        match e {
+            Expr::Const(_) => {}
+            Expr::Load(a) => {
+                if a.mem == mem {
+                    out.push(a.index.clone());
+                }
+            }
+            Expr::Unary(_, a) => expr(a, mem, out),
+            Expr::Binary(_, a, b) => {
+                expr(a, mem, out);
+                expr(b, mem, out);
+            }
+            Expr::Fma(a, b, c) => {
+                expr(a, mem, out);
+                expr(b, mem, out);
+                expr(c, mem, out);
+            }
+        }
+    }
+    for s in body {
+        match s {
+            Stmt::Loop(l) => collect_accesses(&l.body, mem, out),
+            Stmt::Store { dst, value } => {
+                expr(value, mem, out);
+                if dst.mem == mem {
+                    out.push(dst.index.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Verifies every kernel of a program and that each kernel's buffers match the program's.
@@ -186,6 +297,54 @@ impl Checker<'_> {
                 self.expr(c)
             }
         }
+    }
+
+    /// The index ranges of every access to `mem` in `body`, with the enclosing top-level loop
+    /// variable left out (its term dropped): `None` if some range cannot be computed.
+    fn access_ranges(&mut self, body: &[Stmt], mem: Mem) -> Option<Vec<(i128, i128)>> {
+        let mut out = Vec::new();
+        for s in body {
+            match s {
+                Stmt::Loop(l) => {
+                    self.bound.insert(
+                        l.var,
+                        Bound {
+                            lo: l.lo,
+                            hi: l.hi - 1,
+                            kind: l.kind,
+                            mode: l.mode,
+                        },
+                    );
+                    out.extend(self.access_ranges(&l.body, mem)?);
+                    self.bound.remove(&l.var);
+                }
+                Stmt::Store { dst, value } => {
+                    let mut idx = Vec::new();
+                    collect_accesses(
+                        &[Stmt::Store {
+                            dst: dst.clone(),
+                            value: value.clone(),
+                        }],
+                        mem,
+                        &mut idx,
+                    );
+                    for a in idx {
+                        // Drop the terms of unbound (outer) variables: the caller accounts for them.
+                        let inner = Affine {
+                            terms: a
+                                .terms
+                                .iter()
+                                .copied()
+                                .filter(|(v, _)| self.bound.contains_key(v))
+                                .collect(),
+                            offset: a.offset,
+                        };
+                        out.push(self.range(&inner).ok()?);
+                    }
+                }
+            }
+        }
+        Some(out)
     }
 
     /// The inclusive range of an affine index over the bound loop ranges.
@@ -353,15 +512,16 @@ impl Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loops::{BufId, Loop, Role};
+    use crate::loops::{BufId, Loop, Role, Var};
 
     /// `for i in 0..n (kind, mode) { out[i*stride + off] = x[i] }` over buffers of length 8.
     fn copy_kernel(n: i64, stride: i64, off: i64, kind: LoopKind, mode: LoopMode) -> Kernel {
         let mut k = Kernel::new("copy", "test");
         let x = k.add_buffer("x", vec![8], Role::Input);
         let out = k.add_buffer("out", vec![8], Role::Output);
+        let o = k.new_var("o");
         let i = k.new_var("i");
-        k.body = vec![Stmt::Loop(Loop {
+        let inner = Stmt::Loop(Loop {
             var: i,
             lo: 0,
             hi: n,
@@ -370,12 +530,103 @@ mod tests {
             body: vec![Stmt::Store {
                 dst: Access {
                     mem: Mem::Buf(out),
-                    index: Affine::var(i) * stride + off,
+                    index: Affine::var(i) * stride + off + Affine::var(o) * 8,
                 },
                 value: Expr::load(Mem::Buf(x), Affine::var(i)),
             }],
+        });
+        // The top level is a one-item spatial loop, as the verifier requires.
+        k.body = vec![Stmt::Loop(Loop {
+            var: o,
+            lo: 0,
+            hi: 1,
+            kind: LoopKind::Spatial,
+            mode: LoopMode::Serial,
+            body: vec![inner],
         })];
         k
+    }
+
+    /// The `i` loop of a `copy_kernel`.
+    fn inner_loop(k: &mut Kernel) -> &mut Loop {
+        let Stmt::Loop(o) = &mut k.body[0] else {
+            unreachable!("copy_kernel starts with a loop")
+        };
+        let Stmt::Loop(l) = &mut o.body[0] else {
+            unreachable!("copy_kernel nests a loop")
+        };
+        l
+    }
+
+    /// Top-level loops `for v in lo..hi { out[v] = x[v] }`, one per range.
+    fn top_loops(ranges: &[(i64, i64)]) -> Kernel {
+        let mut k = Kernel::new("top", "test");
+        let x = k.add_buffer("x", vec![8], Role::Input);
+        let out = k.add_buffer("out", vec![8], Role::Output);
+        for &(lo, hi) in ranges {
+            let v = k.new_var("v");
+            k.body.push(Stmt::Loop(Loop {
+                var: v,
+                lo,
+                hi,
+                kind: LoopKind::Spatial,
+                mode: LoopMode::Serial,
+                body: vec![Stmt::Store {
+                    dst: Access {
+                        mem: Mem::Buf(out),
+                        index: Affine::var(v),
+                    },
+                    value: Expr::load(Mem::Buf(x), Affine::var(v)),
+                }],
+            }));
+        }
+        k
+    }
+
+    #[test]
+    fn work_items_and_parallel_safety() {
+        let k = copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Serial);
+        assert_eq!(work_items(&k), Some(1));
+        assert!(parallel_safe(&k));
+        let k = top_loops(&[(0, 5), (5, 8)]);
+        verify(&k).expect("valid");
+        assert_eq!(work_items(&k), Some(8));
+        assert!(parallel_safe(&k));
+        // Overlapping top-level loops: valid, but items 4 and 5 both write out[4].
+        let k = top_loops(&[(0, 5), (4, 8)]);
+        verify(&k).expect("valid");
+        assert!(!parallel_safe(&k));
+        // Within one loop: out[i] for i in 0..8 under `o` with coefficient 1 would overlap.
+        let mut k = copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Serial);
+        if let Stmt::Loop(o) = &mut k.body[0] {
+            o.hi = 2;
+            if let Some(Stmt::Loop(l)) = o.body.first_mut() {
+                l.hi = 4;
+                if let Some(Stmt::Store { dst, .. }) = l.body.first_mut() {
+                    dst.index = Affine::var(l.var) + Affine::var(o.var) * 2;
+                }
+            }
+        }
+        verify(&k).expect("valid");
+        assert!(!parallel_safe(&k));
+    }
+
+    #[test]
+    fn rejects_non_loop_top_level() {
+        let mut k = top_loops(&[(0, 8)]);
+        k.body = vec![Stmt::Store {
+            dst: Access {
+                mem: Mem::Buf(BufId(1)),
+                index: Affine::constant(0),
+            },
+            value: Expr::Const(1.0),
+        }];
+        rejects(&k, "top level");
+        let mut k = top_loops(&[(0, 8)]);
+        if let Stmt::Loop(l) = &mut k.body[0] {
+            l.mode = LoopMode::Unroll;
+        }
+        rejects(&k, "top level");
     }
 
     fn rejects(k: &Kernel, needle: &str) {
@@ -446,14 +697,12 @@ mod tests {
         rejects(&k, "store to const buffer");
         // out[l] = out[l + 1] in a vector loop: lane order would matter.
         let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Vector);
-        let Stmt::Loop(l) = &mut k.body[0] else {
-            unreachable!()
-        };
+        let l = inner_loop(&mut k);
         let i = l.var;
         l.body = vec![Stmt::Store {
             dst: Access {
                 mem: Mem::Buf(BufId(1)),
-                index: Affine::var(i),
+                index: Affine::var(i) + Affine::var(Var(0)) * 8,
             },
             value: Expr::load(Mem::Buf(BufId(1)), Affine::var(i) + 1),
         }];
@@ -464,9 +713,7 @@ mod tests {
     fn rejects_locals_indexed_by_serial_loops() {
         let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Serial);
         let acc = k.add_local("acc", 4, false);
-        let Stmt::Loop(l) = &mut k.body[0] else {
-            unreachable!()
-        };
+        let l = inner_loop(&mut k);
         let i = l.var;
         l.body.push(Stmt::Store {
             dst: Access {

@@ -105,11 +105,13 @@ pub(crate) fn conv_parts(cx: &Cx<'_>, k: &mut Kernel, conv: &Conv2d) -> Result<C
     })
 }
 
-/// The body of one segment nest: `(kernel, n, oh, ow, row segment, column segment)`.
+/// The body of one segment nest: `(kernel, n, oh, ow, row segment, column segment)`; `n` is the
+/// image index (a loop variable, or 0 for a batch of one).
 pub(crate) type SegmentBody<'a> =
-    dyn FnMut(&mut Kernel, Var, Var, Var, Segment, Segment) -> Result<Vec<Stmt>> + 'a;
+    dyn FnMut(&mut Kernel, &Affine, Var, Var, Segment, Segment) -> Result<Vec<Stmt>> + 'a;
 
-/// Loops `n`, then per row segment `oh`, then per column segment `ow` (all spatial), calling
+/// Loops `n` (omitted for a batch of one, so that the row-segment loops are the kernel's top-level
+/// work items), then per row segment `oh`, then per column segment `ow` (all spatial), calling
 /// `inner(k, n, oh, ow, row_seg, col_seg)` for the body of each of the segment nests.
 pub(crate) fn spatial_nest(
     k: &mut Kernel,
@@ -121,14 +123,15 @@ pub(crate) fn spatial_nest(
     let [_, oh, ow, _] = p.od;
     let rows = segments(h, oh, p.geo.kh, conv.stride[0], conv.pads.top);
     let cols = segments(w, ow, p.geo.kw, conv.stride[1], conv.pads.left);
-    let nv = k.new_var("n");
+    let nv = (n > 1).then(|| k.new_var("n"));
+    let na = nv.map_or_else(Affine::default, Affine::var);
     let mut per_n = Vec::new();
     for rs in &rows {
         let ohv = k.new_var("oh");
         let mut per_row = Vec::new();
         for cs in &cols {
             let owv = k.new_var("ow");
-            let body = inner(k, nv, ohv, owv, *rs, *cs)?;
+            let body = inner(k, &na, ohv, owv, *rs, *cs)?;
             per_row.push(for_loop(
                 owv,
                 cs.lo,
@@ -147,14 +150,17 @@ pub(crate) fn spatial_nest(
             per_row,
         ));
     }
-    Ok(vec![for_loop(
-        nv,
-        0,
-        n,
-        LoopKind::Spatial,
-        LoopMode::Serial,
-        per_n,
-    )])
+    Ok(match nv {
+        Some(nv) => vec![for_loop(
+            nv,
+            0,
+            n,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            per_n,
+        )],
+        None => per_n,
+    })
 }
 
 /// Lowers any convolution, picking the family from its shape.
@@ -266,14 +272,13 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     k.body = spatial_nest(&mut k, conv, p, &mut |k, nv, ohv, owv, rs, cs| {
         let gv = (groups > 1).then(|| k.new_var("g"));
         let ga = gv.map_or_else(Affine::default, Affine::var);
-        let out_pix = ((Affine::var(nv) * oh + Affine::var(ohv)) * ow + Affine::var(owv)) * cout;
+        let out_pix = ((nv.clone() * oh + Affine::var(ohv)) * ow + Affine::var(owv)) * cout;
         // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
         // where the clamped tap ranges keep every actual read inside the input.
-        let x_base = ((Affine::var(nv) * h + Affine::var(ohv) * sh + (-pt)) * w
-            + Affine::var(owv) * sw
-            + (-pl))
-            * cin
-            + ga.clone() * c(cin_g)?;
+        let x_base =
+            ((nv.clone() * h + Affine::var(ohv) * sh + (-pt)) * w + Affine::var(owv) * sw + (-pl))
+                * cin
+                + ga.clone() * c(cin_g)?;
         let init = |_: &Affine, ch: &Affine| match p.bias {
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),

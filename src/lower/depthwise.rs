@@ -24,12 +24,11 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
     let kw = c(p.geo.kw)?;
     let relu6 = conv.epilogue.has_relu6();
     k.body = spatial_nest(&mut k, conv, p, &mut |k, nv, ohv, owv, rs, cs| {
-        let out_pix = ((Affine::var(nv) * oh + Affine::var(ohv)) * ow + Affine::var(owv)) * cn;
+        let out_pix = ((nv.clone() * oh + Affine::var(ohv)) * ow + Affine::var(owv)) * cn;
         // Tap (0, 0) of the window; negative on borders, where the clamped taps stay inside.
-        let x_base = ((Affine::var(nv) * h + Affine::var(ohv) * sh + (-pt)) * w
-            + Affine::var(owv) * sw
-            + (-pl))
-            * cn;
+        let x_base =
+            ((nv.clone() * h + Affine::var(ohv) * sh + (-pt)) * w + Affine::var(owv) * sw + (-pl))
+                * cn;
         let init = |_: &Affine, ch: &Affine| match p.bias {
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),
