@@ -13,6 +13,10 @@
 //!    read-only/`can_move` loads read memory nobody writes during the call.
 //!
 //! ## Threads
+//! A kernel can also be split into ranges of its work items run on several threads at once
+//! ([`JitProgram::run_kernel_split`]); that is done only for a kernel whose items were proven to
+//! write disjoint memory (`loops::verify::parallel_safe`), otherwise it runs in one piece.
+//!
 //! `JITModule` is `Send` but not `Sync`; it is kept in a `Mutex` that only `Drop` touches, and
 //! the running code is reached through plain `extern "C"` function pointers, which are `Send +
 //! Sync` (the code is re-entrant: it has no state outside its arguments). So a [`JitProgram`] can
@@ -377,6 +381,27 @@ impl JitProgram {
     pub fn run_kernel_mut(&self, i: usize, bufs: &mut [&mut [f32]]) -> Result<()> {
         let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
         self.run_kernel(i, &mut args)
+    }
+
+    /// [`run_program`](JitProgram::run_program) with each kernel split over `threads` scoped
+    /// threads (see [`run_kernel_threads`](JitProgram::run_kernel_threads)).
+    pub fn run_program_threads(
+        &self,
+        p: &Program,
+        inputs: &BTreeMap<String, Vec<f32>>,
+        threads: usize,
+    ) -> Result<BTreeMap<String, Vec<f32>>> {
+        if p.kernels.len() != self.kernels.len() {
+            return Err(Error::Codegen(format!(
+                "program has {} kernels, the JIT code {}",
+                p.kernels.len(),
+                self.kernels.len()
+            )));
+        }
+        loops::interp::execute(p, inputs, |i, _, bufs| {
+            let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
+            self.run_kernel_threads(i, &mut args, threads)
+        })
     }
 
     /// Runs a whole program compiled from `p` on fresh buffers (see

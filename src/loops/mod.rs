@@ -38,6 +38,13 @@
 //!    depends on every enclosing spatial loop variable (so spatial iterations write disjoint
 //!    elements and can be split across threads).
 //! 6. `exp` is scalar only (it is a call in codegen), so it does not appear in vector bodies.
+//! 7. The top level of a kernel is a sequence of spatial serial loops. Their iterations, numbered
+//!    in order, are the kernel's *work items*: a call may run any sub-range of them, which the
+//!    bounds proof covers since each loop then runs a sub-range of its own bounds.
+//!
+//! [`verify::parallel_safe`] additionally proves (or fails to prove) that distinct work items
+//! touch disjoint elements of every written buffer; only then may calls on disjoint item ranges
+//! run concurrently on the same buffers (how the runtime splits a kernel across threads).
 //!
 //! ## Semantics of the arithmetic
 //! f32 throughout. `fma(a, b, c)` is fused (`a * b + c` rounded once). `max(a, b)` is
