@@ -9,7 +9,11 @@
 //! vectors (`4 * channel_vectors` channels) for each of `pixel_tile` pixels, i.e.
 //! `pixel_tile * channel_vectors` f32x4 accumulators. The 1x1 convolution's 4x8 tile (4 pixels x
 //! 8 channels, 8 accumulators, 2 weight vectors and 1 broadcast: 11 of the 16 xmm registers) is
-//! the micro-kernel shape `cranelift-notes.md` measured as the fastest that never spills.
+//! the micro-kernel shape `cranelift-notes.md` measured as the fastest that never spills. Its
+//! channel reduction is not unrolled: unrolling it by 2 (with a remainder loop) measured slower
+//! here at `opt_level=speed` (28-31 against 35-37 GFLOP/s on 1x1 convs of MobileNetV2 shapes,
+//! `cargo run --release --example emit_kernels -- bench`), as the e-graph pass issues the loads
+//! of both steps first.
 //!
 //! ## Tail policy (extents that are not a multiple of the tile)
 //! - Channels `C` with tile `T = 4 * channel_vectors`: `C / T` full tiles in a serial loop, then
