@@ -9,6 +9,8 @@
 //! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
 //! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
 //!   and the verifier every later stage relies on.
+//! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
+//!   verifying it after every pass.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 
@@ -24,6 +26,7 @@
 pub mod error;
 pub mod frontend;
 pub mod graph;
+pub mod passes;
 pub mod tensor;
 
 pub use error::{Error, Result};

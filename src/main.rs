@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph};
+use mnv2c::passes;
 use mnv2c::{Error, Result};
 
 #[derive(Parser, Debug)]
@@ -65,16 +66,35 @@ enum Emit {
     Ir,
 }
 
+/// `compile`'s options. Pass selection: the default pipeline unless `-O0` (no pass) or
+/// `--passes` (exactly those, in that order); the two conflict. `--print-after*` dumps go to
+/// stderr, each under a `# ----- IR after PASS (changed|unchanged) -----` header, so the output
+/// on stdout (or `-o FILE`) stays one parseable graph.
 #[derive(Args, Debug)]
 struct CompileArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// What to print.
-    #[arg(long, value_enum)]
-    emit: Emit,
+    #[arg(long, value_enum, required_unless_present = "list_passes")]
+    emit: Option<Emit>,
     /// Write the output to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Optimisation level: 0 runs no pass, 1 (the default) runs the default pipeline.
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with = "passes")]
+    opt_level: Option<u8>,
+    /// Run exactly these passes, in this order (see --list-passes).
+    #[arg(long, value_name = "PASS,...")]
+    passes: Option<String>,
+    /// Print the IR after every pass (to stderr).
+    #[arg(long)]
+    print_after_all: bool,
+    /// Print the IR after this pass (to stderr); repeatable.
+    #[arg(long, value_name = "PASS")]
+    print_after: Vec<String>,
+    /// List the passes, in default-pipeline order, and exit.
+    #[arg(long)]
+    list_passes: bool,
 }
 
 fn main() -> ExitCode {
@@ -126,11 +146,47 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn compile(args: CompileArgs) -> Result<()> {
-    let graph = load_graph(&args.model)?;
+    if args.list_passes {
+        return emit(&list_passes(), args.output.as_deref());
+    }
+    let pipeline = match (&args.passes, args.opt_level) {
+        (Some(list), _) => passes::parse_pass_list(list)?,
+        (None, Some(0)) => Vec::new(),
+        (None, _) => passes::DEFAULT_PIPELINE.to_vec(),
+    };
+    let mut print_after: Vec<&str> = Vec::new();
+    for name in &args.print_after {
+        let pass = passes::lookup(name)?;
+        if !pipeline.iter().any(|p| p.name == pass.name) {
+            return Err(Error::Usage(format!(
+                "--print-after {name}: the pass does not run in this pipeline"
+            )));
+        }
+        print_after.push(pass.name);
+    }
+    let mut graph = load_graph(&args.model)?;
+    passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
+        if args.print_after_all || print_after.contains(&pass.name) {
+            let header = passes::print_after_header(pass.name, changed);
+            // A failed write to stderr is not worth failing the compile for.
+            let _ = write!(std::io::stderr().lock(), "{header}\n{g}");
+        }
+    })?;
     let text = match args.emit {
-        Emit::Ir => graph.to_string(),
+        Some(Emit::Ir) | None => graph.to_string(),
     };
     emit(&text, args.output.as_deref())
+}
+
+/// `--list-passes`: one line per pass, marking those in the default pipeline.
+fn list_passes() -> String {
+    let mut text = String::new();
+    for p in passes::ALL_PASSES {
+        let default = passes::DEFAULT_PIPELINE.iter().any(|d| d.name == p.name);
+        let mark = if default { "  (default)" } else { "" };
+        text.push_str(&format!("{:<16}{}{mark}\n", p.name, p.summary));
+    }
+    text
 }
 
 /// Reads and verifies the IR file, or builds the built-in model.
