@@ -204,7 +204,7 @@ impl ConvGeometry {
         if groups == 0 {
             return Err("groups must be at least 1".into());
         }
-        if cin % groups != 0 {
+        if !cin.is_multiple_of(groups) {
             return Err(format!(
                 "{cin} input channels do not split into {groups} groups"
             ));
@@ -221,7 +221,7 @@ impl ConvGeometry {
             }
             b
         };
-        if cout % groups != 0 {
+        if !cout.is_multiple_of(groups) {
             return Err(format!(
                 "{cout} output channels do not split into {groups} groups"
             ));

@@ -35,10 +35,10 @@ pub fn run(graph: &mut Graph) -> Result<bool> {
         .map(str::to_string)
         .collect();
     while let Some(name) = pending.pop() {
-        if let Some(c) = graph.const_decl(&name) {
-            if !live_consts.contains(&name) {
-                pending.extend(c.def.operands().into_iter().map(str::to_string));
-            }
+        if let Some(c) = graph.const_decl(&name)
+            && !live_consts.contains(&name)
+        {
+            pending.extend(c.def.operands().into_iter().map(str::to_string));
         }
         live_consts.insert(name);
     }
