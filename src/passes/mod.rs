@@ -22,12 +22,14 @@
 //! ## The default pipeline and why in this order
 //! 1. `fold-batchnorm` first: it only folds into a conv whose epilogue is still `none`, and it
 //!    turns `conv -> batch_norm` pairs into single convs that the fusions below can see.
-//! 2. `fuse-add` before `fuse-relu6`: in `conv -> add -> relu6` the add must enter the epilogue
-//!    first (epilogue `add`), then the clamp (`add_relu6`); the other order would fuse the clamp
-//!    first only when the relu6 directly follows the conv, and an add never fuses after a clamp.
-//!    (In MobileNetV2 no relu6 follows an add, but the order is the one that is right in general.)
-//! 3. `dce` last: it removes the constants the folds left unused (the batch norms' parameters
-//!    stay, read by the derived constants; nothing else does).
+//! 2. `fuse-add` before `fuse-relu6`: in `conv -> add -> relu6` the relu6 reads the add, not
+//!    the conv, so `fuse-relu6` can fire only after `fuse-add` has made the add part of the conv
+//!    (epilogue `add`); it then turns that into `add_relu6`. In the other order the relu6 would
+//!    stay standalone. (No relu6 follows an add in MobileNetV2, but this order is the right one
+//!    in general; `relu6 -> add` never fuses either way, since an add cannot go after a clamp.)
+//! 3. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
+//!    live reads. The folds' sources (weights, batch-norm parameters) stay: the derived
+//!    constants read them, and they are what a weights file provides.
 
 pub mod dce;
 pub mod fold_batchnorm;
