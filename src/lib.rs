@@ -13,6 +13,17 @@
 //!   verifying it after every pass.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
+//!
+//! ```
+//! use mnv2c::frontend::{Config, mobilenet_v2};
+//!
+//! let config = Config { num_classes: 10, batch: 1, height: 96, width: 96 };
+//! let graph = mobilenet_v2(&config)?;
+//! let text = graph.to_string(); // the text form, as `mnv2c compile --emit ir` prints it
+//! assert!(text.contains("%prob = softmax(%logits) : f32[1,10]"));
+//! assert_eq!(mnv2c::graph::parse(&text, "model.ir")?, graph);
+//! # Ok::<(), mnv2c::Error>(())
+//! ```
 
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -27,6 +38,7 @@ pub mod error;
 pub mod frontend;
 pub mod graph;
 pub mod passes;
+pub mod runtime;
 pub mod tensor;
 
 pub use error::{Error, Result};

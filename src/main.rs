@@ -47,16 +47,16 @@ struct ModelArgs {
     #[arg(long, value_enum)]
     model: Option<ModelName>,
     /// Number of classes of the built-in model.
-    #[arg(long, value_name = "N", requires = "model")]
+    #[arg(long, value_name = "N")]
     num_classes: Option<usize>,
     /// Batch size of the built-in model's input.
-    #[arg(long, value_name = "N", requires = "model")]
+    #[arg(long, value_name = "N")]
     batch: Option<usize>,
     /// Input height of the built-in model.
-    #[arg(long, value_name = "H", requires = "model")]
+    #[arg(long, value_name = "H")]
     height: Option<usize>,
     /// Input width of the built-in model.
-    #[arg(long, value_name = "W", requires = "model")]
+    #[arg(long, value_name = "W")]
     width: Option<usize>,
 }
 
@@ -107,10 +107,19 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // clap's message is several lines (usage, tips); its first line names the problem.
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprintln!("error: no command given (try `mnv2c compile --help` or `mnv2c --help`)");
+                return ExitCode::from(2);
+            }
+            // clap's message is several paragraphs (problem, tips, usage); the first names the
+            // problem, sometimes over two lines ("required arguments were not provided: --emit").
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see `mnv2c --help`)");
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see `mnv2c --help`)", first.join(" "));
             return ExitCode::from(2);
         }
     };
@@ -191,7 +200,13 @@ fn list_passes() -> String {
 
 /// Reads and verifies the IR file, or builds the built-in model.
 fn load_graph(args: &ModelArgs) -> Result<Graph> {
+    let config_given = [args.num_classes, args.batch, args.height, args.width]
+        .iter()
+        .any(Option::is_some);
     match (&args.file, args.model) {
+        (Some(_), _) if config_given => Err(Error::Usage(
+            "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
+        )),
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let graph = graph::parse(&text, &path.display().to_string())?;
