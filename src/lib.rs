@@ -8,9 +8,12 @@
 //!
 //! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
 //! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
-//!   and the verifier every later stage relies on.
+//!   and the verifier every later stage relies on; [`graph::interp`] is its reference
+//!   interpreter, the oracle for every faster path.
 //! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
 //!   verifying it after every pass.
+//! - [`frontend::weights`] gives the graph's constants values (seeded, or `.safetensors`);
+//!   [`npy`] reads and writes input and output arrays; [`tolerance`] says how close is correct.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 //!
@@ -37,9 +40,11 @@
 pub mod error;
 pub mod frontend;
 pub mod graph;
+pub mod npy;
 pub mod passes;
 pub mod runtime;
 pub mod tensor;
+pub mod tolerance;
 
 pub use error::{Error, Result};
 pub use tensor::{Tensor, TensorMap};
