@@ -525,3 +525,62 @@ proptest! {
         assert_preserved_by("chain", &g, seed, &pipeline);
     }
 }
+
+/// The block outputs of the optimised MobileNetV2 by golden key: a block ends in its last
+/// conv, which carries the fused residual add or clamp (`conv1_1/conv2d`, `res3_2/pw_linear`,
+/// `conv9_1/pwb`).
+fn optimised_node_for_block(graph: &Graph, key: &str) -> String {
+    ["pw_linear", "conv2d", "pwb"]
+        .iter()
+        .map(|last| format!("{key}/{last}"))
+        .chain([key.to_string()])
+        .find(|n| graph.find(n).is_some())
+        .unwrap_or_else(|| panic!("no node for golden block {key}"))
+}
+
+/// With TensorFlow's trained-like weights (`shared/golden/a`: calibrated batch-norm statistics,
+/// random gamma and beta), the optimised model matches TensorFlow block by block and at the
+/// outputs, with the golden tolerances of `mnv2c::tolerance`. Runs only when
+/// `MNV2C_GOLDEN_DIR` is set, like `tests/golden.rs`.
+#[test]
+fn optimised_model_matches_tensorflow_on_config_a() {
+    use mnv2c::tolerance::{BLOCK_ABS, BLOCK_REL, LOGITS_ABS, LOGITS_REL, PROBS_ABS, argmax};
+    let Some(dir) = std::env::var_os("MNV2C_GOLDEN_DIR") else {
+        eprintln!("SKIPPED: MNV2C_GOLDEN_DIR is not set (e.g. /work/shared/golden)");
+        return;
+    };
+    let a = std::path::PathBuf::from(dir).join("a");
+    let graph = optimize(&mobilenet_v2(&Config::default()).unwrap());
+    let w = weights::load(&a.join("weights.safetensors"), &graph).unwrap();
+    let consts = weights::bind(&graph, &w).unwrap();
+    let input = mnv2c::npy::read(&a.join("input_0.npy")).unwrap();
+    let values = interp::run_all(&graph, &consts, &[input]).unwrap();
+    let inter = weights::read(&a.join("intermediates_0.safetensors")).unwrap();
+    let mut keys: Vec<&String> = inter.keys().collect();
+    keys.sort();
+    assert_eq!(keys.len(), 21);
+    for key in keys {
+        let node = optimised_node_for_block(&graph, key);
+        let c = compare(
+            values[&node].data(),
+            inter[key].data(),
+            BLOCK_REL,
+            BLOCK_ABS,
+        )
+        .unwrap();
+        assert!(c.passed(), "{key} (%{node}) differs from TF: {c:?}");
+    }
+    let ref_logits = mnv2c::npy::read(&a.join("logits_0.npy")).unwrap();
+    let ref_probs = mnv2c::npy::read(&a.join("probs_0.npy")).unwrap();
+    let c = compare(
+        values["logits"].data(),
+        ref_logits.data(),
+        LOGITS_REL,
+        LOGITS_ABS,
+    )
+    .unwrap();
+    assert!(c.passed(), "logits differ from TF: {c:?}");
+    assert_eq!(argmax(values["logits"].data()), argmax(ref_logits.data()));
+    let p = compare(values["prob"].data(), ref_probs.data(), 0.0, PROBS_ABS).unwrap();
+    assert!(p.passed(), "probabilities differ from TF: {p:?}");
+}
