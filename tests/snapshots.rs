@@ -5,6 +5,7 @@
 
 mod common;
 
+use mnv2c::graph::Op;
 use mnv2c::passes::{self, DEFAULT_PIPELINE};
 
 #[test]
@@ -28,10 +29,18 @@ fn ir_after_each_pass() {
                 }
             })
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(
-                !after.is_empty(),
-                "{name}: the default pipeline changed nothing"
-            );
+            // Only an example that is already optimised (`mobilenetv2.ir`, the CLI's default
+            // output) may pass through unchanged: then nothing is left to fold or fuse.
+            if after.is_empty() {
+                let unfused = g
+                    .node_ids()
+                    .find(|&i| matches!(g.node(i).op, Op::BatchNorm(_) | Op::Relu6 | Op::Add));
+                assert!(
+                    unfused.is_none(),
+                    "{name}: the default pipeline changed nothing, yet %{} is left",
+                    g.node(unfused.unwrap()).name
+                );
+            }
             for (snapshot, text) in after {
                 insta::assert_snapshot!(snapshot, text);
             }
