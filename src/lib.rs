@@ -14,6 +14,12 @@
 //!   verifying it after every pass.
 //! - [`frontend::weights`] gives the graph's constants values (seeded, or `.safetensors`);
 //!   [`npy`] reads and writes input and output arrays; [`tolerance`] says how close is correct.
+//! - [`lower`] turns each compute node into a loop-IR kernel shaped by a [`lower::Schedule`]
+//!   ([`lower::lower`] for a whole graph, giving a [`loops::Program`]).
+//! - [`loops`] is the loop IR: kernels over named buffers, its verifier (the bounds proof that
+//!   makes generated code safe to call), its interpreter and its text form (`--emit loops`).
+//! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
+//!   (the crate's only `unsafe` lives in `codegen::jit`).
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 //!
@@ -37,9 +43,12 @@
     clippy::print_stderr
 )]
 
+pub mod codegen;
 pub mod error;
 pub mod frontend;
 pub mod graph;
+pub mod loops;
+pub mod lower;
 pub mod npy;
 pub mod passes;
 pub mod runtime;
