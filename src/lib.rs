@@ -56,4 +56,5 @@ pub mod tensor;
 pub mod tolerance;
 
 pub use error::{Error, Result};
+pub use runtime::{CompiledModel, Options, Output};
 pub use tensor::{Tensor, TensorMap};

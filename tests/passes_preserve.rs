@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::{random_inputs, random_weights};
+
 use mnv2c::frontend::{Builder, Config, mobilenet_v2, weights};
 use mnv2c::graph::{self, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, ValueId, interp};
 use mnv2c::passes::{self, ALL_PASSES, DEFAULT_PIPELINE, Pass};
@@ -26,71 +28,6 @@ use proptest::prelude::*;
 const REL: f32 = 1e-5;
 /// Absolute floor of the tolerance, for outputs that are all near zero.
 const ABS: f32 = 1e-6;
-
-/// splitmix64: a small deterministic generator, so a failing seed reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    fn tensor(&mut self, dims: &[usize], lo: f32, hi: f32) -> Tensor {
-        let n = dims.iter().product();
-        Tensor::new(
-            dims.to_vec(),
-            (0..n).map(|_| self.uniform(lo, hi)).collect(),
-        )
-        .unwrap()
-    }
-}
-
-/// Random values for every parameter of `g`: kernels scaled by `1/sqrt(fan-in)` so activations
-/// stay O(1) through a chain, batch norms far from the identity (gamma of both signs, variance
-/// in `[0.05, 2]`, so `sqrt(variance + eps)` matters).
-fn random_weights(g: &Graph, seed: u64) -> TensorMap {
-    let mut rng = Rng(seed);
-    let mut role: std::collections::HashMap<&str, (f32, f32)> = Default::default();
-    for id in g.node_ids() {
-        if let Op::BatchNorm(b) = &g.node(id).op {
-            role.insert(&b.gamma, (-1.5, 1.5));
-            role.insert(&b.beta, (-1.0, 1.0));
-            role.insert(&b.mean, (-1.0, 1.0));
-            role.insert(&b.variance, (0.05, 2.0));
-        }
-    }
-    g.consts()
-        .filter(|(_, c)| c.def == ConstDef::Param)
-        .map(|(name, c)| {
-            let (lo, hi) = role.get(name).copied().unwrap_or_else(|| {
-                // A kernel [kh, kw, cin/groups, cout] (or TF depthwise): scale by its fan-in.
-                let fan_in: usize = c.ty.dims.iter().rev().skip(1).product();
-                let a = 1.5 / (fan_in.max(1) as f32).sqrt();
-                (-a, a)
-            });
-            (name.to_string(), rng.tensor(&c.ty.dims, lo, hi))
-        })
-        .collect()
-}
-
-/// Random inputs for `g`, in `[-3, 3)`.
-fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let mut rng = Rng(seed ^ 0x5eed);
-    g.inputs()
-        .into_iter()
-        .map(|i| rng.tensor(&g.node(i).ty.dims, -3.0, 3.0))
-        .collect()
-}
 
 /// Evaluates `g` with the parameters in `params` (those `g` no longer declares are dropped:
 /// `dce` may have removed them).
