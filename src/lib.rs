@@ -8,7 +8,12 @@
 //!
 //! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
 //! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
-//!   and the verifier every later stage relies on.
+//!   and the verifier every later stage relies on; [`graph::interp`] is its reference
+//!   interpreter, the oracle for every faster path.
+//! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
+//!   verifying it after every pass.
+//! - [`frontend::weights`] gives the graph's constants values (seeded, or `.safetensors`);
+//!   [`npy`] reads and writes input and output arrays; [`tolerance`] says how close is correct.
 //! - [`lower`] turns each compute node into a loop-IR kernel shaped by a [`lower::Schedule`]
 //!   ([`lower::lower`] for a whole graph, giving a [`loops::Program`]).
 //! - [`loops`] is the loop IR: kernels over named buffers, its verifier (the bounds proof that
@@ -17,6 +22,17 @@
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
 //!
 //! Every error is an [`Error`]; no function panics on user input.
+//!
+//! ```
+//! use mnv2c::frontend::{Config, mobilenet_v2};
+//!
+//! let config = Config { num_classes: 10, batch: 1, height: 96, width: 96 };
+//! let graph = mobilenet_v2(&config)?;
+//! let text = graph.to_string(); // the text form, as `mnv2c compile --emit ir` prints it
+//! assert!(text.contains("%prob = softmax(%logits) : f32[1,10]"));
+//! assert_eq!(mnv2c::graph::parse(&text, "model.ir")?, graph);
+//! # Ok::<(), mnv2c::Error>(())
+//! ```
 
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -33,7 +49,12 @@ pub mod frontend;
 pub mod graph;
 pub mod loops;
 pub mod lower;
+pub mod npy;
+pub mod passes;
+pub mod runtime;
 pub mod tensor;
+pub mod tolerance;
 
 pub use error::{Error, Result};
+pub use runtime::{CompiledModel, Options, Output};
 pub use tensor::{Tensor, TensorMap};

@@ -7,11 +7,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
-use mnv2c::graph::{self, Graph};
-use mnv2c::{Error, Result};
+use mnv2c::graph::{self, Graph, interp};
+use mnv2c::passes;
+use mnv2c::{Error, Result, npy};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,6 +31,10 @@ struct Cli {
 enum Command {
     /// Build or read a graph, and print it at the requested level.
     Compile(CompileArgs),
+    /// Run the built-in model on one input and print the top classes of each batch item.
+    Run(RunArgs),
+    /// Write seeded weights for the built-in model as a `.safetensors` file.
+    Weights(WeightsArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +53,16 @@ struct ModelArgs {
     #[arg(long, value_enum)]
     model: Option<ModelName>,
     /// Number of classes of the built-in model.
-    #[arg(long, value_name = "N", requires = "model")]
+    #[arg(long, value_name = "N")]
     num_classes: Option<usize>,
     /// Batch size of the built-in model's input.
-    #[arg(long, value_name = "N", requires = "model")]
+    #[arg(long, value_name = "N")]
     batch: Option<usize>,
     /// Input height of the built-in model.
-    #[arg(long, value_name = "H", requires = "model")]
+    #[arg(long, value_name = "H")]
     height: Option<usize>,
     /// Input width of the built-in model.
-    #[arg(long, value_name = "W", requires = "model")]
+    #[arg(long, value_name = "W")]
     width: Option<usize>,
 }
 
@@ -65,16 +72,87 @@ enum Emit {
     Ir,
 }
 
+/// `compile`'s options. Pass selection: the default pipeline unless `-O0` (no pass) or
+/// `--passes` (exactly those, in that order); the two conflict. `--print-after*` dumps go to
+/// stderr, each under a `# ----- IR after PASS (changed|unchanged) -----` header, so the output
+/// on stdout (or `-o FILE`) stays one parseable graph.
 #[derive(Args, Debug)]
 struct CompileArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// What to print.
-    #[arg(long, value_enum)]
-    emit: Emit,
+    #[arg(long, value_enum, required_unless_present = "list_passes")]
+    emit: Option<Emit>,
     /// Write the output to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Optimisation level: 0 runs no pass, 1 (the default) runs the default pipeline.
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with = "passes")]
+    opt_level: Option<u8>,
+    /// Run exactly these passes, in this order (see --list-passes).
+    #[arg(long, value_name = "PASS,...")]
+    passes: Option<String>,
+    /// Print the IR after every pass (to stderr).
+    #[arg(long)]
+    print_after_all: bool,
+    /// Print the IR after this pass (to stderr); repeatable.
+    #[arg(long, value_name = "PASS")]
+    print_after: Vec<String>,
+    /// List the passes, in default-pipeline order, and exit.
+    #[arg(long)]
+    list_passes: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Weights (`.safetensors`, TF variable names); the number of classes comes from them.
+    /// Default: seeded weights.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Input array `[N, H, W, 3]` (`.npy`, f32); batch, height and width come from it.
+    /// Default: the synthetic input `x[n,y,x,c] = sin(0.05 y + 0.07 x + 1.3 c + 0.5 n)`.
+    #[arg(long, value_name = "X.npy")]
+    input: Option<PathBuf>,
+    /// Write the logits `[N, num_classes]` to this `.npy` file.
+    #[arg(long, value_name = "L.npy")]
+    logits: Option<PathBuf>,
+    /// Write the probabilities `[N, num_classes]` to this `.npy` file.
+    #[arg(long, value_name = "P.npy")]
+    probs: Option<PathBuf>,
+    /// How many of the most probable classes to print per batch item.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    top: usize,
+    /// Seed of the seeded weights (without `--weights`).
+    #[arg(long, value_name = "S", conflicts_with = "weights")]
+    seed: Option<u64>,
+    /// Run the reference interpreter (the JIT backend is not built yet).
+    #[arg(long)]
+    interp: bool,
+    /// Number of classes (must agree with `--weights` if both are given).
+    #[arg(long, value_name = "N")]
+    num_classes: Option<usize>,
+    /// Batch size (must agree with `--input` if both are given).
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+    /// Input height (must agree with `--input` if both are given).
+    #[arg(long, value_name = "H")]
+    height: Option<usize>,
+    /// Input width (must agree with `--input` if both are given).
+    #[arg(long, value_name = "W")]
+    width: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct WeightsArgs {
+    /// Seed of the initialisation.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Number of classes of the model.
+    #[arg(long, value_name = "N", default_value_t = Config::default().num_classes)]
+    num_classes: usize,
+    /// The `.safetensors` file to write.
+    #[arg(short, long, value_name = "W.safetensors")]
+    output: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -87,10 +165,19 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // clap's message is several lines (usage, tips); its first line names the problem.
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprintln!("error: no command given (try `mnv2c compile --help` or `mnv2c --help`)");
+                return ExitCode::from(2);
+            }
+            // clap's message is several paragraphs (problem, tips, usage); the first names the
+            // problem, sometimes over two lines ("required arguments were not provided: --emit").
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see `mnv2c --help`)");
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see `mnv2c --help`)", first.join(" "));
             return ExitCode::from(2);
         }
     };
@@ -122,20 +209,231 @@ fn exit_status(e: &Error) -> u8 {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Compile(args) => compile(args),
+        Command::Run(args) => run_model(args),
+        Command::Weights(args) => write_weights(args),
     }
 }
 
+/// `mnv2c run`: resolve the configuration from the weights, the input and the options (any two
+/// that disagree are an error naming both), bind the weights, run, print the top classes.
+fn run_model(args: RunArgs) -> Result<()> {
+    if !args.interp {
+        return Err(Error::Usage(
+            "the JIT backend is not built yet: pass --interp to run the reference interpreter"
+                .into(),
+        ));
+    }
+    let file_weights = match &args.weights {
+        Some(path) => {
+            let w = weights::read(path)?;
+            let n = weights::num_classes(&w)?;
+            Some((path, w, n))
+        }
+        None => None,
+    };
+    let input = match &args.input {
+        Some(path) => {
+            let x = npy::read(path)?;
+            let &[n, h, w, 3] = x.dims() else {
+                return Err(Error::Input(format!(
+                    "{} has shape {}, expected [N, H, W, 3] (NHWC, 3 channels)",
+                    path.display(),
+                    x.ty()
+                )));
+            };
+            Some((path, x, [n, h, w]))
+        }
+        None => None,
+    };
+    let d = Config::default();
+    let from_weights = file_weights.as_ref().map(|(p, _, n)| {
+        (
+            *n,
+            format!("{} ({LOGITS_WEIGHT} has {n} classes)", p.display()),
+        )
+    });
+    let from_input = |i: usize, what: &str| {
+        input.as_ref().map(|(p, x, dims)| {
+            (
+                dims[i],
+                format!(
+                    "{} (its shape {} gives {what} {})",
+                    p.display(),
+                    x.ty(),
+                    dims[i]
+                ),
+            )
+        })
+    };
+    let config = Config {
+        num_classes: agree(
+            "--num-classes",
+            args.num_classes,
+            from_weights,
+            d.num_classes,
+        )?,
+        batch: agree("--batch", args.batch, from_input(0, "batch"), d.batch)?,
+        height: agree("--height", args.height, from_input(1, "height"), d.height)?,
+        width: agree("--width", args.width, from_input(2, "width"), d.width)?,
+    };
+    let graph = frontend::mobilenet_v2(&config)?;
+    let (weights_desc, params) = match file_weights {
+        Some((path, w, _)) => {
+            // The library's message names the tensor; the user also needs to know which file.
+            weights::check(&graph, &w).map_err(|e| match e {
+                Error::Weights { tensor, message } => Error::Weights {
+                    tensor,
+                    message: format!("{message} (in {})", path.display()),
+                },
+                e => e,
+            })?;
+            (path.display().to_string(), w)
+        }
+        None => {
+            let seed = args.seed.unwrap_or(0);
+            (format!("seeded ({seed})"), weights::seeded(&graph, seed)?)
+        }
+    };
+    let consts = weights::bind(&graph, &params)?;
+    let (input_desc, x) = match input {
+        Some((path, x, _)) => (path.display().to_string(), x),
+        None => ("synthetic".to_string(), weights::synthetic_input(&config)?),
+    };
+    let start = Instant::now();
+    let outputs = interp::run(&graph, &consts, &[x])?;
+    let elapsed = start.elapsed();
+    let [logits, probs] = &outputs[..] else {
+        return Err(Error::Codegen(format!(
+            "the model gave {} outputs, expected 2",
+            outputs.len()
+        )));
+    };
+    if let Some(path) = &args.logits {
+        npy::write(path, logits)?;
+    }
+    if let Some(path) = &args.probs {
+        npy::write(path, probs)?;
+    }
+    let mut text = format!(
+        "mobilenetv2: input [{},{},{},3], {} classes; weights: {weights_desc}; input: {input_desc}\n\
+         interpreter: {:.3} s\n",
+        config.batch,
+        config.height,
+        config.width,
+        config.num_classes,
+        elapsed.as_secs_f64()
+    );
+    let classes = config.num_classes;
+    for (item, row) in probs.data().chunks_exact(classes).enumerate() {
+        let logit_row = &logits.data()[item * classes..][..classes];
+        let mut order: Vec<usize> = (0..classes).collect();
+        // Most probable first, ranked by logit: softmax keeps the order, and logits still
+        // differ where f32 probabilities are equal (seeded weights give near-uniform ones).
+        // Ties by class index, so the listing is stable.
+        order.sort_by(|&a, &b| logit_row[b].total_cmp(&logit_row[a]).then(a.cmp(&b)));
+        text.push_str(&format!("item {item}:\n"));
+        for (rank, &c) in order.iter().take(args.top).enumerate() {
+            text.push_str(&format!(
+                "  {:>2}. class {c:>4}  p = {:.6}  logit = {}\n",
+                rank + 1,
+                row[c],
+                number(logit_row[c])
+            ));
+        }
+    }
+    emit(&text, None)
+}
+
+/// A number for people: fixed point when it reads well, scientific when tiny or huge (seeded
+/// weights give logits around 1e-8).
+fn number(v: f32) -> String {
+    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
+/// The value of one configuration item: the option and the value found in a file must agree;
+/// either alone decides; neither gives the default.
+fn agree(
+    option: &str,
+    given: Option<usize>,
+    found: Option<(usize, String)>,
+    default: usize,
+) -> Result<usize> {
+    match (given, found) {
+        (Some(g), Some((f, source))) if g != f => Err(Error::Usage(format!(
+            "{option} {g} conflicts with {source}"
+        ))),
+        (Some(g), _) => Ok(g),
+        (None, Some((f, _))) => Ok(f),
+        (None, None) => Ok(default),
+    }
+}
+
+/// `mnv2c weights`: seeded weights for the built-in model, saved as `.safetensors`.
+fn write_weights(args: WeightsArgs) -> Result<()> {
+    let graph = frontend::mobilenet_v2(&Config {
+        num_classes: args.num_classes,
+        ..Config::default()
+    })?;
+    weights::save(&args.output, &weights::seeded(&graph, args.seed)?)
+}
+
 fn compile(args: CompileArgs) -> Result<()> {
-    let graph = load_graph(&args.model)?;
+    if args.list_passes {
+        return emit(&list_passes(), args.output.as_deref());
+    }
+    let pipeline = match (&args.passes, args.opt_level) {
+        (Some(list), _) => passes::parse_pass_list(list)?,
+        (None, Some(0)) => Vec::new(),
+        (None, _) => passes::DEFAULT_PIPELINE.to_vec(),
+    };
+    let mut print_after: Vec<&str> = Vec::new();
+    for name in &args.print_after {
+        let pass = passes::lookup(name)?;
+        if !pipeline.iter().any(|p| p.name == pass.name) {
+            return Err(Error::Usage(format!(
+                "--print-after {name}: the pass does not run in this pipeline"
+            )));
+        }
+        print_after.push(pass.name);
+    }
+    let mut graph = load_graph(&args.model)?;
+    passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
+        if args.print_after_all || print_after.contains(&pass.name) {
+            let header = passes::print_after_header(pass.name, changed);
+            // A failed write to stderr is not worth failing the compile for.
+            let _ = write!(std::io::stderr().lock(), "{header}\n{g}");
+        }
+    })?;
     let text = match args.emit {
-        Emit::Ir => graph.to_string(),
+        Some(Emit::Ir) | None => graph.to_string(),
     };
     emit(&text, args.output.as_deref())
 }
 
+/// `--list-passes`: one line per pass, marking those in the default pipeline.
+fn list_passes() -> String {
+    let mut text = String::new();
+    for p in passes::ALL_PASSES {
+        let default = passes::DEFAULT_PIPELINE.iter().any(|d| d.name == p.name);
+        let mark = if default { "  (default)" } else { "" };
+        text.push_str(&format!("{:<16}{}{mark}\n", p.name, p.summary));
+    }
+    text
+}
+
 /// Reads and verifies the IR file, or builds the built-in model.
 fn load_graph(args: &ModelArgs) -> Result<Graph> {
+    let config_given = [args.num_classes, args.batch, args.height, args.width]
+        .iter()
+        .any(Option::is_some);
     match (&args.file, args.model) {
+        (Some(_), _) if config_given => Err(Error::Usage(
+            "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
+        )),
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let graph = graph::parse(&text, &path.display().to_string())?;

@@ -8,6 +8,8 @@
 //! [`mobilenet_v2`] is the model of `shared/spec/seed-model.md`, written block by block as the
 //! tutorial writes it.
 
+pub mod weights;
+
 use crate::graph::{
     BatchNorm, Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType, ValueId,
 };

@@ -377,3 +377,30 @@ fn conv_out(
     }
     Ok((padded - kernel) / stride + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        // (input, kernel, stride) -> (before, after, output)
+        assert_eq!(Pads::same_1d(224, 3, 2), Some((0, 1, 112)));
+        assert_eq!(Pads::same_1d(161, 3, 2), Some((1, 1, 81)));
+        assert_eq!(Pads::same_1d(7, 3, 1), Some((1, 1, 7)));
+        assert_eq!(Pads::same_1d(7, 1, 1), Some((0, 0, 7)));
+        assert_eq!(Pads::same_1d(1, 3, 2), Some((1, 1, 1)));
+        assert_eq!(Pads::same_1d(5, 3, 0), None);
+        assert_eq!(Pads::same_1d(usize::MAX, 3, 2), None);
+    }
+
+    #[test]
+    fn depthwise_weights_accept_both_layouts() {
+        let tf = TensorType::new(vec![3, 3, 8, 2]);
+        let g = ConvGeometry::new(&tf, 8, 8).unwrap();
+        assert_eq!(g.cout, 16);
+        let hwio = TensorType::new(vec![3, 3, 1, 16]);
+        assert_eq!(ConvGeometry::new(&hwio, 8, 8).unwrap().cout, 16);
+        assert!(ConvGeometry::new(&TensorType::new(vec![3, 3, 2, 16]), 8, 8).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! [`CompiledModel`]: a graph and its weights, compiled to native code, ready to run.
+//!
+//! Compiling runs the whole pipeline as plain calls: verify, (optionally) the default passes,
+//! bind the weights, lower to loop IR, JIT-compile, and plan memory. What the model owns:
+//! - the JIT code ([`JitProgram`], freed when the model is dropped);
+//! - the constant buffers (weights, folded and packed at compile time);
+//! - a static memory plan: every activation at a fixed offset of one 64-byte-aligned arena,
+//!   chosen from liveness ([`memplan`]); flatten is a view and takes no memory; graph inputs are
+//!   read in place from the caller's tensors.
+//!
+//! What must hold when a kernel runs: each buffer it writes is an arena range that no buffer it
+//! reads overlaps. The memory plan guarantees this, because a kernel's operands and its result
+//! are live at the kernel's step; [`CompiledModel::compile`] checks it once more per kernel, so a
+//! planning bug is an error, never aliasing. The JIT then checks every slice length.
+//!
+//! Concurrency: `run` takes `&self`; each call borrows an arena from a small free list (or
+//! allocates one the first time), so any number of threads may run one model at once.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::memplan::{self, MemPlan, Request};
+use crate::codegen::{Arg, JitProgram};
+use crate::frontend::weights;
+use crate::graph::{self, Graph};
+use crate::loops::{BufferKind, Program, Role};
+use crate::{Error, Result, Tensor, TensorMap, lower, passes};
+
+/// How to compile.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Run the default pass pipeline (fold batch norm, fuse relu6 and residual adds) first.
+    pub optimize: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { optimize: true }
+    }
+}
+
+/// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub logits: Tensor,
+    pub probs: Tensor,
+}
+
+/// Where a kernel's buffer lives at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    /// A range of the arena (in f32 elements).
+    Arena(Range<usize>),
+    /// One of the model's constant buffers.
+    Const(usize),
+    /// The caller's input tensor number `i`.
+    Input(usize),
+}
+
+#[derive(Debug)]
+struct Step {
+    /// One slot per buffer the kernel declares, in declaration order.
+    slots: Vec<Slot>,
+    /// The single buffer the kernel writes (an arena range).
+    output: Range<usize>,
+}
+
+/// A value the caller sees: a graph input or output, with its shape and where it lives.
+#[derive(Clone, Debug)]
+struct Port {
+    name: String,
+    dims: Vec<usize>,
+    slot: Slot,
+}
+
+/// A compiled model; see the module doc.
+#[derive(Debug)]
+pub struct CompiledModel {
+    jit: JitProgram,
+    program: Program,
+    steps: Vec<Step>,
+    consts: Vec<Vec<f32>>,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    plan: MemPlan,
+    /// Arena length in f32 elements.
+    arena_len: usize,
+    /// Arenas not in use by a running call.
+    free_arenas: Mutex<Vec<Arena>>,
+}
+
+/// A 64-byte-aligned run of f32 inside an over-allocated vector (no `unsafe` needed).
+#[derive(Debug)]
+struct Arena {
+    storage: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Arena {
+    fn new(len: usize) -> Result<Arena> {
+        let extra = memplan::ALIGN / 4;
+        let total = len
+            .checked_add(extra)
+            .ok_or_else(|| Error::Input("activation arena size overflows".into()))?;
+        let mut storage = Vec::new();
+        storage.try_reserve_exact(total).map_err(|_| {
+            Error::Input(format!(
+                "cannot allocate the {} MiB activation arena",
+                total / (1 << 18)
+            ))
+        })?;
+        storage.resize(total, 0.0);
+        let start = storage.as_ptr().align_offset(memplan::ALIGN);
+        if start > extra {
+            return Err(Error::Codegen("cannot align the activation arena".into()));
+        }
+        Ok(Arena {
+            storage,
+            start,
+            len,
+        })
+    }
+
+    fn slice_mut(&mut self) -> &mut [f32] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl CompiledModel {
+    /// Compiles `graph` with `weights` (the graph's parameters by name, as loaded or seeded).
+    pub fn compile(graph: &Graph, weights: &TensorMap, options: &Options) -> Result<CompiledModel> {
+        graph::verify(graph)?;
+        let mut graph = graph.clone();
+        if options.optimize {
+            passes::optimize(&mut graph)?;
+        }
+        let consts = weights::bind(&graph, weights)?;
+        let program = lower::lower(&graph, &consts)?;
+        let jit = JitProgram::compile(&program)?;
+        CompiledModel::assemble(jit, program)
+    }
+
+    /// Lays out memory and resolves every kernel argument.
+    fn assemble(jit: JitProgram, mut program: Program) -> Result<CompiledModel> {
+        let n = program.kernels.len();
+        // Liveness of each activation's storage: written at its kernel, read until its last
+        // reader; graph outputs live to the end (step `n`).
+        let mut first: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut last: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (i, k) in program.kernels.iter().enumerate() {
+            for b in &k.buffers {
+                let storage = program.storage_of(&b.name);
+                if b.role.writable() {
+                    first.entry(storage).or_insert(i);
+                }
+                let l = last.entry(storage).or_insert(i);
+                *l = (*l).max(i);
+            }
+        }
+        for o in &program.outputs {
+            last.insert(program.storage_of(o), n);
+        }
+        let mut requests = Vec::new();
+        for (name, (dims, kind)) in &program.buffers {
+            let is_view = program.views.iter().any(|(v, _)| v == name);
+            if *kind != BufferKind::Activation || is_view {
+                continue;
+            }
+            let Some(&f) = first.get(name.as_str()) else {
+                return Err(Error::Codegen(format!("%{name} is never computed")));
+            };
+            let bytes = elements(dims)
+                .and_then(|e| e.checked_mul(4))
+                .ok_or_else(|| Error::Input(format!("%{name} is too large")))?;
+            requests.push(Request {
+                name: name.clone(),
+                bytes,
+                first: f,
+                last: last.get(name.as_str()).copied().unwrap_or(f),
+            });
+        }
+        let plan = memplan::plan(&requests)
+            .ok_or_else(|| Error::Input("the activation arena size overflows".into()))?;
+        let arena_len = plan.arena_bytes / 4;
+
+        // Constants move into the model, one buffer each.
+        let const_names: Vec<String> = program.constants.keys().cloned().collect();
+        let mut consts = Vec::with_capacity(const_names.len());
+        for name in &const_names {
+            consts.push(program.constants.remove(name).unwrap_or_default());
+        }
+
+        let slot_of = |name: &str| -> Result<Slot> {
+            let storage = program.storage_of(name);
+            if let Some(p) = plan.placements.iter().find(|p| p.request.name == storage) {
+                let start = p.offset / 4;
+                return Ok(Slot::Arena(start..start + p.request.bytes / 4));
+            }
+            if let Ok(i) = const_names.binary_search_by(|c| c.as_str().cmp(storage)) {
+                return Ok(Slot::Const(i));
+            }
+            if let Some(i) = program.inputs.iter().position(|x| x == storage) {
+                return Ok(Slot::Input(i));
+            }
+            Err(Error::Codegen(format!("buffer {name} has no storage")))
+        };
+
+        let mut steps = Vec::with_capacity(n);
+        for k in &program.kernels {
+            let slots = k
+                .buffers
+                .iter()
+                .map(|b| slot_of(&b.name))
+                .collect::<Result<Vec<_>>>()?;
+            let written: Vec<&Slot> = k
+                .buffers
+                .iter()
+                .zip(&slots)
+                .filter(|(b, _)| b.role.writable())
+                .map(|(_, s)| s)
+                .collect();
+            let [Slot::Arena(output)] = written[..] else {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}' must write exactly one activation",
+                    k.name
+                )));
+            };
+            let output = output.clone();
+            // The memory plan's promise, checked: nothing the kernel reads overlaps its output.
+            for (b, s) in k.buffers.iter().zip(&slots) {
+                if let (Role::Input, Slot::Arena(r)) = (b.role, s)
+                    && r.start < output.end
+                    && output.start < r.end
+                {
+                    return Err(Error::Codegen(format!(
+                        "kernel '{}': %{} overlaps its output in the arena",
+                        k.name, b.name
+                    )));
+                }
+            }
+            steps.push(Step { slots, output });
+        }
+        let port = |name: &String| -> Result<Port> {
+            let (dims, _) = program
+                .buffers
+                .get(name)
+                .ok_or_else(|| Error::Codegen(format!("no buffer {name}")))?;
+            Ok(Port {
+                name: name.clone(),
+                dims: dims.clone(),
+                slot: slot_of(name)?,
+            })
+        };
+        let inputs = program
+            .inputs
+            .iter()
+            .map(port)
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = program
+            .outputs
+            .iter()
+            .map(port)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CompiledModel {
+            jit,
+            steps,
+            consts,
+            inputs,
+            outputs,
+            plan,
+            arena_len,
+            free_arenas: Mutex::new(Vec::new()),
+            program,
+        })
+    }
+
+    /// Runs a classifier (a graph with the outputs logits, probabilities) on one input.
+    pub fn run(&self, input: &Tensor) -> Result<Output> {
+        if self.outputs.len() != 2 {
+            return Err(Error::Usage(format!(
+                "run() expects a model with two outputs (logits, probabilities); this one has {}: use run_all",
+                self.outputs.len()
+            )));
+        }
+        let mut outs = self.run_all(std::slice::from_ref(input))?.into_iter();
+        match (outs.next(), outs.next()) {
+            (Some(logits), Some(probs)) => Ok(Output { logits, probs }),
+            _ => Err(Error::Codegen("a model output went missing".into())),
+        }
+    }
+
+    /// Runs the model on its inputs (in graph order); returns the outputs in graph order.
+    pub fn run_all(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Input(format!(
+                "the model takes {} input(s), got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (port, t) in self.inputs.iter().zip(inputs) {
+            if t.dims() != port.dims.as_slice() {
+                return Err(Error::Input(format!(
+                    "%{} must be {}, got {}",
+                    port.name,
+                    graph::TensorType::new(port.dims.clone()),
+                    t.ty()
+                )));
+            }
+        }
+        let mut arena = self.take_arena()?;
+        let result = self.execute(arena.slice_mut(), inputs);
+        let outputs = result.and_then(|()| {
+            let data = arena.slice_mut();
+            self.outputs
+                .iter()
+                .map(|port| {
+                    let values = match &port.slot {
+                        Slot::Arena(r) => data[r.clone()].to_vec(),
+                        Slot::Const(i) => self.consts[*i].clone(),
+                        Slot::Input(i) => inputs[*i].data().to_vec(),
+                    };
+                    Tensor::new(port.dims.clone(), values)
+                        .ok_or_else(|| Error::Codegen(format!("%{} has the wrong size", port.name)))
+                })
+                .collect()
+        });
+        self.return_arena(arena);
+        outputs
+    }
+
+    fn execute(&self, arena: &mut [f32], inputs: &[Tensor]) -> Result<()> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let (before, rest) = arena.split_at_mut(step.output.start);
+            let (out, after) = rest.split_at_mut(step.output.len());
+            let (before, after): (&[f32], &[f32]) = (before, after);
+            let mut out = Some(out);
+            let mut args: Vec<Arg<'_>> = Vec::with_capacity(step.slots.len());
+            for slot in &step.slots {
+                args.push(match slot {
+                    Slot::Arena(r) if *r == step.output => match out.take() {
+                        Some(o) => Arg::Write(o),
+                        None => return Err(Error::Codegen("output bound twice".into())),
+                    },
+                    Slot::Arena(r) if r.end <= step.output.start => Arg::Read(&before[r.clone()]),
+                    Slot::Arena(r) => {
+                        let start = r.start - step.output.end;
+                        Arg::Read(&after[start..start + r.len()])
+                    }
+                    Slot::Const(c) => Arg::Read(&self.consts[*c]),
+                    Slot::Input(x) => Arg::Read(inputs[*x].data()),
+                });
+            }
+            self.jit.run_kernel(i, &mut args)?;
+        }
+        Ok(())
+    }
+
+    fn take_arena(&self) -> Result<Arena> {
+        let reused = self.free_arenas.lock().ok().and_then(|mut v| v.pop());
+        match reused {
+            Some(a) => Ok(a),
+            None => Arena::new(self.arena_len),
+        }
+    }
+
+    fn return_arena(&self, arena: Arena) {
+        if let Ok(mut v) = self.free_arenas.lock() {
+            v.push(arena);
+        }
+    }
+
+    /// The memory plan (what `--emit memplan` prints).
+    pub fn memory_plan(&self) -> &MemPlan {
+        &self.plan
+    }
+
+    /// The lowered program (loop IR of every kernel).
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The JIT-compiled code.
+    pub fn jit(&self) -> &JitProgram {
+        &self.jit
+    }
+
+    /// Input shapes, in graph order.
+    pub fn input_dims(&self) -> Vec<Vec<usize>> {
+        self.inputs.iter().map(|p| p.dims.clone()).collect()
+    }
+}
+
+fn elements(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+// A compiled model must be shareable between threads (see the module doc).
+const _: fn() = || {
+    fn check<T: Send + Sync>() {}
+    check::<CompiledModel>();
+};
