@@ -60,7 +60,22 @@ fn run_both(
         jit.run_kernel_threads(i, &mut args, 3)
     })
     .expect("split JIT runs");
-    assert_eq!(split, native, "split run differs");
+    let bits = |m: &BTreeMap<String, Vec<f32>>| -> Vec<(String, Vec<u32>)> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|x| x.to_bits()).collect()))
+            .collect()
+    };
+    assert_eq!(bits(&split), bits(&native), "split run differs");
+    // And against the graph IR's reference interpreter (f64 reductions), within REF_TOL.
+    let graph_out = mnv2c::graph::interp::run(g, consts, &inputs_tensors(g, inputs))
+        .expect("graph interpreter runs");
+    for (&o, want) in g.outputs().iter().zip(&graph_out) {
+        let name = &g.node(o).name;
+        let want: Vec<f64> = want.data().iter().map(|&v| f64::from(v)).collect();
+        if want.iter().all(|v| v.is_finite()) {
+            assert_close(&format!("{name} (vs graph::interp)"), &interp[name], &want);
+        }
+    }
     for (name, a) in &interp {
         let b = &native[name];
         assert_eq!(a.len(), b.len());
@@ -72,6 +87,17 @@ fn run_both(
         }
     }
     interp
+}
+
+/// The graph's inputs as tensors, in graph order.
+fn inputs_tensors(g: &Graph, inputs: &BTreeMap<String, Vec<f32>>) -> Vec<Tensor> {
+    g.inputs()
+        .into_iter()
+        .map(|i| {
+            let n = g.node(i);
+            Tensor::new(n.ty.dims.clone(), inputs[&n.name].clone()).expect("input fits its type")
+        })
+        .collect()
 }
 
 fn assert_close(name: &str, got: &[f32], want: &[f64]) {
@@ -646,6 +672,9 @@ fn emits_loops_clif_and_asm() {
     assert!(clif.contains("f32x4"), "{clif}");
     let asm = mnv2c::codegen::emit_asm(&p.kernels).expect("asm");
     assert!(asm.contains("fmadd"), "{asm}");
+    // relu6 is one vmaxps and one vminps per vector, not the NaN-fixing fmax/fmin sequences.
+    assert!(asm.contains("vmaxps") && asm.contains("vminps"), "{asm}");
+    assert!(!asm.contains("vcmpunordps"), "{asm}");
 }
 
 #[test]
@@ -729,4 +758,46 @@ fn loops_text_snapshot() {
             .to_string(),
     );
     insta::assert_snapshot!(text);
+}
+
+/// relu6 and the fused epilogue propagate NaN (and clamp infinities) like the graph
+/// interpreter, in both the loop-IR interpreter and the JIT.
+#[test]
+fn relu6_propagates_nan_like_the_graph_interpreter() {
+    let mut g = Graph::new("nan");
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 1, 3, 6]), &[]);
+    let y = g.add_typed("y", Op::Relu6, &[x]).expect("types");
+    g.set_outputs(vec![y]);
+    let xv = vec![
+        f32::NAN,
+        -1.0,
+        7.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3.0,
+        0.5,
+        -0.0,
+        f32::NAN,
+        6.0,
+        -f32::NAN,
+        2.0,
+        1.0,
+        f32::NAN,
+        9.0,
+        -3.0,
+        4.0,
+        f32::NAN,
+    ];
+    let inputs = BTreeMap::from([("x".to_string(), xv.clone())]);
+    let out = run_both(&g, &TensorMap::new(), &inputs);
+    let want = mnv2c::graph::interp::run(&g, &TensorMap::new(), &inputs_tensors(&g, &inputs))
+        .expect("graph interpreter runs");
+    for (i, (a, b)) in out["y"].iter().zip(want[0].data()).enumerate() {
+        assert!(
+            a == b || (a.is_nan() && b.is_nan()),
+            "y[{i}]: {a} vs graph {b} (x = {})",
+            xv[i]
+        );
+    }
+    assert!(out["y"][0].is_nan() && out["y"][3] == 6.0 && out["y"][4] == 0.0);
 }

@@ -13,7 +13,8 @@
 //! - each local element (or f32x4 of a vector local) is one SSA `Variable`, zeroed at entry so an
 //!   unwritten local reads 0.0 as in the interpreter;
 //! - `max`/`min` use the compare-and-bitselect idiom the x64 backend turns into one
-//!   `vmaxps`/`vminps` (see `cranelift-notes.md`), with exactly the IR's select semantics;
+//!   `vmaxps`/`vminps` (see `cranelift-notes.md`), with exactly the IR's select semantics
+//!   (a NaN first operand propagates);
 //! - `exp` calls [`mnv2c_expf`], imported by name.
 //!
 //! Nothing here is unsafe and nothing here checks bounds: the code is only sound to run on a
@@ -393,9 +394,11 @@ impl Translator<'_, '_> {
                     BinOp::Sub => self.b.ins().fsub(x, y),
                     BinOp::Mul => self.b.ins().fmul(x, y),
                     BinOp::Div => self.b.ins().fdiv(x, y),
-                    // max: y < x ? x : y; min: x < y ? x : y — the "lt + select" forms.
-                    BinOp::Max => self.select_lt(y, x, x, y, vector),
-                    BinOp::Min => self.select_lt(x, y, x, y, vector),
+                    // max: x < y ? y : x; min: y < x ? y : x. Both are "c < d ? c : d" or
+                    // "d < c ? c : d" shapes the x64 backend turns into one minps / maxps,
+                    // and both return x (the first operand) when unordered.
+                    BinOp::Max => self.select_lt(x, y, y, x, vector),
+                    BinOp::Min => self.select_lt(y, x, y, x, vector),
                 }
             }
             Expr::Fma(a, c, d) => {

@@ -106,17 +106,17 @@ impl Machine<'_, '_> {
                     BinOp::Mul => a * b,
                     BinOp::Div => a / b,
                     BinOp::Max => {
-                        if a > b {
-                            a
-                        } else {
+                        if a < b {
                             b
+                        } else {
+                            a
                         }
                     }
                     BinOp::Min => {
-                        if a < b {
-                            a
-                        } else {
+                        if b < a {
                             b
+                        } else {
+                            a
                         }
                     }
                 }

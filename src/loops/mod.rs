@@ -48,8 +48,10 @@
 //!
 //! ## Semantics of the arithmetic
 //! f32 throughout. `fma(a, b, c)` is fused (`a * b + c` rounded once). `max(a, b)` is
-//! `if a > b { a } else { b }` and `min(a, b)` is `if a < b { a } else { b }` (exactly the
-//! compare-and-select codegen emits; with a NaN operand they return `b`). `exp` is `f32::exp`.
+//! `if a < b { b } else { a }` and `min(a, b)` is `if b < a { b } else { a }`: exactly the
+//! compare-and-select codegen emits (one `maxps`/`minps`), and a NaN in the *first* operand comes
+//! out unchanged, so `relu6(x) = min(max(x, 0), 6)` propagates a NaN `x` as the graph IR does.
+//! `exp` is `f32::exp`.
 
 pub mod interp;
 pub mod print;
