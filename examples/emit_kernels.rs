@@ -77,7 +77,7 @@ fn main() -> mnv2c::Result<()> {
             let jit = JitProgram::compile(&p)?;
             let kern = &p.kernels[0];
             let x = vec![0.5f32; kern.buffers[0].len().unwrap_or(0)];
-            let w = p.constants["w"].clone();
+            let w = p.constants[&kern.buffers[1].name].clone();
             let mut y = vec![0.0f32; kern.buffers[2].len().unwrap_or(0)];
             let oh = h.div_ceil(s);
             let macs = (oh * oh * cout * k * k * if dw { 1 } else { cin }) as f64;

@@ -594,9 +594,10 @@ fn jit_checks_buffers_before_calling() {
     let jit = JitProgram::compile(&p).expect("compiles");
     let k = &p.kernels[0];
     let names: Vec<&str> = k.buffers.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["x", "w", "y"]);
+    // The 1x1 weights are packed per register tile at lowering.
+    assert_eq!(names, ["x", "y/w_packed", "y"]);
     let x = values(2, 72);
-    let w = p.constants["w"].clone();
+    let w = p.constants["y/w_packed"].clone();
     let mut y = vec![0.0; 108];
     // Too short an output.
     let mut short = vec![0.0; 107];

@@ -6,7 +6,7 @@
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
 use super::schedule::{Family, Schedule};
-use super::{Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
 use crate::graph::{Conv2d, ConvGeometry};
 use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
 use crate::{Error, Result};
@@ -177,13 +177,45 @@ pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
         && conv.pads == Default::default()
         && g.groups == 1;
     if pointwise {
+        let sched = Schedule::choose(Family::Pointwise);
+        let packed = pack_pointwise(
+            cx.constant(&conv.weight)?.data(),
+            g.cin,
+            g.cout,
+            sched.channel_tile(),
+        )?;
+        cx.repack_buffer(&mut k, p.w, "w_packed", packed);
         pointwise_gemm(k, conv, &p)
     } else {
         direct(k, conv, &p)
     }
 }
 
-/// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost.
+/// Packs 1x1 weights `w[k * C + co]` (`K = cin`, `C = cout`) per register tile of `T` channels:
+/// full tiles `t` as `[t][k][j]` (the `T` weights of one reduction step are contiguous, and one
+/// tile's whole panel is one stream), then the `R = C % T` remainder channels as `[k][j]`.
+fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
+    if w.len() != k * c || t == 0 {
+        return Err(Error::Codegen(format!(
+            "1x1 weight has {} values, expected {k} x {c}",
+            w.len()
+        )));
+    }
+    let full = c / t;
+    let mut out = Vec::with_capacity(w.len());
+    for tile in 0..full {
+        for kk in 0..k {
+            out.extend_from_slice(&w[kk * c + tile * t..kk * c + tile * t + t]);
+        }
+    }
+    for kk in 0..k {
+        out.extend_from_slice(&w[kk * c + full * t..kk * c + c]);
+    }
+    Ok(out)
+}
+
+/// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost,
+/// weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Pointwise);
     k.schedule = sched.to_string();
@@ -197,6 +229,9 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     let relu6 = conv.epilogue.has_relu6();
     let pt = sched.pixel_tile;
     let full = npix / pt;
+    let tile = c(sched.channel_tile())?;
+    let full_tiles = co64 / tile;
+    let rem = co64 % tile;
     let mut body = Vec::new();
     // Full pixel tiles, then the remaining pixels one at a time (tail policy).
     for (tile_px, lo, hi) in [(pt, 0, full), (1, full * pt, npix)] {
@@ -209,14 +244,23 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),
         };
-        let update = |po: &Affine, ch: &Affine, r: &[Var], acc: Expr| {
+        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
             let pix = pix_base.clone() + po.clone();
             let ci = Affine::var(r[0]);
-            Expr::fma(
-                load(p.x, pix * ci64 + ci.clone()),
-                load(p.w, ci * co64 + ch.clone()),
-                acc,
-            )
+            // The packed index (see `pack_pointwise`): in full tile `t`, channel
+            // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
+            // `full*K*T + ci*R + (ch - full*T)`.
+            let wi = match chan.tile {
+                Some(t) => {
+                    chan.ch.clone() + Affine::var(t) * (ci64 * tile - tile) + ci.clone() * tile
+                }
+                None => {
+                    chan.ch.clone()
+                        + ci.clone() * rem
+                        + (full_tiles * ci64 * tile - full_tiles * tile)
+                }
+            };
+            Expr::fma(load(p.x, pix * ci64 + ci), load(p.w, wi), acc)
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
             let o = (pix_base.clone() + po.clone()) * co64 + ch.clone();
@@ -283,7 +327,8 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),
         };
-        let update = |_: &Affine, ch: &Affine, r: &[Var], acc: Expr| {
+        let update = |_: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+            let ch = &chan.ch;
             let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
             let xi = x_base.clone() + ky.clone() * (w * cin) + kx.clone() * cin + ci.clone();
             let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();

@@ -8,7 +8,7 @@
 
 use super::conv::{ConvParts, epilogue, spatial_nest};
 use super::schedule::{Family, Schedule};
-use super::{TileBody, c, load, store, tile_nest};
+use super::{Chan, TileBody, c, load, store, tile_nest};
 use crate::Result;
 use crate::graph::Conv2d;
 use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
@@ -33,7 +33,8 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),
         };
-        let update = |_: &Affine, ch: &Affine, r: &[Var], acc: Expr| {
+        let update = |_: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+            let ch = &chan.ch;
             let (ky, kx) = (Affine::var(r[0]), Affine::var(r[1]));
             let xi = x_base.clone() + ky.clone() * (w * cn) + kx.clone() * cn + ch.clone();
             let wi = (ky * kw + kx) * cn + ch.clone();

@@ -7,7 +7,7 @@
 //! kernel computes `fma(x, scale, shift)`.
 
 use super::schedule::{Family, Schedule};
-use super::{Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
 use crate::graph::BatchNorm;
 use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode};
 use crate::{Error, Result};
@@ -26,7 +26,7 @@ fn rows_nest(cx: &Cx<'_>, k: &mut Kernel, value: &dyn Fn(&Affine, &Affine) -> Ex
     let rv = k.new_var("row");
     let row_base = Affine::var(rv) * c(channels)?;
     let init = |_: &Affine, ch: &Affine| value(&(row_base.clone() + ch.clone()), ch);
-    let update = |_: &Affine, _: &Affine, _: &[crate::loops::Var], acc: Expr| acc;
+    let update = |_: &Affine, _: &Chan, _: &[crate::loops::Var], acc: Expr| acc;
     let finish =
         |_: &Affine, ch: &Affine, acc: Expr| store(out, row_base.clone() + ch.clone(), acc);
     let tiles = tile_nest(

@@ -219,6 +219,19 @@ impl Cx<'_> {
         buffer(k, name, dims, Role::Const)
     }
 
+    /// Replaces the kernel's constant buffer `id` by a constant packed at lowering from it,
+    /// named `<node>/<what>` (same `BufId`, so indices built for `id` now address the packed one).
+    pub fn repack_buffer(&mut self, k: &mut Kernel, id: BufId, what: &str, data: Vec<f32>) {
+        let name = format!("{}/{what}", self.name());
+        let dims = vec![data.len()];
+        self.packed.insert(name.clone(), (dims.clone(), data));
+        k.buffers[id.0] = loops::Buffer {
+            name,
+            dims,
+            role: Role::Const,
+        };
+    }
+
     /// A constant packed at lowering, named `<node>/<what>`.
     pub fn packed_buffer(&mut self, k: &mut Kernel, what: &str, data: Vec<f32>) -> Result<BufId> {
         let name = format!("{}/{what}", self.name());
@@ -281,8 +294,16 @@ pub(crate) fn c(n: usize) -> Result<i64> {
     i64::try_from(n).map_err(|_| Error::Codegen(format!("size {n} does not fit an index")))
 }
 
+/// A channel of a register tile: its index, and the serial loop variable over full tiles when it
+/// lies in one (`None` in the remainder tiles), for kernels whose constants are packed per tile.
+#[derive(Clone, Debug)]
+pub(crate) struct Chan {
+    pub ch: Affine,
+    pub tile: Option<Var>,
+}
+
 /// A reduction step: `(pixel offset, channel, reduction variables, old accumulator) -> new`.
-pub(crate) type UpdateFn<'a> = dyn Fn(&Affine, &Affine, &[Var], Expr) -> Expr + 'a;
+pub(crate) type UpdateFn<'a> = dyn Fn(&Affine, &Chan, &[Var], Expr) -> Expr + 'a;
 
 /// The callbacks of a register tile (see [`tile_nest`]). Each gets the pixel offset within the
 /// tile (an affine over the unrolled pixel variable, or 0) and the channel index.
@@ -376,7 +397,15 @@ pub(crate) fn tile_nest(
         if !red.is_empty() {
             let vars: Vec<Var> = red.iter().map(|(n, _, _, _)| k.new_var(n)).collect();
             let mut s = slot(k, &|p, ch, a| Stmt::Store {
-                value: (body.update)(p, ch, &vars, Expr::Load(a.clone())),
+                value: (body.update)(
+                    p,
+                    &Chan {
+                        ch: ch.clone(),
+                        tile: t,
+                    },
+                    &vars,
+                    Expr::Load(a.clone()),
+                ),
                 dst: a,
             })?;
             for (&(_, lo, hi, mode), &v) in red.iter().zip(&vars).rev() {

@@ -3,7 +3,7 @@
 //! multiply by the reciprocal of the window size).
 
 use super::schedule::{Family, Schedule};
-use super::{Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
 use crate::Result;
 use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
 
@@ -18,7 +18,8 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let (h64, w64, c64) = (c(h)?, c(w)?, c(ch_n)?);
     let nv = k.new_var("n");
     let init = |_: &Affine, _: &Affine| Expr::Const(0.0);
-    let update = |_: &Affine, ch: &Affine, r: &[Var], acc: Expr| {
+    let update = |_: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+        let ch = &chan.ch;
         let i = ((Affine::var(nv) * h64 + Affine::var(r[0])) * w64 + Affine::var(r[1])) * c64
             + ch.clone();
         Expr::plus(acc, load(x, i))
