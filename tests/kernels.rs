@@ -802,3 +802,47 @@ fn relu6_propagates_nan_like_the_graph_interpreter() {
     }
     assert!(out["y"][0].is_nan() && out["y"][3] == 6.0 && out["y"][4] == 0.0);
 }
+
+/// `run_kernel_split` with an executor that calls every part twice (from two threads at once):
+/// each part still runs once, and the result equals the one-piece run.
+#[test]
+fn split_runs_each_part_once_whatever_the_executor() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    assert!(jit.work_items(0).expect("kernel") > 1);
+    let x = values(5, 72);
+    let w = p.constants[&p.kernels[0].buffers[1].name].clone();
+    let mut want = vec![0.0; 108];
+    jit.run_kernel(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut want)],
+    )
+    .expect("runs");
+    let mut got = vec![0.0; 108];
+    jit.run_kernel_split(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut got)],
+        3,
+        &|parts, task| {
+            std::thread::scope(|s| {
+                for p in 0..parts {
+                    s.spawn(move || task(p));
+                    s.spawn(move || task(p));
+                }
+            });
+        },
+    )
+    .expect("runs");
+    assert_eq!(got, want);
+    // An executor that runs nothing leaves the output untouched (and is no error).
+    let mut untouched = vec![0.0; 108];
+    jit.run_kernel_split(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut untouched)],
+        3,
+        &|_, _| {},
+    )
+    .expect("runs");
+    assert!(untouched.iter().all(|&v| v == 0.0));
+}

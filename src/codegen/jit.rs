@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::FunctionBuilderContext;
@@ -307,8 +308,17 @@ impl JitProgram {
             return Ok(());
         }
         let ptrs = CallPtrs(ptrs);
+        // Each part runs at most once, even if `exec` calls `task` twice for it (two threads
+        // running the same items would race).
+        let claimed: Vec<AtomicBool> = (0..parts_i64).map(|_| AtomicBool::new(false)).collect();
         let task = |part: usize| {
-            let part = i64::try_from(part).unwrap_or(i64::MAX).min(parts_i64);
+            let Some(flag) = claimed.get(part) else {
+                return;
+            };
+            if flag.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let part = part as i64;
             // Item range of `part`, in i128 so the products cannot overflow.
             let at = |p: i64| (i128::from(items) * i128::from(p) / i128::from(parts_i64)) as i64;
             let (begin, end) = (at(part), at((part + 1).min(parts_i64)));
@@ -316,8 +326,8 @@ impl JitProgram {
             // borrowed for the whole of this call, and `exec` returns only after every task
             // call finished because `task` borrows locals of this frame); `begin..end` is a
             // sub-range of the work items, which the bounds proof covers, and concurrent tasks
-            // run disjoint ranges of a kernel whose items write disjoint elements
-            // (`parallel_safe`), so they do not race.
+            // run distinct parts (the `claimed` flags), i.e. disjoint item ranges of a kernel
+            // whose items write disjoint elements (`parallel_safe`), so they do not race.
             unsafe { (k.f)(ptrs.array(), begin, end) };
         };
         exec(parts_i64 as usize, &task);
