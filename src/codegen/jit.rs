@@ -101,7 +101,6 @@ impl CallPtrs {
 // work-item ranges of a kernel whose items were proven (`parallel_safe`) to touch disjoint
 // elements of every written buffer, and read-only buffers are only read. So sharing them between
 // the threads of one split call creates no data race.
-#[allow(unsafe_code)]
 unsafe impl Sync for CallPtrs {}
 
 /// Compiled kernels in JIT memory, callable from several threads at once.
