@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
-use mnv2c::passes;
+use mnv2c::{CompiledModel, Options, codegen, lower, passes};
 use mnv2c::{Error, Result, npy};
 
 #[derive(Parser, Debug)]
@@ -68,8 +68,16 @@ struct ModelArgs {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Emit {
-    /// The graph IR in its text form.
+    /// The graph IR in its text form (after the passes).
     Ir,
+    /// The loop IR of every kernel, with its schedule.
+    Loops,
+    /// The Cranelift IR of every kernel.
+    Clif,
+    /// Cranelift's disassembly of the generated machine code.
+    Asm,
+    /// The static memory plan: every activation's arena offset, the peak and its lower bound.
+    Memplan,
 }
 
 /// `compile`'s options. Pass selection: the default pipeline unless `-O0` (no pass) or
@@ -125,7 +133,7 @@ struct RunArgs {
     /// Seed of the seeded weights (without `--weights`).
     #[arg(long, value_name = "S", conflicts_with = "weights")]
     seed: Option<u64>,
-    /// Run the reference interpreter (the JIT backend is not built yet).
+    /// Run the reference interpreter instead of the JIT-compiled code.
     #[arg(long)]
     interp: bool,
     /// Number of classes (must agree with `--weights` if both are given).
@@ -217,12 +225,6 @@ fn run(cli: Cli) -> Result<()> {
 /// `mnv2c run`: resolve the configuration from the weights, the input and the options (any two
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
-    if !args.interp {
-        return Err(Error::Usage(
-            "the JIT backend is not built yet: pass --interp to run the reference interpreter"
-                .into(),
-        ));
-    }
     let file_weights = match &args.weights {
         Some(path) => {
             let w = weights::read(path)?;
@@ -294,14 +296,35 @@ fn run_model(args: RunArgs) -> Result<()> {
             (format!("seeded ({seed})"), weights::seeded(&graph, seed)?)
         }
     };
-    let consts = weights::bind(&graph, &params)?;
     let (input_desc, x) = match input {
         Some((path, x, _)) => (path.display().to_string(), x),
         None => ("synthetic".to_string(), weights::synthetic_input(&config)?),
     };
-    let start = Instant::now();
-    let outputs = interp::run(&graph, &consts, &[x])?;
-    let elapsed = start.elapsed();
+    let (outputs, timing) = if args.interp {
+        let consts = weights::bind(&graph, &params)?;
+        let start = Instant::now();
+        let outputs = interp::run(&graph, &consts, std::slice::from_ref(&x))?;
+        let secs = start.elapsed().as_secs_f64();
+        (outputs, format!("interpreter: {secs:.3} s"))
+    } else {
+        let start = Instant::now();
+        let model = CompiledModel::compile(&graph, &params, &Options::default())?;
+        let compile_ms = ms(start);
+        let start = Instant::now();
+        let first = model.run(&x)?;
+        let first_ms = ms(start);
+        // The first call also allocates the activation arena; the second shows the steady state.
+        let start = Instant::now();
+        let out = model.run(&x)?;
+        let second_ms = ms(start);
+        if out != first {
+            return Err(Error::Codegen("two runs of one input differ".into()));
+        }
+        let timing = format!(
+            "compile: {compile_ms:.1} ms; inference: {first_ms:.2} ms (first call), {second_ms:.2} ms (second call)"
+        );
+        (vec![out.logits, out.probs], timing)
+    };
     let [logits, probs] = &outputs[..] else {
         return Err(Error::Codegen(format!(
             "the model gave {} outputs, expected 2",
@@ -316,12 +339,8 @@ fn run_model(args: RunArgs) -> Result<()> {
     }
     let mut text = format!(
         "mobilenetv2: input [{},{},{},3], {} classes; weights: {weights_desc}; input: {input_desc}\n\
-         interpreter: {:.3} s\n",
-        config.batch,
-        config.height,
-        config.width,
-        config.num_classes,
-        elapsed.as_secs_f64()
+         {timing}\n",
+        config.batch, config.height, config.width, config.num_classes,
     );
     let classes = config.num_classes;
     for (item, row) in probs.data().chunks_exact(classes).enumerate() {
@@ -410,8 +429,34 @@ fn compile(args: CompileArgs) -> Result<()> {
     })?;
     let text = match args.emit {
         Some(Emit::Ir) | None => graph.to_string(),
+        Some(level) => emit_code(&graph, level)?,
     };
     emit(&text, args.output.as_deref())
+}
+
+/// The levels below the graph IR. Lowering packs weights into kernels, so it needs values:
+/// seeded ones (seed 0), which give the same code as any other weights of the same shapes.
+fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
+    let params = weights::seeded(graph, 0)?;
+    if level == Emit::Memplan {
+        let no_passes = Options {
+            optimize: false,
+            ..Options::default()
+        };
+        let model = CompiledModel::compile(graph, &params, &no_passes)?;
+        return Ok(model.memory_plan().to_string());
+    }
+    let consts = weights::bind(graph, &params)?;
+    let program = lower::lower(graph, &consts)?;
+    match level {
+        Emit::Loops => Ok(program.to_string()),
+        Emit::Clif => codegen::emit_clif(&program.kernels),
+        _ => codegen::emit_asm(&program.kernels),
+    }
+}
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
 }
 
 /// `--list-passes`: one line per pass, marking those in the default pipeline.
