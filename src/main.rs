@@ -35,6 +35,33 @@ enum Command {
     Run(RunArgs),
     /// Write seeded weights for the built-in model as a `.safetensors` file.
     Weights(WeightsArgs),
+    /// Time the JIT-compiled built-in model: latency, compile time, a per-layer table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Number of classes.
+    #[arg(long, value_name = "N", default_value_t = Config::default().num_classes)]
+    num_classes: usize,
+    /// Batch size.
+    #[arg(long, value_name = "N", default_value_t = Config::default().batch)]
+    batch: usize,
+    /// Input height.
+    #[arg(long, value_name = "H", default_value_t = Config::default().height)]
+    height: usize,
+    /// Input width.
+    #[arg(long, value_name = "W", default_value_t = Config::default().width)]
+    width: usize,
+    /// Timed runs (the median and p90 are over these; the per-layer medians over as many more).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    runs: u64,
+    /// Untimed runs first.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    warmup: usize,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compile(args) => compile(args),
         Command::Run(args) => run_model(args),
         Command::Weights(args) => write_weights(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -391,6 +419,37 @@ fn agree(
     }
 }
 
+/// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input.
+fn bench(args: BenchArgs) -> Result<()> {
+    let config = Config {
+        num_classes: args.num_classes,
+        batch: args.batch,
+        height: args.height,
+        width: args.width,
+    };
+    let graph = frontend::mobilenet_v2(&config)?;
+    let params = weights::seeded(&graph, 0)?;
+    let x = weights::synthetic_input(&config)?;
+    let start = Instant::now();
+    let model = CompiledModel::compile(&graph, &params, &Options::default())?;
+    let compile_ms = ms(start);
+    let name = format!(
+        "mobilenetv2 [{},{},{},3] -> {} classes",
+        config.batch, config.height, config.width, config.num_classes
+    );
+    let settings = mnv2c::bench::Settings {
+        runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
+        warmup: args.warmup,
+    };
+    let report = mnv2c::bench::run(&model, &x, &name, compile_ms, 1, &settings)?;
+    let text = if args.json {
+        report.json()
+    } else {
+        report.table()
+    };
+    emit(&text, None)
+}
+
 /// `mnv2c weights`: seeded weights for the built-in model, saved as `.safetensors`.
 fn write_weights(args: WeightsArgs) -> Result<()> {
     let graph = frontend::mobilenet_v2(&Config {
@@ -439,10 +498,7 @@ fn compile(args: CompileArgs) -> Result<()> {
 fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
     let params = weights::seeded(graph, 0)?;
     if level == Emit::Memplan {
-        let no_passes = Options {
-            optimize: false,
-            ..Options::default()
-        };
+        let no_passes = Options { optimize: false };
         let model = CompiledModel::compile(graph, &params, &no_passes)?;
         return Ok(model.memory_plan().to_string());
     }
