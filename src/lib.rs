@@ -43,6 +43,7 @@
     clippy::print_stderr
 )]
 
+pub mod bench;
 pub mod codegen;
 pub mod error;
 pub mod frontend;

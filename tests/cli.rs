@@ -225,3 +225,35 @@ fn output_goes_to_the_file_named_by_dash_o() {
     assert!(written.starts_with("graph head {"), "{written}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_emit_level_prints_for_the_model_and_every_example() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ir-examples");
+    let mut sources: Vec<Vec<String>> = vec![vec!["--model".into(), "mobilenetv2".into()]];
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ir") {
+            sources.push(vec![format!(
+                "ir-examples/{}",
+                path.file_name().unwrap().to_string_lossy()
+            )]);
+        }
+    }
+    // What each level's text must contain.
+    let marks = [
+        ("loops", "kernel \""),
+        ("clif", "function "),
+        ("asm", "ret"),
+        ("memplan", "# arena "),
+    ];
+    for source in &sources {
+        for (level, mark) in marks {
+            let mut args: Vec<&str> = vec!["compile"];
+            args.extend(source.iter().map(String::as_str));
+            args.extend(["--emit", level]);
+            let out = mnv2c(&args);
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            assert!(stdout(&out).contains(mark), "{args:?} printed no `{mark}`");
+        }
+    }
+}

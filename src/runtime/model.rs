@@ -63,6 +63,90 @@ struct Step {
     slots: Vec<Slot>,
     /// The single buffer the kernel writes (an arena range).
     output: Range<usize>,
+    layer: Layer,
+}
+
+/// What a kernel computes, for benchmarks: the graph node, its kind and its work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// The graph node the kernel computes.
+    pub name: String,
+    pub kind: LayerKind,
+    /// Floating-point operations (2 per multiply-add of a convolution; 0 for other ops).
+    pub flops: u64,
+}
+
+/// The kernel families benchmarks report separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerKind {
+    /// 1x1 convolution, stride 1, no groups: a GEMM.
+    Pointwise,
+    /// Depthwise convolution (`groups = channels`).
+    Depthwise,
+    /// Any other convolution (the 3x3 stem).
+    Conv,
+    /// Batch norm, relu6, add (unfused graphs only).
+    Elementwise,
+    GlobalAvgPool,
+    Softmax,
+}
+
+impl LayerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Pointwise => "conv1x1",
+            LayerKind::Depthwise => "depthwise",
+            LayerKind::Conv => "conv",
+            LayerKind::Elementwise => "elementwise",
+            LayerKind::GlobalAvgPool => "avgpool",
+            LayerKind::Softmax => "softmax",
+        }
+    }
+}
+
+/// The layer a graph node is, for benchmark tables.
+fn layer_of(graph: &Graph, name: &str) -> Result<Layer> {
+    use crate::graph::{ConvGeometry, Op};
+    let id = graph
+        .find(name)
+        .ok_or_else(|| Error::Codegen(format!("kernel {name} computes no graph node")))?;
+    let node = graph.node(id);
+    let (kind, flops) = match &node.op {
+        Op::Conv2d(c) => {
+            let x = graph
+                .operands(id)
+                .first()
+                .map(|&x| graph.node(x).ty.clone())
+                .ok_or_else(|| Error::Codegen(format!("%{name} has no input")))?;
+            let w = graph
+                .const_decl(&c.weight)
+                .ok_or_else(|| Error::Codegen(format!("@{} is not declared", c.weight)))?;
+            let cin = x.dims.last().copied().unwrap_or(0);
+            let geo = ConvGeometry::new(&w.ty, cin, c.groups).map_err(Error::Codegen)?;
+            let macs = [geo.kh, geo.kw, cin / c.groups.max(1)]
+                .iter()
+                .try_fold(node.ty.num_elements().unwrap_or(0) as u64, |a, &d| {
+                    a.checked_mul(d as u64)
+                })
+                .unwrap_or(u64::MAX / 2);
+            let kind = if c.groups > 1 {
+                LayerKind::Depthwise
+            } else if geo.kh == 1 && geo.kw == 1 && c.stride == [1, 1] {
+                LayerKind::Pointwise
+            } else {
+                LayerKind::Conv
+            };
+            (kind, macs.saturating_mul(2))
+        }
+        Op::GlobalAvgPool => (LayerKind::GlobalAvgPool, 0),
+        Op::Softmax => (LayerKind::Softmax, 0),
+        _ => (LayerKind::Elementwise, 0),
+    };
+    Ok(Layer {
+        name: name.to_string(),
+        kind,
+        flops,
+    })
 }
 
 /// A value the caller sees: a graph input or output, with its shape and where it lives.
@@ -138,11 +222,20 @@ impl CompiledModel {
         let consts = weights::bind(&graph, weights)?;
         let program = lower::lower(&graph, &consts)?;
         let jit = JitProgram::compile(&program)?;
-        CompiledModel::assemble(jit, program)
+        let layers = program
+            .kernels
+            .iter()
+            .map(|k| layer_of(&graph, &k.name))
+            .collect::<Result<Vec<_>>>()?;
+        CompiledModel::assemble(jit, program, layers)
     }
 
     /// Lays out memory and resolves every kernel argument.
-    fn assemble(jit: JitProgram, mut program: Program) -> Result<CompiledModel> {
+    fn assemble(
+        jit: JitProgram,
+        mut program: Program,
+        layers: Vec<Layer>,
+    ) -> Result<CompiledModel> {
         let n = program.kernels.len();
         // Liveness of each activation's storage: written at its kernel, read until its last
         // reader; graph outputs live to the end (step `n`).
@@ -207,7 +300,7 @@ impl CompiledModel {
         };
 
         let mut steps = Vec::with_capacity(n);
-        for k in &program.kernels {
+        for (k, layer) in program.kernels.iter().zip(layers) {
             let slots = k
                 .buffers
                 .iter()
@@ -239,7 +332,11 @@ impl CompiledModel {
                     )));
                 }
             }
-            steps.push(Step { slots, output });
+            steps.push(Step {
+                slots,
+                output,
+                layer,
+            });
         }
         let port = |name: &String| -> Result<Port> {
             let (dims, _) = program
@@ -292,6 +389,16 @@ impl CompiledModel {
 
     /// Runs the model on its inputs (in graph order); returns the outputs in graph order.
     pub fn run_all(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, &mut |_, _| {})
+    }
+
+    /// [`run_all`](Self::run_all), reporting each kernel's wall time to `timed(step, seconds)`
+    /// (the step indexes [`layers`](Self::layers)).
+    pub fn run_timed(
+        &self,
+        inputs: &[Tensor],
+        timed: &mut dyn FnMut(usize, f64),
+    ) -> Result<Vec<Tensor>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!(
                 "the model takes {} input(s), got {}",
@@ -310,7 +417,7 @@ impl CompiledModel {
             }
         }
         let mut arena = self.take_arena()?;
-        let result = self.execute(arena.slice_mut(), inputs);
+        let result = self.execute(arena.slice_mut(), inputs, timed);
         let outputs = result.and_then(|()| {
             let data = arena.slice_mut();
             self.outputs
@@ -330,8 +437,14 @@ impl CompiledModel {
         outputs
     }
 
-    fn execute(&self, arena: &mut [f32], inputs: &[Tensor]) -> Result<()> {
+    fn execute(
+        &self,
+        arena: &mut [f32],
+        inputs: &[Tensor],
+        timed: &mut dyn FnMut(usize, f64),
+    ) -> Result<()> {
         for (i, step) in self.steps.iter().enumerate() {
+            let start = std::time::Instant::now();
             let (before, rest) = arena.split_at_mut(step.output.start);
             let (out, after) = rest.split_at_mut(step.output.len());
             let (before, after): (&[f32], &[f32]) = (before, after);
@@ -353,6 +466,7 @@ impl CompiledModel {
                 });
             }
             self.jit.run_kernel(i, &mut args)?;
+            timed(i, start.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -384,6 +498,11 @@ impl CompiledModel {
     /// The JIT-compiled code.
     pub fn jit(&self) -> &JitProgram {
         &self.jit
+    }
+
+    /// What each kernel computes, in execution order.
+    pub fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.steps.iter().map(|s| &s.layer)
     }
 
     /// Input shapes, in graph order.
