@@ -119,7 +119,16 @@ fn peak_kernel() -> Kernel {
         },
         value: Expr::load(Mem::Local(acc), i),
     });
-    k.body = vec![init, steps, store];
+    // The top level of a kernel is a list of spatial loops (its work items): one item here.
+    let item = k.new_var("item");
+    k.body = vec![Stmt::Loop(Loop {
+        var: item,
+        lo: 0,
+        hi: 1,
+        kind: LoopKind::Spatial,
+        mode: LoopMode::Serial,
+        body: vec![init, steps, store],
+    })];
     k
 }
 

@@ -35,8 +35,9 @@
 //!    scalar local only with lane coefficient 0.
 //! 5. Buffers are stored only if their role is `Output` or `Scratch`; stores to buffers are never
 //!    inside a reduction loop (reductions accumulate in locals), and each buffer store's index
-//!    depends on every enclosing spatial loop variable (so spatial iterations write disjoint
-//!    elements and can be split across threads).
+//!    depends on every enclosing spatial loop variable with more than one iteration (a
+//!    necessary condition for spatial iterations to write disjoint elements; the proof that
+//!    they do is `verify::parallel_safe`).
 //! 6. `exp` is scalar only (it is a call in codegen), so it does not appear in vector bodies.
 //! 7. The top level of a kernel is a sequence of spatial serial loops. Their iterations, numbered
 //!    in order, are the kernel's *work items*: a call may run any sub-range of them, which the

@@ -406,7 +406,8 @@ impl Checker<'_> {
                                 self.var_name(v)
                             ));
                         }
-                        if a.index.coef(v) == 0 {
+                        // A one-iteration loop has no other iteration to collide with.
+                        if a.index.coef(v) == 0 && b.hi > b.lo {
                             return Err(format!(
                                 "store to {} does not depend on spatial loop {}",
                                 buf.name,
