@@ -108,15 +108,26 @@ pub(crate) fn conv_parts(cx: &Cx<'_>, k: &mut Kernel, conv: &Conv2d) -> Result<C
 /// The body of one segment nest: `(kernel, n, oh, ow, row segment, column segment)`; `n` is the
 /// image index (a loop variable, or 0 for a batch of one).
 pub(crate) type SegmentBody<'a> =
-    dyn FnMut(&mut Kernel, &Affine, Var, Var, Segment, Segment) -> Result<Vec<Stmt>> + 'a;
+    dyn FnMut(&mut Kernel, &Nest, Segment, Segment) -> Result<Vec<Stmt>> + 'a;
+
+/// Where a segment nest's body is: image `n` (a variable, or 0 for a batch of one), output row
+/// `oh`, and `pixel_tile` output columns `ow_base + p` for `p` in `0..pixel_tile`.
+pub(crate) struct Nest {
+    pub n: Affine,
+    pub oh: Var,
+    pub ow_base: Affine,
+    pub pixel_tile: usize,
+}
 
 /// Loops `n` (omitted for a batch of one, so that the row-segment loops are the kernel's top-level
-/// work items), then per row segment `oh`, then per column segment `ow` (all spatial), calling
-/// `inner(k, n, oh, ow, row_seg, col_seg)` for the body of each of the segment nests.
+/// work items), then per row segment `oh`, then per column segment the columns in tiles of
+/// `pixel_tile` (then the remaining columns one by one), all spatial, calling `inner` for the body
+/// of each nest.
 pub(crate) fn spatial_nest(
     k: &mut Kernel,
     conv: &Conv2d,
     p: &ConvParts,
+    pixel_tile: usize,
     inner: &mut SegmentBody<'_>,
 ) -> Result<Vec<Stmt>> {
     let [n, h, w, _] = p.xd;
@@ -130,16 +141,44 @@ pub(crate) fn spatial_nest(
         let ohv = k.new_var("oh");
         let mut per_row = Vec::new();
         for cs in &cols {
-            let owv = k.new_var("ow");
-            let body = inner(k, &na, ohv, owv, *rs, *cs)?;
-            per_row.push(for_loop(
-                owv,
-                cs.lo,
-                cs.hi,
-                LoopKind::Spatial,
-                LoopMode::Serial,
-                body,
-            ));
+            let pt = pixel_tile.max(1);
+            let full = if pt > 1 { (cs.hi - cs.lo) / pt } else { 0 };
+            if full > 0 {
+                let owt = k.new_var("owt");
+                let nest = Nest {
+                    n: na.clone(),
+                    oh: ohv,
+                    ow_base: Affine::var(owt) * c(pt)? + c(cs.lo)?,
+                    pixel_tile: pt,
+                };
+                let body = inner(k, &nest, *rs, *cs)?;
+                per_row.push(for_loop(
+                    owt,
+                    0,
+                    full,
+                    LoopKind::Spatial,
+                    LoopMode::Serial,
+                    body,
+                ));
+            }
+            if cs.lo + full * pt < cs.hi {
+                let owv = k.new_var("ow");
+                let nest = Nest {
+                    n: na.clone(),
+                    oh: ohv,
+                    ow_base: Affine::var(owv),
+                    pixel_tile: 1,
+                };
+                let body = inner(k, &nest, *rs, *cs)?;
+                per_row.push(for_loop(
+                    owv,
+                    cs.lo + full * pt,
+                    cs.hi,
+                    LoopKind::Spatial,
+                    LoopMode::Serial,
+                    body,
+                ));
+            }
         }
         per_n.push(for_loop(
             ohv,
@@ -313,29 +352,36 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let relu6 = conv.epilogue.has_relu6();
     let groups = g.groups;
     let cin_g64 = c(cin_g)?;
-    k.body = spatial_nest(&mut k, conv, p, &mut |k, nv, ohv, owv, rs, cs| {
+    let px = sched.pixel_tile;
+    k.body = spatial_nest(&mut k, conv, p, px, &mut |k, nest, rs, cs| {
         let gv = (groups > 1).then(|| k.new_var("g"));
         let ga = gv.map_or_else(Affine::default, Affine::var);
-        let out_pix = ((nv.clone() * oh + Affine::var(ohv)) * ow + Affine::var(owv)) * cout;
+        let ohv = Affine::var(nest.oh);
+        // Output pixel `p` of the tile is column `ow_base + p`: `cout` further in the output,
+        // `sw * cin` further in the input.
+        let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cout;
         // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
         // where the clamped tap ranges keep every actual read inside the input.
         let x_base =
-            ((nv.clone() * h + Affine::var(ohv) * sh + (-pt)) * w + Affine::var(owv) * sw + (-pl))
-                * cin
+            ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl)) * cin
                 + ga.clone() * c(cin_g)?;
         let init = |_: &Affine, ch: &Affine| match p.bias {
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),
         };
-        let update = |_: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
             let ch = &chan.ch;
             let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
-            let xi = x_base.clone() + ky.clone() * (w * cin) + kx.clone() * cin + ci.clone();
+            let xi = x_base.clone()
+                + po.clone() * (sw * cin)
+                + ky.clone() * (w * cin)
+                + kx.clone() * cin
+                + ci.clone();
             let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();
             Expr::fma(load(p.x, xi), load(p.w, wi), acc)
         };
-        let finish = |_: &Affine, ch: &Affine, acc: Expr| {
-            let o = out_pix.clone() + ch.clone();
+        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+            let o = out_pix.clone() + po.clone() * cout + ch.clone();
             store(
                 p.out,
                 o.clone(),
@@ -354,7 +400,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         };
         let tiles = tile_nest(
             k,
-            1,
+            nest.pixel_tile,
             sched.channel_vectors,
             cout_g,
             &(ga * c(cout_g)?),

@@ -23,25 +23,31 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
     let (pt, pl) = (c(conv.pads.top)?, c(conv.pads.left)?);
     let kw = c(p.geo.kw)?;
     let relu6 = conv.epilogue.has_relu6();
-    k.body = spatial_nest(&mut k, conv, p, &mut |k, nv, ohv, owv, rs, cs| {
-        let out_pix = ((nv.clone() * oh + Affine::var(ohv)) * ow + Affine::var(owv)) * cn;
+    k.body = spatial_nest(&mut k, conv, p, sched.pixel_tile, &mut |k, nest, rs, cs| {
+        let ohv = Affine::var(nest.oh);
+        // Pixel `p` of the tile is column `ow_base + p` (`cn` further in the output, `sw * cn`
+        // in the input).
+        let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cn;
         // Tap (0, 0) of the window; negative on borders, where the clamped taps stay inside.
         let x_base =
-            ((nv.clone() * h + Affine::var(ohv) * sh + (-pt)) * w + Affine::var(owv) * sw + (-pl))
-                * cn;
+            ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl)) * cn;
         let init = |_: &Affine, ch: &Affine| match p.bias {
             Some(b) => load(b, ch.clone()),
             None => Expr::Const(0.0),
         };
-        let update = |_: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
             let ch = &chan.ch;
             let (ky, kx) = (Affine::var(r[0]), Affine::var(r[1]));
-            let xi = x_base.clone() + ky.clone() * (w * cn) + kx.clone() * cn + ch.clone();
+            let xi = x_base.clone()
+                + po.clone() * (sw * cn)
+                + ky.clone() * (w * cn)
+                + kx.clone() * cn
+                + ch.clone();
             let wi = (ky * kw + kx) * cn + ch.clone();
             Expr::fma(load(p.x, xi), load(p.w, wi), acc)
         };
-        let finish = |_: &Affine, ch: &Affine, acc: Expr| {
-            let o = out_pix.clone() + ch.clone();
+        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+            let o = out_pix.clone() + po.clone() * cn + ch.clone();
             store(
                 p.out,
                 o.clone(),
@@ -59,7 +65,7 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
         };
         tile_nest(
             k,
-            1,
+            nest.pixel_tile,
             sched.channel_vectors,
             ch_n,
             &Affine::default(),
