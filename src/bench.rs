@@ -149,6 +149,8 @@ pub struct LayerRow {
     pub flops: u64,
     /// Median wall time of the kernel, in seconds.
     pub seconds: f64,
+    /// Whether the kernel splits over threads (its work items were proven disjoint).
+    pub splits: bool,
 }
 
 /// Totals of one kernel family.
@@ -192,9 +194,9 @@ pub fn run(
     input: &Tensor,
     model_name: &str,
     compile_ms: f64,
-    threads: usize,
     settings: &Settings,
 ) -> Result<Report> {
+    let threads = model.threads();
     let peak = Peak::new()?;
     let mut peaks = vec![peak.measure()?];
     let inputs = std::slice::from_ref(input);
@@ -226,11 +228,14 @@ pub fn run(
     let rows: Vec<LayerRow> = layers
         .iter()
         .zip(&mut times)
-        .map(|(l, t)| LayerRow {
+        .enumerate()
+        .map(|(i, (l, t))| LayerRow {
             name: l.name.clone(),
             kind: l.kind,
             flops: l.flops,
             seconds: quantile(t, 0.5),
+            splits: model.jit().parallel_safe(i).unwrap_or(false)
+                && model.jit().work_items(i).unwrap_or(0) > 1,
         })
         .collect();
     let mut families: Vec<FamilyRow> = Vec::new();
@@ -326,20 +331,21 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n{:<28} {:<12} {:>10} {:>10} {:>9} {:>7}",
+            "\n{:<28} {:<12} {:>10} {:>10} {:>9} {:>7}  splits",
             "layer", "family", "MFLOP", "ms", "GFLOP/s", "% peak"
         );
         for r in &self.layers {
             let g = gflops(r.flops, r.seconds);
             let _ = writeln!(
                 s,
-                "{:<28} {:<12} {:>10.2} {:>10.4} {:>9.1} {:>6.1}%",
+                "{:<28} {:<12} {:>10.2} {:>10.4} {:>9.1} {:>6.1}%  {}",
                 r.name,
                 r.kind.name(),
                 r.flops as f64 / 1e6,
                 r.seconds * 1e3,
                 g,
-                self.percent_of_peak(g)
+                self.percent_of_peak(g),
+                if r.splits { "yes" } else { "no" }
             );
         }
         s
@@ -380,14 +386,15 @@ impl Report {
             let g = gflops(r.flops, r.seconds);
             let _ = write!(
                 s,
-                "{}{{\"name\":{},\"family\":\"{}\",\"mflop\":{:.4},\"ms\":{:.5},\"gflops\":{:.2},\"percent_of_peak\":{:.2}}}",
+                "{}{{\"name\":{},\"family\":\"{}\",\"mflop\":{:.4},\"ms\":{:.5},\"gflops\":{:.2},\"percent_of_peak\":{:.2},\"splits\":{}}}",
                 if i > 0 { "," } else { "" },
                 json_string(&r.name),
                 r.kind.name(),
                 r.flops as f64 / 1e6,
                 r.seconds * 1e3,
                 g,
-                self.percent_of_peak(g)
+                self.percent_of_peak(g),
+                r.splits
             );
         }
         s.push_str("]}\n");

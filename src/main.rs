@@ -62,6 +62,9 @@ struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Threads per inference (the JIT splits each layer's output tiles over them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,8 +164,11 @@ struct RunArgs {
     #[arg(long, value_name = "S", conflicts_with = "weights")]
     seed: Option<u64>,
     /// Run the reference interpreter instead of the JIT-compiled code.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "threads")]
     interp: bool,
+    /// Threads per inference (the JIT splits each layer's output tiles over them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
     /// Number of classes (must agree with `--weights` if both are given).
     #[arg(long, value_name = "N")]
     num_classes: Option<usize>,
@@ -336,7 +342,11 @@ fn run_model(args: RunArgs) -> Result<()> {
         (outputs, format!("interpreter: {secs:.3} s"))
     } else {
         let start = Instant::now();
-        let model = CompiledModel::compile(&graph, &params, &Options::default())?;
+        let options = Options {
+            threads: args.threads,
+            ..Options::default()
+        };
+        let model = CompiledModel::compile(&graph, &params, &options)?;
         let compile_ms = ms(start);
         let start = Instant::now();
         let first = model.run(&x)?;
@@ -349,7 +359,8 @@ fn run_model(args: RunArgs) -> Result<()> {
             return Err(Error::Codegen("two runs of one input differ".into()));
         }
         let timing = format!(
-            "compile: {compile_ms:.1} ms; inference: {first_ms:.2} ms (first call), {second_ms:.2} ms (second call)"
+            "compile: {compile_ms:.1} ms; inference on {} thread(s): {first_ms:.2} ms (first call), {second_ms:.2} ms (second call)",
+            args.threads
         );
         (vec![out.logits, out.probs], timing)
     };
@@ -431,7 +442,11 @@ fn bench(args: BenchArgs) -> Result<()> {
     let params = weights::seeded(&graph, 0)?;
     let x = weights::synthetic_input(&config)?;
     let start = Instant::now();
-    let model = CompiledModel::compile(&graph, &params, &Options::default())?;
+    let options = Options {
+        threads: args.threads,
+        ..Options::default()
+    };
+    let model = CompiledModel::compile(&graph, &params, &options)?;
     let compile_ms = ms(start);
     let name = format!(
         "mobilenetv2 [{},{},{},3] -> {} classes",
@@ -441,7 +456,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
         warmup: args.warmup,
     };
-    let report = mnv2c::bench::run(&model, &x, &name, compile_ms, 1, &settings)?;
+    let report = mnv2c::bench::run(&model, &x, &name, compile_ms, &settings)?;
     let text = if args.json {
         report.json()
     } else {
@@ -498,7 +513,10 @@ fn compile(args: CompileArgs) -> Result<()> {
 fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
     let params = weights::seeded(graph, 0)?;
     if level == Emit::Memplan {
-        let no_passes = Options { optimize: false };
+        let no_passes = Options {
+            optimize: false,
+            ..Options::default()
+        };
         let model = CompiledModel::compile(graph, &params, &no_passes)?;
         return Ok(model.memory_plan().to_string());
     }

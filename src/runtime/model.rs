@@ -15,6 +15,12 @@
 //!
 //! Concurrency: `run` takes `&self`; each call borrows an arena from a small free list (or
 //! allocates one the first time), so any number of threads may run one model at once.
+//!
+//! Threads: with `threads > 1` the model owns a persistent rayon pool; a call runs inside it
+//! and splits each kernel over its *work items* (its top-level output tiles), never over a
+//! reduction, and only when the loop-IR verifier proved that distinct items write disjoint
+//! elements. Every output element is computed by the same code in the same order whatever the
+//! split, so results are bit-identical for any thread count.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -31,13 +37,26 @@ use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 pub struct Options {
     /// Run the default pass pipeline (fold batch norm, fuse relu6 and residual adds) first.
     pub optimize: bool,
+    /// Threads that run each call (1 = the calling thread only). With more, the model owns a
+    /// pool of that many threads and splits every kernel it can over them.
+    pub threads: usize,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { optimize: true }
+        Options {
+            optimize: true,
+            threads: 1,
+        }
     }
 }
+
+/// The most threads a model may ask for: far above any useful count, low enough to be a typo.
+pub const MAX_THREADS: usize = 256;
+
+/// Work-item ranges per thread and kernel: a little more than one, so a thread that finishes its
+/// share early (border rows are cheaper) takes another instead of idling at the layer's end.
+const PARTS_PER_THREAD: usize = 2;
 
 /// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,6 +190,9 @@ pub struct CompiledModel {
     arena_len: usize,
     /// Arenas not in use by a running call.
     free_arenas: Mutex<Vec<Arena>>,
+    /// The model's threads, when it has more than one.
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
 }
 
 /// A 64-byte-aligned run of f32 inside an over-allocated vector (no `unsafe` needed).
@@ -214,6 +236,12 @@ impl Arena {
 impl CompiledModel {
     /// Compiles `graph` with `weights` (the graph's parameters by name, as loaded or seeded).
     pub fn compile(graph: &Graph, weights: &TensorMap, options: &Options) -> Result<CompiledModel> {
+        if !(1..=MAX_THREADS).contains(&options.threads) {
+            return Err(Error::Usage(format!(
+                "threads must be between 1 and {MAX_THREADS}, got {}",
+                options.threads
+            )));
+        }
         graph::verify(graph)?;
         let mut graph = graph.clone();
         if options.optimize {
@@ -227,7 +255,19 @@ impl CompiledModel {
             .iter()
             .map(|k| layer_of(&graph, &k.name))
             .collect::<Result<Vec<_>>>()?;
-        CompiledModel::assemble(jit, program, layers)
+        let mut model = CompiledModel::assemble(jit, program, layers)?;
+        if options.threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(options.threads)
+                .thread_name(|i| format!("mnv2c-{i}"))
+                .build()
+                .map_err(|e| {
+                    Error::Usage(format!("cannot start {} threads: {e}", options.threads))
+                })?;
+            model.pool = Some(pool);
+            model.threads = options.threads;
+        }
+        Ok(model)
     }
 
     /// Lays out memory and resolves every kernel argument.
@@ -369,6 +409,8 @@ impl CompiledModel {
             arena_len,
             free_arenas: Mutex::new(Vec::new()),
             program,
+            pool: None,
+            threads: 1,
         })
     }
 
@@ -397,7 +439,7 @@ impl CompiledModel {
     pub fn run_timed(
         &self,
         inputs: &[Tensor],
-        timed: &mut dyn FnMut(usize, f64),
+        timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<Vec<Tensor>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!(
@@ -417,7 +459,12 @@ impl CompiledModel {
             }
         }
         let mut arena = self.take_arena()?;
-        let result = self.execute(arena.slice_mut(), inputs, timed);
+        let result = match &self.pool {
+            // The whole call runs inside the pool, so splitting a kernel is a work-stealing
+            // fork, not a wake-up of sleeping threads from outside.
+            Some(pool) => pool.install(|| self.execute(arena.slice_mut(), inputs, timed)),
+            None => self.execute(arena.slice_mut(), inputs, timed),
+        };
         let outputs = result.and_then(|()| {
             let data = arena.slice_mut();
             self.outputs
@@ -441,7 +488,7 @@ impl CompiledModel {
         &self,
         arena: &mut [f32],
         inputs: &[Tensor],
-        timed: &mut dyn FnMut(usize, f64),
+        timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
         for (i, step) in self.steps.iter().enumerate() {
             let start = std::time::Instant::now();
@@ -465,7 +512,16 @@ impl CompiledModel {
                     Slot::Input(x) => Arg::Read(inputs[*x].data()),
                 });
             }
-            self.jit.run_kernel(i, &mut args)?;
+            if self.pool.is_some() {
+                use rayon::prelude::*;
+                let parts = self.threads.saturating_mul(PARTS_PER_THREAD);
+                self.jit
+                    .run_kernel_split(i, &mut args, parts, &|parts, task| {
+                        (0..parts).into_par_iter().for_each(task);
+                    })?;
+            } else {
+                self.jit.run_kernel(i, &mut args)?;
+            }
             timed(i, start.elapsed().as_secs_f64());
         }
         Ok(())
@@ -498,6 +554,11 @@ impl CompiledModel {
     /// The JIT-compiled code.
     pub fn jit(&self) -> &JitProgram {
         &self.jit
+    }
+
+    /// The number of threads a call runs on.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// What each kernel computes, in execution order.
