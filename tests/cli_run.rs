@@ -322,7 +322,7 @@ fn jit_run_prints_compile_and_inference_time() {
     );
     assert!(stdout.contains("input [1,64,48,3], 7 classes"), "{stdout}");
     assert!(
-        stdout.contains("compile: ") && stdout.contains("inference: "),
+        stdout.contains("compile: ") && stdout.contains("inference on 1 thread(s): "),
         "{stdout}"
     );
     assert_eq!(stdout.matches(". class ").count(), 5, "{stdout}");
