@@ -10,8 +10,16 @@
 //! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
 //!   and the verifier every later stage relies on; [`graph::interp`] is its reference
 //!   interpreter, the oracle for every faster path.
+//! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
+//!   verifying it after every pass.
 //! - [`frontend::weights`] gives the graph's constants values (seeded, or `.safetensors`);
 //!   [`npy`] reads and writes input and output arrays; [`tolerance`] says how close is correct.
+//! - [`lower`] turns each compute node into a loop-IR kernel shaped by a [`lower::Schedule`]
+//!   ([`lower::lower`] for a whole graph, giving a [`loops::Program`]).
+//! - [`loops`] is the loop IR: kernels over named buffers, its verifier (the bounds proof that
+//!   makes generated code safe to call), its interpreter and its text form (`--emit loops`).
+//! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
+//!   (the crate's only `unsafe` lives in `codegen::jit`).
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 //!
@@ -35,13 +43,19 @@
     clippy::print_stderr
 )]
 
+pub mod bench;
+pub mod codegen;
 pub mod error;
 pub mod frontend;
 pub mod graph;
+pub mod loops;
+pub mod lower;
 pub mod npy;
+pub mod passes;
 pub mod runtime;
 pub mod tensor;
 pub mod tolerance;
 
 pub use error::{Error, Result};
+pub use runtime::{CompiledModel, Options, Output};
 pub use tensor::{Tensor, TensorMap};

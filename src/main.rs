@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
+use mnv2c::{CompiledModel, Options, codegen, lower, passes};
 use mnv2c::{Error, Result, npy};
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,36 @@ enum Command {
     Run(RunArgs),
     /// Write seeded weights for the built-in model as a `.safetensors` file.
     Weights(WeightsArgs),
+    /// Time the JIT-compiled built-in model: latency, compile time, a per-layer table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Number of classes.
+    #[arg(long, value_name = "N", default_value_t = Config::default().num_classes)]
+    num_classes: usize,
+    /// Batch size.
+    #[arg(long, value_name = "N", default_value_t = Config::default().batch)]
+    batch: usize,
+    /// Input height.
+    #[arg(long, value_name = "H", default_value_t = Config::default().height)]
+    height: usize,
+    /// Input width.
+    #[arg(long, value_name = "W", default_value_t = Config::default().width)]
+    width: usize,
+    /// Timed runs (the median and p90 are over these; the per-layer medians over as many more).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    runs: u64,
+    /// Untimed runs first.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    warmup: usize,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Threads per inference (the JIT splits each layer's output tiles over them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,20 +98,47 @@ struct ModelArgs {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Emit {
-    /// The graph IR in its text form.
+    /// The graph IR in its text form (after the passes).
     Ir,
+    /// The loop IR of every kernel, with its schedule.
+    Loops,
+    /// The Cranelift IR of every kernel.
+    Clif,
+    /// Cranelift's disassembly of the generated machine code.
+    Asm,
+    /// The static memory plan: every activation's arena offset, the peak and its lower bound.
+    Memplan,
 }
 
+/// `compile`'s options. Pass selection: the default pipeline unless `-O0` (no pass) or
+/// `--passes` (exactly those, in that order); the two conflict. `--print-after*` dumps go to
+/// stderr, each under a `# ----- IR after PASS (changed|unchanged) -----` header, so the output
+/// on stdout (or `-o FILE`) stays one parseable graph.
 #[derive(Args, Debug)]
 struct CompileArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// What to print.
-    #[arg(long, value_enum)]
-    emit: Emit,
+    #[arg(long, value_enum, required_unless_present = "list_passes")]
+    emit: Option<Emit>,
     /// Write the output to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Optimisation level: 0 runs no pass, 1 (the default) runs the default pipeline.
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with = "passes")]
+    opt_level: Option<u8>,
+    /// Run exactly these passes, in this order (see --list-passes).
+    #[arg(long, value_name = "PASS,...")]
+    passes: Option<String>,
+    /// Print the IR after every pass (to stderr).
+    #[arg(long)]
+    print_after_all: bool,
+    /// Print the IR after this pass (to stderr); repeatable.
+    #[arg(long, value_name = "PASS")]
+    print_after: Vec<String>,
+    /// List the passes, in default-pipeline order, and exit.
+    #[arg(long)]
+    list_passes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -105,9 +163,12 @@ struct RunArgs {
     /// Seed of the seeded weights (without `--weights`).
     #[arg(long, value_name = "S", conflicts_with = "weights")]
     seed: Option<u64>,
-    /// Run the reference interpreter (the JIT backend is not built yet).
-    #[arg(long)]
+    /// Run the reference interpreter instead of the JIT-compiled code.
+    #[arg(long, conflicts_with = "threads")]
     interp: bool,
+    /// Threads per inference (the JIT splits each layer's output tiles over them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
     /// Number of classes (must agree with `--weights` if both are given).
     #[arg(long, value_name = "N")]
     num_classes: Option<usize>,
@@ -192,18 +253,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compile(args) => compile(args),
         Command::Run(args) => run_model(args),
         Command::Weights(args) => write_weights(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
 /// `mnv2c run`: resolve the configuration from the weights, the input and the options (any two
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
-    if !args.interp {
-        return Err(Error::Usage(
-            "the JIT backend is not built yet: pass --interp to run the reference interpreter"
-                .into(),
-        ));
-    }
     let file_weights = match &args.weights {
         Some(path) => {
             let w = weights::read(path)?;
@@ -291,14 +347,40 @@ fn run_model(args: RunArgs) -> Result<()> {
             (format!("seeded ({seed})"), weights::seeded(&graph, seed)?)
         }
     };
-    let consts = weights::bind(&graph, &params)?;
     let (input_desc, x) = match input {
         Some((path, x, _)) => (path.display().to_string(), x),
         None => ("synthetic".to_string(), weights::synthetic_input(&config)?),
     };
-    let start = Instant::now();
-    let outputs = interp::run(&graph, &consts, &[x])?;
-    let elapsed = start.elapsed();
+    let (outputs, timing) = if args.interp {
+        let consts = weights::bind(&graph, &params)?;
+        let start = Instant::now();
+        let outputs = interp::run(&graph, &consts, std::slice::from_ref(&x))?;
+        let secs = start.elapsed().as_secs_f64();
+        (outputs, format!("interpreter: {secs:.3} s"))
+    } else {
+        let start = Instant::now();
+        let options = Options {
+            threads: args.threads,
+            ..Options::default()
+        };
+        let model = CompiledModel::compile(&graph, &params, &options)?;
+        let compile_ms = ms(start);
+        let start = Instant::now();
+        let first = model.run(&x)?;
+        let first_ms = ms(start);
+        // The first call also allocates the activation arena; the second shows the steady state.
+        let start = Instant::now();
+        let out = model.run(&x)?;
+        let second_ms = ms(start);
+        if out != first {
+            return Err(Error::Codegen("two runs of one input differ".into()));
+        }
+        let timing = format!(
+            "compile: {compile_ms:.1} ms; inference on {} thread(s): {first_ms:.2} ms (first call), {second_ms:.2} ms (second call)",
+            args.threads
+        );
+        (vec![out.logits, out.probs], timing)
+    };
     let [logits, probs] = &outputs[..] else {
         return Err(Error::Codegen(format!(
             "the model gave {} outputs, expected 2",
@@ -313,12 +395,8 @@ fn run_model(args: RunArgs) -> Result<()> {
     }
     let mut text = format!(
         "mobilenetv2: input [{},{},{},3], {} classes; weights: {weights_desc}; input: {input_desc}\n\
-         interpreter: {:.3} s\n",
-        config.batch,
-        config.height,
-        config.width,
-        config.num_classes,
-        elapsed.as_secs_f64()
+         {timing}\n",
+        config.batch, config.height, config.width, config.num_classes,
     );
     let classes = config.num_classes;
     for (item, row) in probs.data().chunks_exact(classes).enumerate() {
@@ -369,6 +447,41 @@ fn agree(
     }
 }
 
+/// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input.
+fn bench(args: BenchArgs) -> Result<()> {
+    let config = Config {
+        num_classes: args.num_classes,
+        batch: args.batch,
+        height: args.height,
+        width: args.width,
+    };
+    let graph = frontend::mobilenet_v2(&config)?;
+    let params = weights::seeded(&graph, 0)?;
+    let x = weights::synthetic_input(&config)?;
+    let start = Instant::now();
+    let options = Options {
+        threads: args.threads,
+        ..Options::default()
+    };
+    let model = CompiledModel::compile(&graph, &params, &options)?;
+    let compile_ms = ms(start);
+    let name = format!(
+        "mobilenetv2 [{},{},{},3] -> {} classes",
+        config.batch, config.height, config.width, config.num_classes
+    );
+    let settings = mnv2c::bench::Settings {
+        runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
+        warmup: args.warmup,
+    };
+    let report = mnv2c::bench::run(&model, &x, &name, compile_ms, &settings)?;
+    let text = if args.json {
+        report.json()
+    } else {
+        report.table()
+    };
+    emit(&text, None)
+}
+
 /// `mnv2c weights`: seeded weights for the built-in model, saved as `.safetensors`.
 fn write_weights(args: WeightsArgs) -> Result<()> {
     let graph = frontend::mobilenet_v2(&Config {
@@ -379,11 +492,73 @@ fn write_weights(args: WeightsArgs) -> Result<()> {
 }
 
 fn compile(args: CompileArgs) -> Result<()> {
-    let graph = load_graph(&args.model)?;
+    if args.list_passes {
+        return emit(&list_passes(), args.output.as_deref());
+    }
+    let pipeline = match (&args.passes, args.opt_level) {
+        (Some(list), _) => passes::parse_pass_list(list)?,
+        (None, Some(0)) => Vec::new(),
+        (None, _) => passes::DEFAULT_PIPELINE.to_vec(),
+    };
+    let mut print_after: Vec<&str> = Vec::new();
+    for name in &args.print_after {
+        let pass = passes::lookup(name)?;
+        if !pipeline.iter().any(|p| p.name == pass.name) {
+            return Err(Error::Usage(format!(
+                "--print-after {name}: the pass does not run in this pipeline"
+            )));
+        }
+        print_after.push(pass.name);
+    }
+    let mut graph = load_graph(&args.model)?;
+    passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
+        if args.print_after_all || print_after.contains(&pass.name) {
+            let header = passes::print_after_header(pass.name, changed);
+            // A failed write to stderr is not worth failing the compile for.
+            let _ = write!(std::io::stderr().lock(), "{header}\n{g}");
+        }
+    })?;
     let text = match args.emit {
-        Emit::Ir => graph.to_string(),
+        Some(Emit::Ir) | None => graph.to_string(),
+        Some(level) => emit_code(&graph, level)?,
     };
     emit(&text, args.output.as_deref())
+}
+
+/// The levels below the graph IR. Lowering packs weights into kernels, so it needs values:
+/// seeded ones (seed 0), which give the same code as any other weights of the same shapes.
+fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
+    let params = weights::seeded(graph, 0)?;
+    if level == Emit::Memplan {
+        let no_passes = Options {
+            optimize: false,
+            ..Options::default()
+        };
+        let model = CompiledModel::compile(graph, &params, &no_passes)?;
+        return Ok(model.memory_plan().to_string());
+    }
+    let consts = weights::bind(graph, &params)?;
+    let program = lower::lower(graph, &consts)?;
+    match level {
+        Emit::Loops => Ok(program.to_string()),
+        Emit::Clif => codegen::emit_clif(&program.kernels),
+        _ => codegen::emit_asm(&program.kernels),
+    }
+}
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// `--list-passes`: one line per pass, marking those in the default pipeline.
+fn list_passes() -> String {
+    let mut text = String::new();
+    for p in passes::ALL_PASSES {
+        let default = passes::DEFAULT_PIPELINE.iter().any(|d| d.name == p.name);
+        let mark = if default { "  (default)" } else { "" };
+        text.push_str(&format!("{:<16}{}{mark}\n", p.name, p.summary));
+    }
+    text
 }
 
 /// Reads and verifies the IR file, or builds the built-in model.

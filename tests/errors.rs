@@ -383,6 +383,22 @@ fn weights_cases() -> Vec<Case> {
             &["{d}/none.safetensors", "No such file or directory"],
         ),
         case(
+            "a mis-shaped tensor, JIT path",
+            vec![(
+                "w.safetensors",
+                weights_with(|w| {
+                    let t = w.remove(CONV1).unwrap();
+                    w.insert(CONV1.into(), t.reshaped(vec![3, 3, 32, 3]).unwrap());
+                }),
+            )],
+            &["run", "--weights", "{d}/w.safetensors"],
+            3,
+            &[
+                "tensor 'mobilenetv2/conv1_1/conv2d/w'",
+                "has shape f32[3,3,32,3], expected f32[3,3,3,32]",
+            ],
+        ),
+        case(
             "--num-classes that disagrees with the weights",
             vec![("w.safetensors", bytes(full))],
             &[
@@ -619,6 +635,20 @@ fn npy_cases() -> Vec<Case> {
             &["element 0 is inf"],
         ),
         case(
+            "a NaN pixel, JIT path",
+            vec![("x.npy", npy_of(&[1, 8, 8, 3], f32::NAN))],
+            &["run", "--input", "{d}/x.npy"],
+            4,
+            &["element 0 is NaN", "rejected"],
+        ),
+        case(
+            "rank 3, JIT path",
+            vec![("x.npy", npy_of(&[224, 224, 3], 0.5))],
+            &["run", "--input", "{d}/x.npy"],
+            4,
+            &["has shape f32[224,224,3]", "expected [N, H, W, 3]"],
+        ),
+        case(
             "input height that disagrees with --height",
             vec![("x.npy", npy_of(&[1, 32, 32, 3], 0.5))],
             &["run", "--interp", "--input", "{d}/x.npy", "--height", "224"],
@@ -660,11 +690,26 @@ fn cli_cases() -> Vec<Case> {
             &["unexpected argument '--fast'"],
         ),
         case(
-            "run without --interp (no JIT yet)",
+            "zero threads",
             vec![],
-            &["run"],
+            &["run", "--threads", "0"],
             2,
-            &["JIT backend is not built yet", "--interp"],
+            &["threads must be between 1 and 256, got 0"],
+        ),
+        case(
+            "an unknown pass",
+            vec![],
+            &[
+                "compile",
+                "--model",
+                "mobilenetv2",
+                "--emit",
+                "ir",
+                "--passes",
+                "fold-batchnorm,bogus",
+            ],
+            2,
+            &["unknown pass 'bogus'", "valid passes"],
         ),
         case(
             "a number that is not a number",

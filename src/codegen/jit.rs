@@ -1,0 +1,470 @@
+//! The JIT: compiles kernels into executable memory and calls them. This is the only module of
+//! the crate allowed to use `unsafe`, and every `unsafe` block carries a `SAFETY:` note.
+//!
+//! ## The soundness argument for calling generated code
+//! Generated code does no bounds checks. It is safe to call because:
+//! 1. every kernel compiled here passed [`loops::verify`](fn@crate::loops::verify), which proves each
+//!    load and store inside `0..len` of its buffer for every iteration (lanes included), and that
+//!    only `Output`/`Scratch` buffers are stored;
+//! 2. [`JitProgram::run_kernel`] checks, before every call, that it got exactly one slice per
+//!    declared buffer, each of exactly the declared length, and a mutable slice for every buffer
+//!    the kernel writes;
+//! 3. Rust's borrow rules make a mutable slice alias nothing else passed, so the code's
+//!    read-only/`can_move` loads read memory nobody writes during the call.
+//!
+//! ## Threads
+//! A kernel can also be split into ranges of its work items run on several threads at once
+//! ([`JitProgram::run_kernel_split`]); that is done only for a kernel whose items were proven to
+//! write disjoint memory (`loops::verify::parallel_safe`), otherwise it runs in one piece.
+//!
+//! `JITModule` is `Send` but not `Sync`; it is kept in a `Mutex` that only `Drop` touches, and
+//! the running code is reached through plain `extern "C"` function pointers, which are `Send +
+//! Sync` (the code is re-entrant: it has no state outside its arguments). So a [`JitProgram`] can
+//! be shared by reference between threads and run concurrently. The code memory is released
+//! (`free_memory`) when the `JitProgram` is dropped, which cannot happen while a borrow runs it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+
+use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
+use crate::loops::{self, Kernel, Program, Role};
+use crate::{Error, Result};
+
+/// A compiled kernel: `fn(bufs, begin, end)` (see [`codegen`](super)).
+type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64);
+
+/// How to compile.
+#[derive(Clone, Debug)]
+pub struct JitOptions {
+    /// Cranelift's `opt_level`: `"speed"` (default) or `"none"`.
+    pub opt_level: &'static str,
+    /// Keep the Cranelift IR text of every function (for `--emit clif`).
+    pub keep_clif: bool,
+    /// Keep Cranelift's disassembly listing of every function (for `--emit asm`).
+    pub keep_asm: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> JitOptions {
+        JitOptions {
+            opt_level: "speed",
+            keep_clif: false,
+            keep_asm: false,
+        }
+    }
+}
+
+/// Runs the parts of a split kernel call: `exec(parts, task)` calls `task(part)` for every
+/// `part` in `0..parts`, on any threads, and returns when all calls have finished.
+pub type Executor<'a> = dyn Fn(usize, &(dyn Fn(usize) + Sync)) + 'a;
+
+/// One argument buffer of a kernel call.
+#[derive(Debug)]
+pub enum Arg<'a> {
+    /// A buffer the kernel only reads (`Input`, `Const`).
+    Read(&'a [f32]),
+    /// A buffer the kernel may write (`Output`, `Scratch`); also accepted for read-only ones.
+    Write(&'a mut [f32]),
+}
+
+#[derive(Debug)]
+struct JitKernel {
+    name: String,
+    /// The verified buffer declarations: name, length, role.
+    buffers: Vec<(String, usize, Role)>,
+    f: KernelFn,
+    code_size: usize,
+    /// Work items (iterations of the top-level loops).
+    items: i64,
+    /// Whether distinct work items write disjoint memory (`loops::verify::parallel_safe`).
+    parallel_safe: bool,
+}
+
+/// The buffer pointers of one call, shared by the threads of a split call.
+struct CallPtrs(Vec<*mut f32>);
+
+impl CallPtrs {
+    /// The array the kernel takes (a method, so closures capture the whole `Sync` wrapper).
+    fn array(&self) -> *const *mut f32 {
+        self.0.as_ptr()
+    }
+}
+
+// SAFETY: the pointers are only dereferenced by the kernel code in `run_kernel_split`, while
+// the slices they come from are borrowed by that call; concurrent calls on them run disjoint
+// work-item ranges of a kernel whose items were proven (`parallel_safe`) to touch disjoint
+// elements of every written buffer, and read-only buffers are only read. So sharing them between
+// the threads of one split call creates no data race.
+unsafe impl Sync for CallPtrs {}
+
+/// Compiled kernels in JIT memory, callable from several threads at once.
+pub struct JitProgram {
+    module: Option<Mutex<JITModule>>,
+    kernels: Vec<JitKernel>,
+    clif: String,
+    asm: String,
+}
+
+impl std::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitProgram")
+            .field("kernels", &self.kernels)
+            .finish_non_exhaustive()
+    }
+}
+
+// `JitProgram` must stay shareable between threads (see the module doc).
+const _: fn() = || {
+    fn check<T: Send + Sync>() {}
+    check::<JitProgram>();
+};
+
+fn err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Codegen(format!("{what}: {e}"))
+}
+
+impl JitProgram {
+    /// Compiles every kernel of a program with default options.
+    pub fn compile(p: &Program) -> Result<JitProgram> {
+        loops::verify_program(p)?;
+        JitProgram::compile_kernels(&p.kernels, &JitOptions::default())
+    }
+
+    /// Compiles kernels (each is verified first); kernel `i` is run as `run_kernel(i, ..)`.
+    pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {
+        let mut fb = settings::builder();
+        for (k, v) in [
+            ("opt_level", opts.opt_level),
+            ("is_pic", "false"),
+            ("use_colocated_libcalls", "false"),
+        ] {
+            fb.set(k, v)
+                .map_err(|e| err(&format!("setting {k}={v}"), e))?;
+        }
+        let isa = cranelift_native::builder()
+            .map_err(|m| err("this host is not supported by Cranelift", m))?
+            .finish(settings::Flags::new(fb))
+            .map_err(|e| err("building the target ISA", e))?;
+        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        jb.symbol(EXPF_SYMBOL, mnv2c_expf as *const u8);
+        // From here on the module is owned by `prog`, so an early error return frees it in Drop.
+        let mut prog = JitProgram {
+            module: Some(Mutex::new(JITModule::new(jb))),
+            kernels: Vec::new(),
+            clif: String::new(),
+            asm: String::new(),
+        };
+        let module = prog
+            .module
+            .as_mut()
+            .ok_or_else(|| Error::Codegen("JIT module missing".into()))?
+            .get_mut()
+            .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
+        let mut fctx = FunctionBuilderContext::new();
+        let mut ids = Vec::with_capacity(kernels.len());
+        let mut sizes = Vec::with_capacity(kernels.len());
+        for (i, k) in kernels.iter().enumerate() {
+            let mut ctx = module.make_context();
+            ctx.func.signature = kernel_signature(module);
+            ctx.set_disasm(opts.keep_asm);
+            translate(module, k, &mut ctx.func, &mut fctx)?;
+            if opts.keep_clif {
+                prog.clif.push_str(&format!(
+                    "; kernel \"{}\"\n{}\n",
+                    k.name,
+                    ctx.func.display()
+                ));
+            }
+            let sym = symbol_name(i, k);
+            let id = module
+                .declare_function(&sym, Linkage::Local, &kernel_signature(module))
+                .map_err(|e| err(&format!("declaring kernel '{}'", k.name), e))?;
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| err(&format!("compiling kernel '{}'", k.name), format!("{e:?}")))?;
+            let code = ctx.compiled_code();
+            sizes.push(code.map_or(0, |c| c.code_buffer().len()));
+            if opts.keep_asm {
+                let listing = code.and_then(|c| c.vcode.clone()).unwrap_or_default();
+                prog.asm
+                    .push_str(&format!("; kernel \"{}\" ({sym})\n{listing}\n", k.name));
+            }
+            module.clear_context(&mut ctx);
+            ids.push(id);
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| err("finalizing JIT code", e))?;
+        for ((k, id), code_size) in kernels.iter().zip(ids).zip(sizes) {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
+            // in `module`, with `kernel_signature`: one pointer argument, no result, the host's
+            // default (System V / C) calling convention, which is what `KernelFn` declares. The
+            // pointer stays valid until `free_memory`, which only `Drop` calls, after every
+            // borrow of `self` (and so every call) has ended.
+            let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+            let buffers = k
+                .buffers
+                .iter()
+                .map(|b| {
+                    let len = b
+                        .len()
+                        .ok_or_else(|| Error::Codegen(format!("buffer {} overflows", b.name)))?;
+                    Ok((b.name.clone(), len, b.role))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let items = loops::verify::work_items(k).ok_or_else(|| {
+                Error::Codegen(format!("kernel '{}': too many work items", k.name))
+            })?;
+            prog.kernels.push(JitKernel {
+                name: k.name.clone(),
+                buffers,
+                f,
+                code_size,
+                items,
+                parallel_safe: loops::verify::parallel_safe(k),
+            });
+        }
+        Ok(prog)
+    }
+
+    pub fn num_kernels(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// The name of kernel `i` (its graph node), if it exists.
+    pub fn kernel_name(&self, i: usize) -> Option<&str> {
+        self.kernels.get(i).map(|k| k.name.as_str())
+    }
+
+    /// Machine code bytes of kernel `i`.
+    pub fn code_size(&self, i: usize) -> Option<usize> {
+        self.kernels.get(i).map(|k| k.code_size)
+    }
+
+    /// The Cranelift IR text of every function (empty unless `keep_clif`).
+    pub fn clif(&self) -> &str {
+        &self.clif
+    }
+
+    /// Cranelift's disassembly of every function (empty unless `keep_asm`).
+    pub fn asm(&self) -> &str {
+        &self.asm
+    }
+
+    /// The number of work items of kernel `i` (see `loops::verify::work_items`).
+    pub fn work_items(&self, i: usize) -> Option<usize> {
+        self.kernels.get(i).map(|k| k.items as usize)
+    }
+
+    /// Whether kernel `i` may be split across threads (its items were proven disjoint).
+    pub fn parallel_safe(&self, i: usize) -> Option<bool> {
+        self.kernels.get(i).map(|k| k.parallel_safe)
+    }
+
+    /// Runs kernel `i` on `args`, one per declared buffer, in declaration order. Checks count,
+    /// lengths and writability first (see the module doc); never calls the code otherwise.
+    pub fn run_kernel(&self, i: usize, args: &mut [Arg<'_>]) -> Result<()> {
+        let (k, ptrs) = self.check_args(i, args)?;
+        // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
+        // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers
+        // for any sub-range of its work items (here all of them), and it stores only to
+        // `Output`/`Scratch` ones. `check_args` checked that `ptrs` has one pointer per declared
+        // buffer, each the start of a slice of exactly the declared length, and that every
+        // written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps no
+        // other argument for the duration of this call (`args` stays borrowed). Read-only slices
+        // are only read. `ptrs` outlives the call, which retains no pointer.
+        unsafe { (k.f)(ptrs.as_ptr(), 0, k.items) };
+        Ok(())
+    }
+
+    /// Runs kernel `i` split into `parts` ranges of work items: `exec(parts, task)` must call
+    /// `task(part)` for every `part` in `0..parts` (on any threads, concurrently or not) before it
+    /// returns. A kernel not proven [`parallel_safe`](JitProgram::parallel_safe) runs in one
+    /// part on the calling thread. With [`std::thread::scope`] as `exec`, see
+    /// [`run_kernel_threads`](JitProgram::run_kernel_threads).
+    pub fn run_kernel_split(
+        &self,
+        i: usize,
+        args: &mut [Arg<'_>],
+        parts: usize,
+        exec: &Executor<'_>,
+    ) -> Result<()> {
+        let (k, ptrs) = self.check_args(i, args)?;
+        let items = k.items;
+        let parts_i64 = i64::try_from(parts.max(1))
+            .unwrap_or(i64::MAX)
+            .min(items.max(1));
+        if !k.parallel_safe || parts_i64 <= 1 {
+            // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.
+            unsafe { (k.f)(ptrs.as_ptr(), 0, items) };
+            return Ok(());
+        }
+        let ptrs = CallPtrs(ptrs);
+        // Each part runs at most once, even if `exec` calls `task` twice for it (two threads
+        // running the same items would race).
+        let claimed: Vec<AtomicBool> = (0..parts_i64).map(|_| AtomicBool::new(false)).collect();
+        let task = |part: usize| {
+            let Some(flag) = claimed.get(part) else {
+                return;
+            };
+            if flag.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let part = part as i64;
+            // Item range of `part`, in i128 so the products cannot overflow.
+            let at = |p: i64| (i128::from(items) * i128::from(p) / i128::from(parts_i64)) as i64;
+            let (begin, end) = (at(part), at((part + 1).min(parts_i64)));
+            // SAFETY: as in `run_kernel` (verified code, arguments checked by `check_args`,
+            // borrowed for the whole of this call, and `exec` returns only after every task
+            // call finished because `task` borrows locals of this frame); `begin..end` is a
+            // sub-range of the work items, which the bounds proof covers, and concurrent tasks
+            // run distinct parts (the `claimed` flags), i.e. disjoint item ranges of a kernel
+            // whose items write disjoint elements (`parallel_safe`), so they do not race.
+            unsafe { (k.f)(ptrs.array(), begin, end) };
+        };
+        exec(parts_i64 as usize, &task);
+        Ok(())
+    }
+
+    /// [`run_kernel_split`](JitProgram::run_kernel_split) on `threads` scoped threads (the
+    /// calling thread runs the first part).
+    pub fn run_kernel_threads(&self, i: usize, args: &mut [Arg<'_>], threads: usize) -> Result<()> {
+        self.run_kernel_split(i, args, threads, &|parts, task| {
+            std::thread::scope(|s| {
+                for p in 1..parts {
+                    s.spawn(move || task(p));
+                }
+                task(0);
+            });
+        })
+    }
+
+    /// Checks a call's arguments against kernel `i`'s verified declarations and returns the
+    /// kernel and the buffer pointers.
+    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, Vec<*mut f32>)> {
+        let k = self
+            .kernels
+            .get(i)
+            .ok_or_else(|| Error::Codegen(format!("no kernel #{i}")))?;
+        if args.len() != k.buffers.len() {
+            return Err(Error::Codegen(format!(
+                "kernel '{}' takes {} buffers, got {}",
+                k.name,
+                k.buffers.len(),
+                args.len()
+            )));
+        }
+        let mut ptrs: Vec<*mut f32> = Vec::with_capacity(args.len());
+        for ((name, len, role), a) in k.buffers.iter().zip(args.iter_mut()) {
+            let (got, ptr) = match a {
+                Arg::Read(s) if role.writable() => {
+                    return Err(Error::Codegen(format!(
+                        "kernel '{}': buffer {name} is written, but was passed read-only",
+                        k.name
+                    )));
+                }
+                // The code never stores to a read-only role (verified), so the cast to `*mut`
+                // is never written through.
+                Arg::Read(s) => (s.len(), s.as_ptr().cast_mut()),
+                Arg::Write(s) => (s.len(), s.as_mut_ptr()),
+            };
+            if got != *len {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}': buffer {name} has {got} elements, expected {len}",
+                    k.name
+                )));
+            }
+            ptrs.push(ptr);
+        }
+        Ok((k, ptrs))
+    }
+
+    /// [`run_kernel`](JitProgram::run_kernel) with every buffer passed mutably.
+    pub fn run_kernel_mut(&self, i: usize, bufs: &mut [&mut [f32]]) -> Result<()> {
+        let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
+        self.run_kernel(i, &mut args)
+    }
+
+    /// [`run_program`](JitProgram::run_program) with each kernel split over `threads` scoped
+    /// threads (see [`run_kernel_threads`](JitProgram::run_kernel_threads)).
+    pub fn run_program_threads(
+        &self,
+        p: &Program,
+        inputs: &BTreeMap<String, Vec<f32>>,
+        threads: usize,
+    ) -> Result<BTreeMap<String, Vec<f32>>> {
+        if p.kernels.len() != self.kernels.len() {
+            return Err(Error::Codegen(format!(
+                "program has {} kernels, the JIT code {}",
+                p.kernels.len(),
+                self.kernels.len()
+            )));
+        }
+        loops::interp::execute(p, inputs, |i, _, bufs| {
+            let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
+            self.run_kernel_threads(i, &mut args, threads)
+        })
+    }
+
+    /// Runs a whole program compiled from `p` on fresh buffers (see
+    /// [`loops::interp::execute`]); returns the outputs by name.
+    pub fn run_program(
+        &self,
+        p: &Program,
+        inputs: &BTreeMap<String, Vec<f32>>,
+    ) -> Result<BTreeMap<String, Vec<f32>>> {
+        if p.kernels.len() != self.kernels.len() {
+            return Err(Error::Codegen(format!(
+                "program has {} kernels, the JIT code {}",
+                p.kernels.len(),
+                self.kernels.len()
+            )));
+        }
+        loops::interp::execute(p, inputs, |i, _, bufs| self.run_kernel_mut(i, bufs))
+    }
+}
+
+impl Drop for JitProgram {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            let module = m
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // SAFETY: `drop` has `&mut self`, so no call into the code is running or can start
+            // (calls borrow `self`), and the function pointers in `self.kernels` die with `self`
+            // without being called again.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// Compiles kernels only to return the Cranelift IR text of their functions (`--emit clif`).
+pub fn emit_clif(kernels: &[Kernel]) -> Result<String> {
+    let p = JitProgram::compile_kernels(
+        kernels,
+        &JitOptions {
+            keep_clif: true,
+            ..JitOptions::default()
+        },
+    )?;
+    Ok(p.clif.clone())
+}
+
+/// Compiles kernels only to return Cranelift's disassembly of their functions (`--emit asm`).
+pub fn emit_asm(kernels: &[Kernel]) -> Result<String> {
+    let p = JitProgram::compile_kernels(
+        kernels,
+        &JitOptions {
+            keep_asm: true,
+            ..JitOptions::default()
+        },
+    )?;
+    Ok(p.asm.clone())
+}

@@ -1,0 +1,211 @@
+//! The loop-IR interpreter: runs a kernel the plain way, one scalar at a time.
+//!
+//! It exists to tell "the lowering is wrong" (interpreter differs from the graph's meaning) from
+//! "codegen is wrong" (JIT differs from the interpreter). Vector loops run lane by lane, which the
+//! verifier's vector rules make equivalent to running all lanes at once. Locals start at 0.0 in
+//! every invocation, as in codegen.
+
+use std::collections::BTreeMap;
+
+use super::{BinOp, BufferKind, Expr, Kernel, Mem, Program, Stmt, UnOp};
+use crate::{Error, Result};
+
+/// Runs `k` over `bufs` (one slice per declared buffer, of the declared length). The kernel is
+/// verified first.
+pub fn run_kernel(k: &Kernel, bufs: &mut [&mut [f32]]) -> Result<()> {
+    super::verify(k)?;
+    check_buffers(k, bufs.iter().map(|b| b.len()))?;
+    let mut m = Machine {
+        vars: vec![0; k.vars.len()],
+        locals: k.locals.iter().map(|l| vec![0.0; l.len]).collect(),
+        bufs,
+    };
+    m.stmts(&k.body);
+    Ok(())
+}
+
+/// Checks that the buffers passed match the kernel's declarations in number and length.
+pub(crate) fn check_buffers(k: &Kernel, lens: impl ExactSizeIterator<Item = usize>) -> Result<()> {
+    if lens.len() != k.buffers.len() {
+        return Err(Error::Codegen(format!(
+            "kernel '{}' takes {} buffers, got {}",
+            k.name,
+            k.buffers.len(),
+            lens.len()
+        )));
+    }
+    for (b, len) in k.buffers.iter().zip(lens) {
+        if b.len() != Some(len) {
+            return Err(Error::Codegen(format!(
+                "kernel '{}': buffer {} has {} elements, expected {:?} = {}",
+                k.name,
+                b.name,
+                len,
+                b.dims,
+                b.len().unwrap_or(0)
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Machine<'a, 'b> {
+    vars: Vec<i64>,
+    locals: Vec<Vec<f32>>,
+    bufs: &'a mut [&'b mut [f32]],
+}
+
+impl Machine<'_, '_> {
+    // Indices are in bounds: the kernel passed `verify`, whose bounds proof covers every access.
+    // The proof is over exact integers and the true index fits in i64, so computing it modulo
+    // 2^64 (wrapping) gives exactly that index, whatever the intermediate sums.
+    fn index(&self, idx: &super::Affine) -> usize {
+        let i = idx.terms.iter().fold(idx.offset, |acc, &(v, c)| {
+            acc.wrapping_add(c.wrapping_mul(self.vars[v.0]))
+        });
+        i as usize
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) {
+        for s in body {
+            match s {
+                Stmt::Loop(l) => {
+                    for i in l.lo..l.hi {
+                        self.vars[l.var.0] = i;
+                        self.stmts(&l.body);
+                    }
+                }
+                Stmt::Store { dst, value } => {
+                    let v = self.eval(value);
+                    let i = self.index(&dst.index);
+                    match dst.mem {
+                        Mem::Buf(b) => self.bufs[b.0][i] = v,
+                        Mem::Local(l) => self.locals[l.0][i] = v,
+                    }
+                }
+            }
+        }
+    }
+
+    fn eval(&self, e: &Expr) -> f32 {
+        match e {
+            Expr::Const(c) => *c,
+            Expr::Load(a) => {
+                let i = self.index(&a.index);
+                match a.mem {
+                    Mem::Buf(b) => self.bufs[b.0][i],
+                    Mem::Local(l) => self.locals[l.0][i],
+                }
+            }
+            Expr::Unary(UnOp::Exp, a) => self.eval(a).exp(),
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.eval(a), self.eval(b));
+                match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    BinOp::Div => a / b,
+                    BinOp::Max => {
+                        if a < b {
+                            b
+                        } else {
+                            a
+                        }
+                    }
+                    BinOp::Min => {
+                        if b < a {
+                            b
+                        } else {
+                            a
+                        }
+                    }
+                }
+            }
+            Expr::Fma(a, b, c) => self.eval(a).mul_add(self.eval(b), self.eval(c)),
+        }
+    }
+}
+
+/// Runs a whole program with `exec` running each kernel, on freshly allocated buffers: inputs
+/// from `inputs` (by graph input name), constants from the program. Returns the graph outputs by
+/// name. This is the simple executor for tests and tools; the runtime has its own memory plan.
+pub fn execute(
+    p: &Program,
+    inputs: &BTreeMap<String, Vec<f32>>,
+    mut exec: impl FnMut(usize, &Kernel, &mut [&mut [f32]]) -> Result<()>,
+) -> Result<BTreeMap<String, Vec<f32>>> {
+    let mut store: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for (name, (dims, kind)) in &p.buffers {
+        if p.storage_of(name) != name {
+            continue;
+        }
+        let len = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Codegen(format!("buffer {name} size overflows")))?;
+        let data = match kind {
+            BufferKind::Input => {
+                let d = inputs
+                    .get(name)
+                    .ok_or_else(|| Error::Input(format!("no data given for input '{name}'")))?;
+                if d.len() != len {
+                    return Err(Error::Input(format!(
+                        "input '{name}' has {} elements, expected {dims:?} = {len}",
+                        d.len()
+                    )));
+                }
+                d.clone()
+            }
+            BufferKind::Const => p
+                .constants
+                .get(name)
+                .filter(|c| c.len() == len)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Codegen(format!("constant {name} has no data of {len} elements"))
+                })?,
+            BufferKind::Activation => vec![0.0; len],
+        };
+        store.insert(name.clone(), data);
+    }
+    for (i, k) in p.kernels.iter().enumerate() {
+        let mut taken: Vec<(String, Vec<f32>)> = Vec::with_capacity(k.buffers.len());
+        for b in &k.buffers {
+            let s = p.storage_of(&b.name).to_string();
+            let data = store.remove(&s).ok_or_else(|| {
+                Error::Codegen(format!(
+                    "kernel '{}': buffer {} is missing or passed twice",
+                    k.name, b.name
+                ))
+            })?;
+            taken.push((s, data));
+        }
+        let result = {
+            let mut slices: Vec<&mut [f32]> =
+                taken.iter_mut().map(|(_, d)| d.as_mut_slice()).collect();
+            exec(i, k, &mut slices)
+        };
+        for (s, d) in taken {
+            store.insert(s, d);
+        }
+        result?;
+    }
+    p.outputs
+        .iter()
+        .map(|o| {
+            let d = store
+                .get(p.storage_of(o))
+                .cloned()
+                .ok_or_else(|| Error::Codegen(format!("output {o} has no buffer")))?;
+            Ok((o.clone(), d))
+        })
+        .collect()
+}
+
+/// Runs a whole program in the interpreter (see [`execute`]).
+pub fn run_program(
+    p: &Program,
+    inputs: &BTreeMap<String, Vec<f32>>,
+) -> Result<BTreeMap<String, Vec<f32>>> {
+    execute(p, inputs, |_, k, bufs| run_kernel(k, bufs))
+}

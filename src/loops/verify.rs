@@ -1,0 +1,728 @@
+//! The loop-IR verifier: checks every invariant listed in the [`loops`](super) module doc.
+//!
+//! The central check is the bounds proof: for each load and store, interval arithmetic of its
+//! affine index over the static ranges of the enclosing loops (vector lanes included) must lie
+//! within the buffer or local. Codegen emits no bounds checks, so JIT code is sound to call only
+//! on a kernel this function accepted, with buffers of the declared lengths.
+//!
+//! What is not checked: that the kernel computes what its graph node means (that is what the
+//! interpreter and the kernel tests are for), and that locals are written before they are read
+//! (an unwritten local reads as 0.0 in both the interpreter and codegen).
+
+use std::collections::HashMap;
+
+use super::{Access, Affine, Expr, Kernel, LoopKind, LoopMode, Mem, Program, Stmt, UnOp, Var};
+use crate::{Error, Result};
+
+/// The largest local array (in f32) a kernel may declare: locals are registers.
+pub const MAX_LOCAL_LEN: usize = 256;
+
+#[derive(Clone, Copy)]
+struct Bound {
+    lo: i64,
+    /// Inclusive.
+    hi: i64,
+    kind: LoopKind,
+    mode: LoopMode,
+}
+
+struct Checker<'k> {
+    k: &'k Kernel,
+    bound: HashMap<Var, Bound>,
+    /// Enclosing loops, outermost first.
+    stack: Vec<Var>,
+    seen: Vec<bool>,
+}
+
+/// Verifies one kernel; the error names the kernel and the offending access.
+pub fn verify(k: &Kernel) -> Result<()> {
+    let fail =
+        |m: String| Error::Codegen(format!("loop IR of kernel '{}' is invalid: {m}", k.name));
+    for b in &k.buffers {
+        let len = b
+            .len()
+            .ok_or_else(|| fail(format!("buffer {} size overflows", b.name)))?;
+        if len == 0 || len.checked_mul(4).is_none_or(|n| n > isize::MAX as usize) {
+            return Err(fail(format!(
+                "buffer {} has an invalid size of {len} elements",
+                b.name
+            )));
+        }
+    }
+    for l in &k.locals {
+        if l.len == 0 || l.len > MAX_LOCAL_LEN || (l.vector && l.len % 4 != 0) {
+            return Err(fail(format!(
+                "local {} has length {} (must be 1..={MAX_LOCAL_LEN}, a multiple of 4 if vector)",
+                l.name, l.len
+            )));
+        }
+    }
+    let mut c = Checker {
+        k,
+        bound: HashMap::new(),
+        stack: Vec::new(),
+        seen: vec![false; k.vars.len()],
+    };
+    c.stmts(&k.body).map_err(fail)?;
+    for s in &k.body {
+        let top_ok =
+            matches!(s, Stmt::Loop(l) if l.kind == LoopKind::Spatial && l.mode == LoopMode::Serial);
+        if !top_ok {
+            return Err(fail(
+                "the top level must be spatial serial loops (the kernel's work items)".into(),
+            ));
+        }
+    }
+    work_items(k).ok_or_else(|| fail("the number of work items overflows".into()))?;
+    Ok(())
+}
+
+/// The number of work items of a kernel: the iterations of its top-level loops, numbered in
+/// order (the first loop's iterations first). A call may run any sub-range of them.
+pub fn work_items(k: &Kernel) -> Option<i64> {
+    k.body.iter().try_fold(0i64, |acc, s| match s {
+        Stmt::Loop(l) => acc.checked_add(l.hi.checked_sub(l.lo)?),
+        Stmt::Store { .. } => Some(acc),
+    })
+}
+
+/// Whether distinct work items of a verified kernel touch disjoint elements of every writable
+/// buffer, so that calls running disjoint item ranges may run concurrently on the same buffers.
+///
+/// The proof, per writable buffer: inside each top-level loop `t`, every access (load or store)
+/// has the same coefficient `c != 0` on `t`, and the rest of its index (over the inner loops)
+/// spans fewer than `|c|` elements, so iteration `t` stays inside `c*t + [rmin, rmax]`, and those
+/// windows are disjoint; and the whole ranges accessed by different top-level loops are
+/// disjoint. `false` only means "not proven" (run such a kernel on one thread).
+pub fn parallel_safe(k: &Kernel) -> bool {
+    if verify(k).is_err() {
+        return false;
+    }
+    for (b, buf) in k.buffers.iter().enumerate() {
+        if !buf.role.writable() {
+            continue;
+        }
+        let mut hulls: Vec<(i128, i128)> = Vec::new();
+        for s in &k.body {
+            let Stmt::Loop(l) = s else { continue };
+            let mut accesses = Vec::new();
+            collect_accesses(&l.body, Mem::Buf(super::BufId(b)), &mut accesses);
+            if accesses.is_empty() {
+                continue;
+            }
+            let mut c = Checker {
+                k,
+                bound: HashMap::new(),
+                stack: Vec::new(),
+                seen: vec![false; k.vars.len()],
+            };
+            let Some(ranges) = c.access_ranges(&l.body, Mem::Buf(super::BufId(b))) else {
+                return false;
+            };
+            let coef = accesses[0].coef(l.var);
+            if coef == 0 || accesses.iter().any(|a| a.coef(l.var) != coef) {
+                return false;
+            }
+            // Ranges of the index without the `t` term (the loop var is unbound in `ranges`).
+            let rmin = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+            let rmax = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            if rmax - rmin >= i128::from(coef).abs() {
+                return false;
+            }
+            let (a, z) = (
+                i128::from(coef) * i128::from(l.lo),
+                i128::from(coef) * (i128::from(l.hi) - 1),
+            );
+            hulls.push((a.min(z) + rmin, a.max(z) + rmax));
+        }
+        hulls.sort();
+        if hulls.windows(2).any(|w| w[1].0 <= w[0].1) {
+            return false;
+        }
+    }
+    true
+}
+
+fn collect_accesses(body: &[Stmt], mem: Mem, out: &mut Vec<Affine>) {
+    fn expr(e: &Expr, mem: Mem, out: &mut Vec<Affine>) {
+        match e {
+            Expr::Const(_) => {}
+            Expr::Load(a) => {
+                if a.mem == mem {
+                    out.push(a.index.clone());
+                }
+            }
+            Expr::Unary(_, a) => expr(a, mem, out),
+            Expr::Binary(_, a, b) => {
+                expr(a, mem, out);
+                expr(b, mem, out);
+            }
+            Expr::Fma(a, b, c) => {
+                expr(a, mem, out);
+                expr(b, mem, out);
+                expr(c, mem, out);
+            }
+        }
+    }
+    for s in body {
+        match s {
+            Stmt::Loop(l) => collect_accesses(&l.body, mem, out),
+            Stmt::Store { dst, value } => {
+                expr(value, mem, out);
+                if dst.mem == mem {
+                    out.push(dst.index.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Verifies every kernel of a program and that each kernel's buffers match the program's.
+pub fn verify_program(p: &Program) -> Result<()> {
+    for k in &p.kernels {
+        verify(k)?;
+        for b in &k.buffers {
+            let Some((dims, _)) = p.buffers.get(&b.name) else {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}' uses buffer {} that the program does not declare",
+                    k.name, b.name
+                )));
+            };
+            let want = b.len();
+            let have = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if want != have {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}' declares buffer {} with shape {:?}, the program with {:?}",
+                    k.name, b.name, b.dims, dims
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Checker<'_> {
+    fn var_name(&self, v: Var) -> String {
+        self.k
+            .vars
+            .get(v.0)
+            .cloned()
+            .unwrap_or_else(|| format!("v{}", v.0))
+    }
+
+    /// The vector loop variable enclosing the current point, if any.
+    fn lane(&self) -> Option<Var> {
+        self.stack.last().copied().filter(|v| {
+            self.bound
+                .get(v)
+                .is_some_and(|b| b.mode == LoopMode::Vector)
+        })
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) -> Result<(), String> {
+        for s in body {
+            match s {
+                Stmt::Loop(l) => {
+                    let name = self.var_name(l.var);
+                    let Some(seen) = self.seen.get_mut(l.var.0) else {
+                        return Err(format!("loop variable v{} is not declared", l.var.0));
+                    };
+                    if *seen {
+                        return Err(format!("loop variable {name} is bound twice"));
+                    }
+                    *seen = true;
+                    if l.lo >= l.hi {
+                        return Err(format!("loop {name} has empty range {}..{}", l.lo, l.hi));
+                    }
+                    if self.lane().is_some() {
+                        return Err(format!("loop {name} is nested in a vector loop"));
+                    }
+                    if l.mode == LoopMode::Vector {
+                        if l.kind != LoopKind::Spatial {
+                            return Err(format!(
+                                "reduction loop {name} is vectorised (no horizontal reduction)"
+                            ));
+                        }
+                        let lanes = i128::from(l.hi) - i128::from(l.lo);
+                        if lanes != super::VECTOR_WIDTH as i128 {
+                            return Err(format!(
+                                "vector loop {name} has {lanes} lanes, not {}",
+                                super::VECTOR_WIDTH
+                            ));
+                        }
+                    }
+                    self.bound.insert(
+                        l.var,
+                        Bound {
+                            lo: l.lo,
+                            hi: l.hi - 1,
+                            kind: l.kind,
+                            mode: l.mode,
+                        },
+                    );
+                    self.stack.push(l.var);
+                    self.stmts(&l.body)?;
+                    if l.mode == LoopMode::Vector {
+                        self.vector_hazards(&l.body)?;
+                    }
+                    self.stack.pop();
+                    self.bound.remove(&l.var);
+                }
+                Stmt::Store { dst, value } => {
+                    self.expr(value)?;
+                    self.access(dst, true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn expr(&self, e: &Expr) -> Result<(), String> {
+        match e {
+            Expr::Const(_) => Ok(()),
+            Expr::Load(a) => self.access(a, false),
+            Expr::Unary(op, a) => {
+                if *op == UnOp::Exp && self.lane().is_some() {
+                    return Err("exp appears in a vector loop (it is scalar only)".into());
+                }
+                self.expr(a)
+            }
+            Expr::Binary(_, a, b) => {
+                self.expr(a)?;
+                self.expr(b)
+            }
+            Expr::Fma(a, b, c) => {
+                self.expr(a)?;
+                self.expr(b)?;
+                self.expr(c)
+            }
+        }
+    }
+
+    /// The index ranges of every access to `mem` in `body`, with the enclosing top-level loop
+    /// variable left out (its term dropped): `None` if some range cannot be computed.
+    fn access_ranges(&mut self, body: &[Stmt], mem: Mem) -> Option<Vec<(i128, i128)>> {
+        let mut out = Vec::new();
+        for s in body {
+            match s {
+                Stmt::Loop(l) => {
+                    self.bound.insert(
+                        l.var,
+                        Bound {
+                            lo: l.lo,
+                            hi: l.hi - 1,
+                            kind: l.kind,
+                            mode: l.mode,
+                        },
+                    );
+                    out.extend(self.access_ranges(&l.body, mem)?);
+                    self.bound.remove(&l.var);
+                }
+                Stmt::Store { dst, value } => {
+                    let mut idx = Vec::new();
+                    collect_accesses(
+                        &[Stmt::Store {
+                            dst: dst.clone(),
+                            value: value.clone(),
+                        }],
+                        mem,
+                        &mut idx,
+                    );
+                    for a in idx {
+                        // Drop the terms of unbound (outer) variables: the caller accounts for them.
+                        let inner = Affine {
+                            terms: a
+                                .terms
+                                .iter()
+                                .copied()
+                                .filter(|(v, _)| self.bound.contains_key(v))
+                                .collect(),
+                            offset: a.offset,
+                        };
+                        out.push(self.range(&inner).ok()?);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The inclusive range of an affine index over the bound loop ranges.
+    fn range(&self, idx: &Affine) -> Result<(i128, i128), String> {
+        let mut lo = i128::from(idx.offset);
+        let mut hi = lo;
+        for &(v, c) in &idx.terms {
+            let b = self
+                .bound
+                .get(&v)
+                .ok_or_else(|| format!("index uses {} outside its loop", self.var_name(v)))?;
+            let (a, z) = (
+                i128::from(c) * i128::from(b.lo),
+                i128::from(c) * i128::from(b.hi),
+            );
+            let overflow = || "index arithmetic overflows".to_string();
+            lo = lo.checked_add(a.min(z)).ok_or_else(overflow)?;
+            hi = hi.checked_add(a.max(z)).ok_or_else(overflow)?;
+        }
+        Ok((lo, hi))
+    }
+
+    fn access(&self, a: &Access, store: bool) -> Result<(), String> {
+        let what = if store { "store to" } else { "load from" };
+        let lane = self.lane();
+        let lane_coef = lane.map_or(0, |v| a.index.coef(v));
+        let (lo, hi) = self.range(&a.index)?;
+        match a.mem {
+            Mem::Buf(b) => {
+                let buf = self
+                    .k
+                    .buffers
+                    .get(b.0)
+                    .ok_or_else(|| format!("buffer #{} is not declared", b.0))?;
+                let len = buf.len().unwrap_or(0);
+                if lo < 0 || hi >= len as i128 {
+                    return Err(format!(
+                        "{what} {} is out of bounds: index ranges over {lo}..={hi}, length is {len}",
+                        buf.name
+                    ));
+                }
+                if lane.is_some() && !(lane_coef == 1 || (lane_coef == 0 && !store)) {
+                    return Err(format!(
+                        "{what} {} in a vector loop has lane stride {lane_coef} (must be 1{})",
+                        buf.name,
+                        if store { "" } else { " or 0" }
+                    ));
+                }
+                if store {
+                    if !buf.role.writable() {
+                        return Err(format!("store to {} buffer {}", buf.role.name(), buf.name));
+                    }
+                    for &v in &self.stack {
+                        let b = self.bound[&v];
+                        if b.kind == LoopKind::Reduction {
+                            return Err(format!(
+                                "store to buffer {} inside reduction loop {}",
+                                buf.name,
+                                self.var_name(v)
+                            ));
+                        }
+                        // A one-iteration loop has no other iteration to collide with.
+                        if a.index.coef(v) == 0 && b.hi > b.lo {
+                            return Err(format!(
+                                "store to {} does not depend on spatial loop {}",
+                                buf.name,
+                                self.var_name(v)
+                            ));
+                        }
+                    }
+                }
+            }
+            Mem::Local(l) => {
+                let loc = self
+                    .k
+                    .locals
+                    .get(l.0)
+                    .ok_or_else(|| format!("local #{} is not declared", l.0))?;
+                if lo < 0 || hi >= loc.len as i128 {
+                    return Err(format!(
+                        "{what} local {} is out of bounds: index ranges over {lo}..={hi}, length is {}",
+                        loc.name, loc.len
+                    ));
+                }
+                for &(v, _) in &a.index.terms {
+                    if self.bound[&v].mode == LoopMode::Serial {
+                        return Err(format!(
+                            "local {} is indexed by serial loop {} (locals are registers)",
+                            loc.name,
+                            self.var_name(v)
+                        ));
+                    }
+                }
+                if loc.vector {
+                    let Some(lv) = lane else {
+                        return Err(format!(
+                            "vector local {} accessed outside a vector loop",
+                            loc.name
+                        ));
+                    };
+                    let base = i128::from(a.index.offset)
+                        + i128::from(self.bound[&lv].lo) * i128::from(lane_coef);
+                    let aligned =
+                        base % 4 == 0 && a.index.terms.iter().all(|&(v, c)| v == lv || c % 4 == 0);
+                    if lane_coef != 1 || !aligned {
+                        return Err(format!(
+                            "vector local {} needs lane stride 1 and a base that is a multiple of 4",
+                            loc.name
+                        ));
+                    }
+                } else if lane_coef != 0 {
+                    return Err(format!(
+                        "scalar local {} is indexed by a vector lane",
+                        loc.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 3: inside a vector body, a stored location is stored at one index and read only
+    /// there, so per-lane and all-lanes execution agree.
+    fn vector_hazards(&self, body: &[Stmt]) -> Result<(), String> {
+        let mut stores: Vec<&Access> = Vec::new();
+        let mut loads: Vec<&Access> = Vec::new();
+        fn collect<'a>(e: &'a Expr, out: &mut Vec<&'a Access>) {
+            match e {
+                Expr::Const(_) => {}
+                Expr::Load(a) => out.push(a),
+                Expr::Unary(_, a) => collect(a, out),
+                Expr::Binary(_, a, b) => {
+                    collect(a, out);
+                    collect(b, out);
+                }
+                Expr::Fma(a, b, c) => {
+                    collect(a, out);
+                    collect(b, out);
+                    collect(c, out);
+                }
+            }
+        }
+        for s in body {
+            if let Stmt::Store { dst, value } = s {
+                collect(value, &mut loads);
+                stores.push(dst);
+            }
+        }
+        for s in &stores {
+            for t in stores.iter().chain(loads.iter()) {
+                if t.mem == s.mem && t.index != s.index {
+                    let name = match s.mem {
+                        Mem::Buf(b) => self.k.buffers[b.0].name.clone(),
+                        Mem::Local(l) => self.k.locals[l.0].name.clone(),
+                    };
+                    return Err(format!(
+                        "{name} is stored in a vector loop and accessed there at another index"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loops::{BufId, Loop, Role, Var};
+
+    /// `for i in 0..n (kind, mode) { out[i*stride + off] = x[i] }` over buffers of length 8.
+    fn copy_kernel(n: i64, stride: i64, off: i64, kind: LoopKind, mode: LoopMode) -> Kernel {
+        let mut k = Kernel::new("copy", "test");
+        let x = k.add_buffer("x", vec![8], Role::Input);
+        let out = k.add_buffer("out", vec![8], Role::Output);
+        let o = k.new_var("o");
+        let i = k.new_var("i");
+        let inner = Stmt::Loop(Loop {
+            var: i,
+            lo: 0,
+            hi: n,
+            kind,
+            mode,
+            body: vec![Stmt::Store {
+                dst: Access {
+                    mem: Mem::Buf(out),
+                    index: Affine::var(i) * stride + off + Affine::var(o) * 8,
+                },
+                value: Expr::load(Mem::Buf(x), Affine::var(i)),
+            }],
+        });
+        // The top level is a one-item spatial loop, as the verifier requires.
+        k.body = vec![Stmt::Loop(Loop {
+            var: o,
+            lo: 0,
+            hi: 1,
+            kind: LoopKind::Spatial,
+            mode: LoopMode::Serial,
+            body: vec![inner],
+        })];
+        k
+    }
+
+    /// The `i` loop of a `copy_kernel`.
+    fn inner_loop(k: &mut Kernel) -> &mut Loop {
+        let Stmt::Loop(o) = &mut k.body[0] else {
+            unreachable!("copy_kernel starts with a loop")
+        };
+        let Stmt::Loop(l) = &mut o.body[0] else {
+            unreachable!("copy_kernel nests a loop")
+        };
+        l
+    }
+
+    /// Top-level loops `for v in lo..hi { out[v] = x[v] }`, one per range.
+    fn top_loops(ranges: &[(i64, i64)]) -> Kernel {
+        let mut k = Kernel::new("top", "test");
+        let x = k.add_buffer("x", vec![8], Role::Input);
+        let out = k.add_buffer("out", vec![8], Role::Output);
+        for &(lo, hi) in ranges {
+            let v = k.new_var("v");
+            k.body.push(Stmt::Loop(Loop {
+                var: v,
+                lo,
+                hi,
+                kind: LoopKind::Spatial,
+                mode: LoopMode::Serial,
+                body: vec![Stmt::Store {
+                    dst: Access {
+                        mem: Mem::Buf(out),
+                        index: Affine::var(v),
+                    },
+                    value: Expr::load(Mem::Buf(x), Affine::var(v)),
+                }],
+            }));
+        }
+        k
+    }
+
+    #[test]
+    fn work_items_and_parallel_safety() {
+        let k = copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Serial);
+        assert_eq!(work_items(&k), Some(1));
+        assert!(parallel_safe(&k));
+        let k = top_loops(&[(0, 5), (5, 8)]);
+        verify(&k).expect("valid");
+        assert_eq!(work_items(&k), Some(8));
+        assert!(parallel_safe(&k));
+        // Overlapping top-level loops: valid, but items 4 and 5 both write out[4].
+        let k = top_loops(&[(0, 5), (4, 8)]);
+        verify(&k).expect("valid");
+        assert!(!parallel_safe(&k));
+        // Within one loop: out[i] for i in 0..8 under `o` with coefficient 1 would overlap.
+        let mut k = copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Serial);
+        if let Stmt::Loop(o) = &mut k.body[0] {
+            o.hi = 2;
+            if let Some(Stmt::Loop(l)) = o.body.first_mut() {
+                l.hi = 4;
+                if let Some(Stmt::Store { dst, .. }) = l.body.first_mut() {
+                    dst.index = Affine::var(l.var) + Affine::var(o.var) * 2;
+                }
+            }
+        }
+        verify(&k).expect("valid");
+        assert!(!parallel_safe(&k));
+    }
+
+    #[test]
+    fn rejects_non_loop_top_level() {
+        let mut k = top_loops(&[(0, 8)]);
+        k.body = vec![Stmt::Store {
+            dst: Access {
+                mem: Mem::Buf(BufId(1)),
+                index: Affine::constant(0),
+            },
+            value: Expr::Const(1.0),
+        }];
+        rejects(&k, "top level");
+        let mut k = top_loops(&[(0, 8)]);
+        if let Stmt::Loop(l) = &mut k.body[0] {
+            l.mode = LoopMode::Unroll;
+        }
+        rejects(&k, "top level");
+    }
+
+    fn rejects(k: &Kernel, needle: &str) {
+        match verify(k) {
+            Ok(()) => panic!("verifier accepted:\n{k}"),
+            Err(e) => assert!(e.to_string().contains(needle), "unexpected error: {e}"),
+        }
+    }
+
+    #[test]
+    fn accepts_in_bounds_copy() {
+        verify(&copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Serial)).expect("in bounds");
+        verify(&copy_kernel(4, 1, 4, LoopKind::Spatial, LoopMode::Vector)).expect("in bounds");
+    }
+
+    #[test]
+    fn rejects_out_of_bounds() {
+        // One past the end: out[i + 1] for i in 0..8.
+        rejects(
+            &copy_kernel(8, 1, 1, LoopKind::Spatial, LoopMode::Serial),
+            "out of bounds",
+        );
+        // Negative index.
+        rejects(
+            &copy_kernel(4, 1, -1, LoopKind::Spatial, LoopMode::Unroll),
+            "out of bounds",
+        );
+        // The load x[i] for i in 0..9 overruns x.
+        rejects(
+            &copy_kernel(9, 0, 0, LoopKind::Spatial, LoopMode::Serial),
+            "out of bounds",
+        );
+        // Vector lanes count: out[i + 5] for lanes 0..4 touches 8.
+        rejects(
+            &copy_kernel(4, 1, 5, LoopKind::Spatial, LoopMode::Vector),
+            "out of bounds",
+        );
+    }
+
+    #[test]
+    fn rejects_illegal_loops() {
+        rejects(
+            &copy_kernel(4, 1, 0, LoopKind::Reduction, LoopMode::Vector),
+            "vectorised",
+        );
+        rejects(
+            &copy_kernel(8, 1, 0, LoopKind::Spatial, LoopMode::Vector),
+            "lanes",
+        );
+        rejects(
+            &copy_kernel(4, 2, 0, LoopKind::Spatial, LoopMode::Vector),
+            "lane stride",
+        );
+        rejects(
+            &copy_kernel(4, 1, 0, LoopKind::Reduction, LoopMode::Serial),
+            "reduction loop",
+        );
+        rejects(
+            &copy_kernel(0, 1, 0, LoopKind::Spatial, LoopMode::Serial),
+            "empty range",
+        );
+    }
+
+    #[test]
+    fn rejects_writes_to_inputs_and_vector_hazards() {
+        let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Vector);
+        k.buffers[1].role = Role::Const;
+        rejects(&k, "store to const buffer");
+        // out[l] = out[l + 1] in a vector loop: lane order would matter.
+        let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Vector);
+        let l = inner_loop(&mut k);
+        let i = l.var;
+        l.body = vec![Stmt::Store {
+            dst: Access {
+                mem: Mem::Buf(BufId(1)),
+                index: Affine::var(i) + Affine::var(Var(0)) * 8,
+            },
+            value: Expr::load(Mem::Buf(BufId(1)), Affine::var(i) + 1),
+        }];
+        rejects(&k, "another index");
+    }
+
+    #[test]
+    fn rejects_locals_indexed_by_serial_loops() {
+        let mut k = copy_kernel(4, 1, 0, LoopKind::Spatial, LoopMode::Serial);
+        let acc = k.add_local("acc", 4, false);
+        let l = inner_loop(&mut k);
+        let i = l.var;
+        l.body.push(Stmt::Store {
+            dst: Access {
+                mem: Mem::Local(acc),
+                index: Affine::var(i),
+            },
+            value: Expr::Const(1.0),
+        });
+        rejects(&k, "serial loop");
+    }
+}

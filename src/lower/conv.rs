@@ -1,0 +1,427 @@
+//! Convolution kernels: the pointwise (1x1 GEMM) and direct (full / grouped) families, plus the
+//! pieces the depthwise family shares (border segments, epilogue, spatial nest).
+//!
+//! Semantics (graph IR): `y[n,oh,ow,co] = act(sum_{ky,kx,ci} x[n, oh*sh+ky-pt, ow*sw+kx-pl,
+//! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
+//! zero padding outside the input, and the epilogue order bias, residual, relu6.
+
+use super::schedule::{Family, Schedule};
+use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
+use crate::graph::{Conv2d, ConvGeometry};
+use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
+use crate::{Error, Result};
+
+/// A run of output rows (or columns) `lo..hi` whose valid kernel taps are `k_lo..k_hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub lo: usize,
+    pub hi: usize,
+    pub k_lo: usize,
+    pub k_hi: usize,
+}
+
+/// Splits `0..out` output positions into maximal runs with the same valid tap range: tap `k` of
+/// output `o` reads input `o * stride + k - pad`, valid when inside `0..input`.
+pub fn segments(
+    input: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> Vec<Segment> {
+    let mut segs: Vec<Segment> = Vec::new();
+    for o in 0..out {
+        let start = (o * stride) as i128 - pad as i128;
+        let k_lo = (-start).clamp(0, kernel as i128) as usize;
+        let k_hi = (input as i128 - start).clamp(0, kernel as i128) as usize;
+        let k_hi = k_hi.max(k_lo);
+        match segs.last_mut() {
+            Some(s) if s.k_lo == k_lo && s.k_hi == k_hi && s.hi == o => s.hi = o + 1,
+            _ => segs.push(Segment {
+                lo: o,
+                hi: o + 1,
+                k_lo,
+                k_hi,
+            }),
+        }
+    }
+    segs
+}
+
+/// The epilogue applied to an accumulator (which already includes the bias).
+pub(crate) fn epilogue(acc: Expr, residual: Option<(BufId, Affine)>, relu6: bool) -> Expr {
+    let mut v = acc;
+    if let Some((b, idx)) = residual {
+        v = Expr::plus(v, load(b, idx));
+    }
+    if relu6 { Expr::relu6(v) } else { v }
+}
+
+pub(crate) fn dims4(d: &[usize], what: &str) -> Result<[usize; 4]> {
+    d.try_into()
+        .map_err(|_| Error::Codegen(format!("{what} is not NHWC: {d:?}")))
+}
+
+/// Everything a conv kernel family needs, decoded once.
+pub(crate) struct ConvParts {
+    pub x: BufId,
+    pub w: BufId,
+    pub bias: Option<BufId>,
+    pub residual: Option<BufId>,
+    pub out: BufId,
+    pub xd: [usize; 4],
+    pub od: [usize; 4],
+    pub geo: ConvGeometry,
+}
+
+pub(crate) fn conv_parts(cx: &Cx<'_>, k: &mut Kernel, conv: &Conv2d) -> Result<ConvParts> {
+    let (_, xdims) = cx.operand(0)?;
+    let xd = dims4(&xdims, "conv input")?;
+    let wt = cx.constant(&conv.weight)?;
+    let geo = ConvGeometry::new(&wt.ty(), xd[3], conv.groups)
+        .map_err(|m| Error::Codegen(format!("@{}: {m}", conv.weight)))?;
+    let od = dims4(cx.out_dims(), "conv output")?;
+    let x = cx.input_buffer(k, 0)?;
+    let residual = if conv.epilogue.has_residual() {
+        Some(cx.input_buffer(k, 1)?)
+    } else {
+        None
+    };
+    let w = cx.const_buffer(k, &conv.weight)?;
+    let bias = match &conv.bias {
+        Some(b) => Some(cx.const_buffer(k, b)?),
+        None => None,
+    };
+    let out = cx.output_buffer(k)?;
+    Ok(ConvParts {
+        x,
+        w,
+        bias,
+        residual,
+        out,
+        xd,
+        od,
+        geo,
+    })
+}
+
+/// The body of one segment nest: `(kernel, n, oh, ow, row segment, column segment)`; `n` is the
+/// image index (a loop variable, or 0 for a batch of one).
+pub(crate) type SegmentBody<'a> =
+    dyn FnMut(&mut Kernel, &Nest, Segment, Segment) -> Result<Vec<Stmt>> + 'a;
+
+/// Where a segment nest's body is: image `n` (a variable, or 0 for a batch of one), output row
+/// `oh`, and `pixel_tile` output columns `ow_base + p` for `p` in `0..pixel_tile`.
+pub(crate) struct Nest {
+    pub n: Affine,
+    pub oh: Var,
+    pub ow_base: Affine,
+    pub pixel_tile: usize,
+}
+
+/// Loops `n` (omitted for a batch of one, so that the row-segment loops are the kernel's top-level
+/// work items), then per row segment `oh`, then per column segment the columns in tiles of
+/// `pixel_tile` (then the remaining columns one by one), all spatial, calling `inner` for the body
+/// of each nest.
+pub(crate) fn spatial_nest(
+    k: &mut Kernel,
+    conv: &Conv2d,
+    p: &ConvParts,
+    pixel_tile: usize,
+    inner: &mut SegmentBody<'_>,
+) -> Result<Vec<Stmt>> {
+    let [n, h, w, _] = p.xd;
+    let [_, oh, ow, _] = p.od;
+    let rows = segments(h, oh, p.geo.kh, conv.stride[0], conv.pads.top);
+    let cols = segments(w, ow, p.geo.kw, conv.stride[1], conv.pads.left);
+    let nv = (n > 1).then(|| k.new_var("n"));
+    let na = nv.map_or_else(Affine::default, Affine::var);
+    let mut per_n = Vec::new();
+    for rs in &rows {
+        let ohv = k.new_var("oh");
+        let mut per_row = Vec::new();
+        for cs in &cols {
+            let pt = pixel_tile.max(1);
+            let full = if pt > 1 { (cs.hi - cs.lo) / pt } else { 0 };
+            if full > 0 {
+                let owt = k.new_var("owt");
+                let nest = Nest {
+                    n: na.clone(),
+                    oh: ohv,
+                    ow_base: Affine::var(owt) * c(pt)? + c(cs.lo)?,
+                    pixel_tile: pt,
+                };
+                let body = inner(k, &nest, *rs, *cs)?;
+                per_row.push(for_loop(
+                    owt,
+                    0,
+                    full,
+                    LoopKind::Spatial,
+                    LoopMode::Serial,
+                    body,
+                ));
+            }
+            if cs.lo + full * pt < cs.hi {
+                let owv = k.new_var("ow");
+                let nest = Nest {
+                    n: na.clone(),
+                    oh: ohv,
+                    ow_base: Affine::var(owv),
+                    pixel_tile: 1,
+                };
+                let body = inner(k, &nest, *rs, *cs)?;
+                per_row.push(for_loop(
+                    owv,
+                    cs.lo + full * pt,
+                    cs.hi,
+                    LoopKind::Spatial,
+                    LoopMode::Serial,
+                    body,
+                ));
+            }
+        }
+        per_n.push(for_loop(
+            ohv,
+            rs.lo,
+            rs.hi,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            per_row,
+        ));
+    }
+    Ok(match nv {
+        Some(nv) => vec![for_loop(
+            nv,
+            0,
+            n,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            per_n,
+        )],
+        None => per_n,
+    })
+}
+
+/// Lowers any convolution, picking the family from its shape.
+pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
+    let mut k = Kernel::new(cx.name(), "");
+    let p = conv_parts(cx, &mut k, conv)?;
+    let g = p.geo;
+    if g.groups > 1 && g.groups == g.cin && g.cout == g.cin {
+        return super::depthwise::lower(k, conv, &p);
+    }
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && conv.stride == [1, 1]
+        && conv.pads == Default::default()
+        && g.groups == 1;
+    if pointwise {
+        let sched = Schedule::choose(Family::Pointwise);
+        let packed = pack_pointwise(
+            cx.constant(&conv.weight)?.data(),
+            g.cin,
+            g.cout,
+            sched.channel_tile(),
+        )?;
+        cx.repack_buffer(&mut k, p.w, "w_packed", packed);
+        pointwise_gemm(k, conv, &p)
+    } else {
+        direct(k, conv, &p)
+    }
+}
+
+/// Packs 1x1 weights `w[k * C + co]` (`K = cin`, `C = cout`) per register tile of `T` channels:
+/// full tiles `t` as `[t][k][j]` (the `T` weights of one reduction step are contiguous, and one
+/// tile's whole panel is one stream), then the `R = C % T` remainder channels as `[k][j]`.
+fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
+    if w.len() != k * c || t == 0 {
+        return Err(Error::Codegen(format!(
+            "1x1 weight has {} values, expected {k} x {c}",
+            w.len()
+        )));
+    }
+    let full = c / t;
+    let mut out = Vec::with_capacity(w.len());
+    for tile in 0..full {
+        for kk in 0..k {
+            out.extend_from_slice(&w[kk * c + tile * t..kk * c + tile * t + t]);
+        }
+    }
+    for kk in 0..k {
+        out.extend_from_slice(&w[kk * c + full * t..kk * c + c]);
+    }
+    Ok(out)
+}
+
+/// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost,
+/// weights packed by [`pack_pointwise`].
+fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
+    let sched = Schedule::choose(Family::Pointwise);
+    k.schedule = sched.to_string();
+    let [n, h, w, cin] = p.xd;
+    let cout = p.geo.cout;
+    let npix = n
+        .checked_mul(h)
+        .and_then(|v| v.checked_mul(w))
+        .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
+    let (ci64, co64) = (c(cin)?, c(cout)?);
+    let relu6 = conv.epilogue.has_relu6();
+    let pt = sched.pixel_tile;
+    let full = npix / pt;
+    let tile = c(sched.channel_tile())?;
+    let full_tiles = co64 / tile;
+    let rem = co64 % tile;
+    let mut body = Vec::new();
+    // Full pixel tiles, then the remaining pixels one at a time (tail policy).
+    for (tile_px, lo, hi) in [(pt, 0, full), (1, full * pt, npix)] {
+        if lo >= hi {
+            continue;
+        }
+        let pv = k.new_var(if tile_px > 1 { "pt" } else { "pix" });
+        let pix_base = Affine::var(pv) * c(tile_px)?;
+        let init = |_: &Affine, ch: &Affine| match p.bias {
+            Some(b) => load(b, ch.clone()),
+            None => Expr::Const(0.0),
+        };
+        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+            let pix = pix_base.clone() + po.clone();
+            let ci = Affine::var(r[0]);
+            // The packed index (see `pack_pointwise`): in full tile `t`, channel
+            // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
+            // `full*K*T + ci*R + (ch - full*T)`.
+            let wi = match chan.tile {
+                Some(t) => {
+                    chan.ch.clone() + Affine::var(t) * (ci64 * tile - tile) + ci.clone() * tile
+                }
+                None => {
+                    chan.ch.clone()
+                        + ci.clone() * rem
+                        + (full_tiles * ci64 * tile - full_tiles * tile)
+                }
+            };
+            Expr::fma(load(p.x, pix * ci64 + ci), load(p.w, wi), acc)
+        };
+        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+            let o = (pix_base.clone() + po.clone()) * co64 + ch.clone();
+            store(
+                p.out,
+                o.clone(),
+                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
+            )
+        };
+        let tiles = tile_nest(
+            &mut k,
+            tile_px,
+            sched.channel_vectors,
+            cout,
+            &Affine::default(),
+            &[("ci", 0, cin, LoopMode::Serial)],
+            &TileBody {
+                init: &init,
+                update: &update,
+                finish: &finish,
+            },
+        )?;
+        body.push(for_loop(
+            pv,
+            lo,
+            hi,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            tiles,
+        ));
+    }
+    k.body = body;
+    Ok(k)
+}
+
+/// Direct convolution: per output pixel (and group), register tiles over output channels,
+/// reduction over the valid taps and the group's input channels.
+fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
+    let sched = Schedule::choose(Family::Direct);
+    k.schedule = sched.to_string();
+    let [_, h, w, cin] = p.xd;
+    let [_, oh, ow, cout] = p.od;
+    let g = p.geo;
+    let cin_g = cin / g.groups;
+    let cout_g = cout / g.groups;
+    let (h, w, cin, oh, ow, cout) = (c(h)?, c(w)?, c(cin)?, c(oh)?, c(ow)?, c(cout)?);
+    let (sh, sw) = (c(conv.stride[0])?, c(conv.stride[1])?);
+    let (pt, pl) = (c(conv.pads.top)?, c(conv.pads.left)?);
+    let kw = c(g.kw)?;
+    let relu6 = conv.epilogue.has_relu6();
+    let groups = g.groups;
+    let cin_g64 = c(cin_g)?;
+    let px = sched.pixel_tile;
+    k.body = spatial_nest(&mut k, conv, p, px, &mut |k, nest, rs, cs| {
+        let gv = (groups > 1).then(|| k.new_var("g"));
+        let ga = gv.map_or_else(Affine::default, Affine::var);
+        let ohv = Affine::var(nest.oh);
+        // Output pixel `p` of the tile is column `ow_base + p`: `cout` further in the output,
+        // `sw * cin` further in the input.
+        let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cout;
+        // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
+        // where the clamped tap ranges keep every actual read inside the input.
+        let x_base =
+            ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl)) * cin
+                + ga.clone() * c(cin_g)?;
+        let init = |_: &Affine, ch: &Affine| match p.bias {
+            Some(b) => load(b, ch.clone()),
+            None => Expr::Const(0.0),
+        };
+        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+            let ch = &chan.ch;
+            let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
+            let xi = x_base.clone()
+                + po.clone() * (sw * cin)
+                + ky.clone() * (w * cin)
+                + kx.clone() * cin
+                + ci.clone();
+            let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();
+            Expr::fma(load(p.x, xi), load(p.w, wi), acc)
+        };
+        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+            let o = out_pix.clone() + po.clone() * cout + ch.clone();
+            store(
+                p.out,
+                o.clone(),
+                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
+            )
+        };
+        let red = [
+            ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+            ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+            ("ci", 0, cin_g, LoopMode::Serial),
+        ];
+        let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
+            &[]
+        } else {
+            &red
+        };
+        let tiles = tile_nest(
+            k,
+            nest.pixel_tile,
+            sched.channel_vectors,
+            cout_g,
+            &(ga * c(cout_g)?),
+            red,
+            &TileBody {
+                init: &init,
+                update: &update,
+                finish: &finish,
+            },
+        )?;
+        Ok(match gv {
+            Some(gv) => vec![for_loop(
+                gv,
+                0,
+                groups,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                tiles,
+            )],
+            None => tiles,
+        })
+    })?;
+    Ok(k)
+}

@@ -1,0 +1,430 @@
+//! Lowering: each compute node of a verified graph becomes one loop-IR [`Kernel`].
+//!
+//! [`lower`] turns a whole graph into a [`Program`]: kernels in topological order, over buffers
+//! named after graph values (`%name`) and constants (`@name`). Flatten is a view (no kernel), an
+//! input is a buffer the caller fills. [`lower_node`] lowers one node.
+//!
+//! What lowering promises: every kernel it returns passes [`loops::verify`](fn@loops::verify), and computes its node
+//! as the graph IR defines it (checked by the kernel tests against the interpreter and a naive
+//! reference). The shape of each nest comes from a [`Schedule`] (see [`schedule`] for the table,
+//! the register tile and the tail policy); the kernel families live in one file each.
+//!
+//! Constants may be packed at lowering: a kernel may read a constant computed here (batch norm's
+//! per-channel scale and shift), named `<node>/<what>` and stored in [`Program::constants`].
+
+pub mod conv;
+pub mod depthwise;
+pub mod elementwise;
+pub mod pool;
+pub mod schedule;
+pub mod softmax;
+
+use std::collections::BTreeMap;
+
+use crate::graph::{Graph, Op, ValueId};
+use crate::loops::{
+    self, Access, Affine, BufId, BufferKind, Expr, Kernel, LoopKind, LoopMode, Mem, Program, Role,
+    Stmt, Var,
+};
+use crate::{Error, Result, TensorMap};
+pub use schedule::{Family, Schedule};
+
+/// One lowered node: its kernel and the constants packed for it (name -> (dims, data)).
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    pub kernel: Kernel,
+    pub packed: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// Lowers one node. `Ok(None)` for nodes that need no kernel (inputs, flatten).
+pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Option<Lowered>> {
+    if !graph.contains(id) {
+        return Err(Error::Codegen(format!(
+            "node #{} is not in the graph",
+            id.index()
+        )));
+    }
+    let node = graph.node(id);
+    let mut cx = Cx {
+        graph,
+        id,
+        consts,
+        packed: BTreeMap::new(),
+    };
+    let kernel = match &node.op {
+        Op::Input | Op::Flatten => return Ok(None),
+        Op::Conv2d(c) => conv::lower(&mut cx, c)?,
+        Op::BatchNorm(b) => elementwise::batch_norm(&mut cx, b)?,
+        Op::Relu6 => elementwise::relu6(&mut cx)?,
+        Op::Add => elementwise::add(&mut cx)?,
+        Op::GlobalAvgPool => pool::lower(&mut cx)?,
+        Op::Softmax => softmax::lower(&mut cx)?,
+    };
+    loops::verify(&kernel)?;
+    Ok(Some(Lowered {
+        kernel,
+        packed: cx.packed,
+    }))
+}
+
+/// Lowers a whole verified graph to a program. `consts` holds the value of every constant the
+/// graph's nodes reference (derived constants already evaluated).
+pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
+    crate::graph::verify(graph)?;
+    let order = graph
+        .topo_order()
+        .map_err(|v| Error::verify(format!("%{}", graph.node(v).name), "the graph has a cycle"))?;
+    let mut p = Program::default();
+    // Values first, so a constant (or packed constant) named like any value is caught below.
+    for &id in &order {
+        let node = graph.node(id);
+        let kind = match node.op {
+            Op::Input => {
+                p.inputs.push(node.name.clone());
+                BufferKind::Input
+            }
+            Op::Flatten => {
+                let src = graph.node(operand(graph, id, 0)?).name.clone();
+                p.views.push((node.name.clone(), src));
+                BufferKind::Activation
+            }
+            _ => BufferKind::Activation,
+        };
+        declare(&mut p, &node.name, node.ty.dims.clone(), kind, false)?;
+    }
+    let mut packed_names = std::collections::BTreeSet::new();
+    for &id in &order {
+        let Some(l) = lower_node(graph, id, consts)? else {
+            continue;
+        };
+        for b in &l.kernel.buffers {
+            if b.role == Role::Const && !l.packed.contains_key(&b.name) {
+                let t = consts.get(&b.name).ok_or_else(|| Error::Weights {
+                    tensor: b.name.clone(),
+                    message: "no value bound for this constant".into(),
+                })?;
+                let shared = !packed_names.contains(&b.name);
+                declare(
+                    &mut p,
+                    &b.name,
+                    t.dims().to_vec(),
+                    BufferKind::Const,
+                    shared,
+                )?;
+                p.constants.insert(b.name.clone(), t.data().to_vec());
+            }
+        }
+        for (name, (dims, data)) in l.packed {
+            declare(&mut p, &name, dims, BufferKind::Const, false)?;
+            packed_names.insert(name.clone());
+            p.constants.insert(name, data);
+        }
+        p.kernels.push(l.kernel);
+    }
+    p.outputs = graph
+        .outputs()
+        .iter()
+        .map(|&o| graph.node(o).name.clone())
+        .collect();
+    loops::verify_program(&p)?;
+    Ok(p)
+}
+
+/// Adds a program buffer. The same graph constant may be declared by several kernels (`shared`); any other
+/// repeated name (a constant named like a value, a packed constant named like either) is an
+/// error, because buffers are looked up by name.
+fn declare(
+    p: &mut Program,
+    name: &str,
+    dims: Vec<usize>,
+    kind: BufferKind,
+    shared: bool,
+) -> Result<()> {
+    match p.buffers.get(name) {
+        None => {
+            p.buffers.insert(name.to_string(), (dims, kind));
+            Ok(())
+        }
+        Some((d, BufferKind::Const)) if shared && kind == BufferKind::Const && *d == dims => Ok(()),
+        Some(_) => Err(Error::Codegen(format!(
+            "two buffers are named '{name}' (a value and a constant, or a constant packed at \
+             lowering); rename one of them"
+        ))),
+    }
+}
+
+fn operand(graph: &Graph, id: ValueId, slot: usize) -> Result<ValueId> {
+    graph.operands(id).get(slot).copied().ok_or_else(|| {
+        Error::verify(
+            format!("%{}", graph.node(id).name),
+            format!("missing operand {slot}"),
+        )
+    })
+}
+
+/// Lowering context of one node.
+pub(crate) struct Cx<'a> {
+    pub graph: &'a Graph,
+    pub id: ValueId,
+    pub consts: &'a TensorMap,
+    pub packed: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Cx<'_> {
+    pub fn name(&self) -> &str {
+        &self.graph.node(self.id).name
+    }
+
+    pub fn out_dims(&self) -> &[usize] {
+        &self.graph.node(self.id).ty.dims
+    }
+
+    /// Name and dims of value operand `slot`.
+    pub fn operand(&self, slot: usize) -> Result<(String, Vec<usize>)> {
+        let v = operand(self.graph, self.id, slot)?;
+        let n = self.graph.node(v);
+        Ok((n.name.clone(), n.ty.dims.clone()))
+    }
+
+    /// The value of a graph constant, checked against its declared shape.
+    pub fn constant(&self, name: &str) -> Result<&crate::Tensor> {
+        let t = self.consts.get(name).ok_or_else(|| Error::Weights {
+            tensor: name.to_string(),
+            message: "no value bound for this constant".into(),
+        })?;
+        if let Some(decl) = self.graph.const_decl(name)
+            && decl.ty.dims != t.dims()
+        {
+            return Err(Error::Weights {
+                tensor: name.to_string(),
+                message: format!("has shape {:?}, the graph declares {}", t.dims(), decl.ty),
+            });
+        }
+        Ok(t)
+    }
+
+    /// The kernel's buffer for value operand `slot` (declared once even if used twice).
+    pub fn input_buffer(&self, k: &mut Kernel, slot: usize) -> Result<BufId> {
+        let (name, dims) = self.operand(slot)?;
+        buffer(k, &name, dims, Role::Input)
+    }
+
+    pub fn output_buffer(&self, k: &mut Kernel) -> Result<BufId> {
+        buffer(k, self.name(), self.out_dims().to_vec(), Role::Output)
+    }
+
+    /// A graph constant's buffer (its value is checked to exist now).
+    pub fn const_buffer(&self, k: &mut Kernel, name: &str) -> Result<BufId> {
+        let dims = self.constant(name)?.dims().to_vec();
+        buffer(k, name, dims, Role::Const)
+    }
+
+    /// Replaces the kernel's constant buffer `id` by a constant packed at lowering from it,
+    /// named `<node>/<what>` (same `BufId`, so indices built for `id` now address the packed one).
+    pub fn repack_buffer(&mut self, k: &mut Kernel, id: BufId, what: &str, data: Vec<f32>) {
+        let name = format!("{}/{what}", self.name());
+        let dims = vec![data.len()];
+        self.packed.insert(name.clone(), (dims.clone(), data));
+        k.buffers[id.0] = loops::Buffer {
+            name,
+            dims,
+            role: Role::Const,
+        };
+    }
+
+    /// A constant packed at lowering, named `<node>/<what>`.
+    pub fn packed_buffer(&mut self, k: &mut Kernel, what: &str, data: Vec<f32>) -> Result<BufId> {
+        let name = format!("{}/{what}", self.name());
+        let dims = vec![data.len()];
+        self.packed.insert(name.clone(), (dims.clone(), data));
+        buffer(k, &name, dims, Role::Const)
+    }
+}
+
+/// The kernel's buffer `name`, declared on first use. The same value used twice (`add(x, x)`)
+/// is one buffer; a value and a constant of the same name cannot share one.
+fn buffer(k: &mut Kernel, name: &str, dims: Vec<usize>, role: Role) -> Result<BufId> {
+    match k.buffer(name) {
+        Some(b) if k.buffers[b.0].role == role && k.buffers[b.0].dims == dims => Ok(b),
+        Some(_) => Err(Error::Codegen(format!(
+            "two buffers are named '{name}' in kernel '{}' (a value and a constant?); rename one \
+             of them",
+            k.name
+        ))),
+        None => Ok(k.add_buffer(name, dims, role)),
+    }
+}
+
+/// A loop statement.
+pub(crate) fn for_loop(
+    var: Var,
+    lo: usize,
+    hi: usize,
+    kind: LoopKind,
+    mode: LoopMode,
+    body: Vec<Stmt>,
+) -> Stmt {
+    Stmt::Loop(loops::Loop {
+        var,
+        lo: lo as i64,
+        hi: hi as i64,
+        kind,
+        mode,
+        body,
+    })
+}
+
+pub(crate) fn load(b: BufId, index: Affine) -> Expr {
+    Expr::load(Mem::Buf(b), index)
+}
+
+pub(crate) fn store(b: BufId, index: Affine, value: Expr) -> Stmt {
+    Stmt::Store {
+        dst: Access {
+            mem: Mem::Buf(b),
+            index,
+        },
+        value,
+    }
+}
+
+/// Converts a size to an index coefficient; sizes come from verified graph types, which fit in
+/// `isize`, so this only fails on absurd shapes.
+pub(crate) fn c(n: usize) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::Codegen(format!("size {n} does not fit an index")))
+}
+
+/// A channel of a register tile: its index, and the serial loop variable over full tiles when it
+/// lies in one (`None` in the remainder tiles), for kernels whose constants are packed per tile.
+#[derive(Clone, Debug)]
+pub(crate) struct Chan {
+    pub ch: Affine,
+    pub tile: Option<Var>,
+}
+
+/// A reduction step: `(pixel offset, channel, reduction variables, old accumulator) -> new`.
+pub(crate) type UpdateFn<'a> = dyn Fn(&Affine, &Chan, &[Var], Expr) -> Expr + 'a;
+
+/// The callbacks of a register tile (see [`tile_nest`]). Each gets the pixel offset within the
+/// tile (an affine over the unrolled pixel variable, or 0) and the channel index.
+pub(crate) struct TileBody<'a> {
+    /// The accumulator's initial value.
+    pub init: &'a dyn Fn(&Affine, &Affine) -> Expr,
+    /// The reduction step: new accumulator from the reduction variables and the old one.
+    pub update: &'a UpdateFn<'a>,
+    /// The final store of the accumulator.
+    pub finish: &'a dyn Fn(&Affine, &Affine, Expr) -> Stmt,
+}
+
+/// Emits register tiles covering `channels` channels starting at `chan_base`, for `pixel_tile`
+/// pixels, following the tail policy of [`schedule`]: full tiles of `4 * channel_vectors`
+/// channels, then a vector remainder, then a scalar remainder. `red` lists the reduction loops
+/// (name, lo, hi, mode), outermost first; with none, `init` is the whole computation.
+pub(crate) fn tile_nest(
+    k: &mut Kernel,
+    pixel_tile: usize,
+    channel_vectors: usize,
+    channels: usize,
+    chan_base: &Affine,
+    red: &[(&str, usize, usize, LoopMode)],
+    body: &TileBody<'_>,
+) -> Result<Vec<Stmt>> {
+    let tile = 4 * channel_vectors;
+    let full = channels / tile;
+    let vecs = (channels % tile) / 4;
+    let scal = channels % 4;
+    let mut out = Vec::new();
+    // (outer tile count, per-tile lanes groups, vector?, channel offset)
+    let mut parts = Vec::new();
+    if full > 0 {
+        parts.push((Some(full), channel_vectors, true, 0));
+    }
+    if vecs > 0 {
+        parts.push((None, vecs, true, full * tile));
+    }
+    if scal > 0 {
+        parts.push((None, scal, false, full * tile + vecs * 4));
+    }
+    for (tiles, groups, vector, offset) in parts {
+        let lanes = if vector { 4 } else { 1 };
+        let acc_len = pixel_tile * groups * lanes;
+        let acc = k.add_local("acc", acc_len, vector);
+        let t = tiles.map(|_| k.new_var("ct"));
+        let mut base = chan_base.clone() + c(offset)?;
+        if let Some(t) = t {
+            base = base + Affine::var(t) * c(groups * lanes)?;
+        }
+        // One statement per tile slot: for p (unroll) { for u (unroll) { for l (vector) { s } } }.
+        let slot = |k: &mut Kernel, f: &dyn Fn(&Affine, &Affine, Access) -> Stmt| -> Result<Stmt> {
+            let p = (pixel_tile > 1).then(|| k.new_var("p"));
+            let u = k.new_var(if vector { "cv" } else { "cs" });
+            let l = vector.then(|| k.new_var("lane"));
+            let pa = p.map_or_else(Affine::default, Affine::var);
+            let mut ch = base.clone() + Affine::var(u) * c(lanes)?;
+            let mut ai = (pa.clone() * c(groups)? + Affine::var(u)) * c(lanes)?;
+            if let Some(l) = l {
+                ch = ch + Affine::var(l);
+                ai = ai + Affine::var(l);
+            }
+            let mut s = f(
+                &pa,
+                &ch,
+                Access {
+                    mem: Mem::Local(acc),
+                    index: ai,
+                },
+            );
+            if let Some(l) = l {
+                s = for_loop(l, 0, 4, LoopKind::Spatial, LoopMode::Vector, vec![s]);
+            }
+            s = for_loop(u, 0, groups, LoopKind::Spatial, LoopMode::Unroll, vec![s]);
+            if let Some(p) = p {
+                s = for_loop(
+                    p,
+                    0,
+                    pixel_tile,
+                    LoopKind::Spatial,
+                    LoopMode::Unroll,
+                    vec![s],
+                );
+            }
+            Ok(s)
+        };
+        let mut stmts = vec![slot(k, &|p, ch, a| Stmt::Store {
+            value: (body.init)(p, ch),
+            dst: a,
+        })?];
+        if !red.is_empty() {
+            let vars: Vec<Var> = red.iter().map(|(n, _, _, _)| k.new_var(n)).collect();
+            let mut s = slot(k, &|p, ch, a| Stmt::Store {
+                value: (body.update)(
+                    p,
+                    &Chan {
+                        ch: ch.clone(),
+                        tile: t,
+                    },
+                    &vars,
+                    Expr::Load(a.clone()),
+                ),
+                dst: a,
+            })?;
+            for (&(_, lo, hi, mode), &v) in red.iter().zip(&vars).rev() {
+                s = for_loop(v, lo, hi, LoopKind::Reduction, mode, vec![s]);
+            }
+            stmts.push(s);
+        }
+        stmts.push(slot(k, &|p, ch, a| (body.finish)(p, ch, Expr::Load(a)))?);
+        match (tiles, t) {
+            (Some(n), Some(t)) => out.push(for_loop(
+                t,
+                0,
+                n,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                stmts,
+            )),
+            _ => out.extend(stmts),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,632 @@
+//! [`CompiledModel`]: a graph and its weights, compiled to native code, ready to run.
+//!
+//! Compiling runs the whole pipeline as plain calls: verify, (optionally) the default passes,
+//! bind the weights, lower to loop IR, JIT-compile, and plan memory. What the model owns:
+//! - the JIT code ([`JitProgram`], freed when the model is dropped);
+//! - the constant buffers (weights, folded and packed at compile time);
+//! - a static memory plan: every activation at a fixed offset of one 64-byte-aligned arena,
+//!   chosen from liveness ([`memplan`]); flatten is a view and takes no memory; graph inputs are
+//!   read in place from the caller's tensors.
+//!
+//! What must hold when a kernel runs: each buffer it writes is an arena range that no buffer it
+//! reads overlaps. The memory plan guarantees this, because a kernel's operands and its result
+//! are live at the kernel's step; [`CompiledModel::compile`] checks it once more per kernel, so a
+//! planning bug is an error, never aliasing. The JIT then checks every slice length.
+//!
+//! Concurrency: `run` takes `&self`; each call borrows an arena from a small free list (or
+//! allocates one the first time), so any number of threads may run one model at once.
+//!
+//! Threads: with `threads > 1` the model owns a persistent rayon pool; a call runs inside it
+//! and splits each kernel over its *work items* (its top-level output tiles), never over a
+//! reduction, and only when the loop-IR verifier proved that distinct items write disjoint
+//! elements. Every output element is computed by the same code in the same order whatever the
+//! split, so results are bit-identical for any thread count.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::memplan::{self, MemPlan, Request};
+use crate::codegen::{Arg, JitProgram};
+use crate::frontend::weights;
+use crate::graph::{self, Graph};
+use crate::loops::{BufferKind, Program, Role};
+use crate::{Error, Result, Tensor, TensorMap, lower, passes};
+
+/// How to compile.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Run the default pass pipeline (fold batch norm, fuse relu6 and residual adds) first.
+    pub optimize: bool,
+    /// Threads that run each call (1 = the calling thread only). With more, the model owns a
+    /// pool of that many threads and splits every kernel it can over them.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            optimize: true,
+            threads: 1,
+        }
+    }
+}
+
+/// The most threads a model may ask for: far above any useful count, low enough to be a typo.
+pub const MAX_THREADS: usize = 256;
+
+/// Work-item ranges per thread and kernel: a little more than one, so a thread that finishes its
+/// share early (border rows are cheaper) takes another instead of idling at the layer's end.
+const PARTS_PER_THREAD: usize = 2;
+
+/// The most buffers one kernel may take (a fused conv takes five: input, weights, bias,
+/// residual, output); arguments are passed from a stack array of this size.
+const MAX_KERNEL_ARGS: usize = 8;
+
+/// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub logits: Tensor,
+    pub probs: Tensor,
+}
+
+/// Where a kernel's buffer lives at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    /// A range of the arena (in f32 elements).
+    Arena(Range<usize>),
+    /// One of the model's constant buffers.
+    Const(usize),
+    /// The caller's input tensor number `i`.
+    Input(usize),
+}
+
+#[derive(Debug)]
+struct Step {
+    /// One slot per buffer the kernel declares, in declaration order.
+    slots: Vec<Slot>,
+    /// The single buffer the kernel writes (an arena range).
+    output: Range<usize>,
+    layer: Layer,
+}
+
+/// What a kernel computes, for benchmarks: the graph node, its kind and its work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// The graph node the kernel computes.
+    pub name: String,
+    pub kind: LayerKind,
+    /// Floating-point operations (2 per multiply-add of a convolution; 0 for other ops).
+    pub flops: u64,
+}
+
+/// The kernel families benchmarks report separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerKind {
+    /// 1x1 convolution, stride 1, no groups: a GEMM.
+    Pointwise,
+    /// Depthwise convolution (`groups = channels`).
+    Depthwise,
+    /// Any other convolution (the 3x3 stem).
+    Conv,
+    /// Batch norm, relu6, add (unfused graphs only).
+    Elementwise,
+    GlobalAvgPool,
+    Softmax,
+}
+
+impl LayerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Pointwise => "conv1x1",
+            LayerKind::Depthwise => "depthwise",
+            LayerKind::Conv => "conv",
+            LayerKind::Elementwise => "elementwise",
+            LayerKind::GlobalAvgPool => "avgpool",
+            LayerKind::Softmax => "softmax",
+        }
+    }
+}
+
+/// The layer a graph node is, for benchmark tables.
+fn layer_of(graph: &Graph, name: &str) -> Result<Layer> {
+    use crate::graph::{ConvGeometry, Op};
+    let id = graph
+        .find(name)
+        .ok_or_else(|| Error::Codegen(format!("kernel {name} computes no graph node")))?;
+    let node = graph.node(id);
+    let (kind, flops) = match &node.op {
+        Op::Conv2d(c) => {
+            let x = graph
+                .operands(id)
+                .first()
+                .map(|&x| graph.node(x).ty.clone())
+                .ok_or_else(|| Error::Codegen(format!("%{name} has no input")))?;
+            let w = graph
+                .const_decl(&c.weight)
+                .ok_or_else(|| Error::Codegen(format!("@{} is not declared", c.weight)))?;
+            let cin = x.dims.last().copied().unwrap_or(0);
+            let geo = ConvGeometry::new(&w.ty, cin, c.groups).map_err(Error::Codegen)?;
+            let macs = [geo.kh, geo.kw, cin / c.groups.max(1)]
+                .iter()
+                .try_fold(node.ty.num_elements().unwrap_or(0) as u64, |a, &d| {
+                    a.checked_mul(d as u64)
+                })
+                .unwrap_or(u64::MAX / 2);
+            let kind = if c.groups > 1 {
+                LayerKind::Depthwise
+            } else if geo.kh == 1 && geo.kw == 1 && c.stride == [1, 1] {
+                LayerKind::Pointwise
+            } else {
+                LayerKind::Conv
+            };
+            (kind, macs.saturating_mul(2))
+        }
+        Op::GlobalAvgPool => (LayerKind::GlobalAvgPool, 0),
+        Op::Softmax => (LayerKind::Softmax, 0),
+        _ => (LayerKind::Elementwise, 0),
+    };
+    Ok(Layer {
+        name: name.to_string(),
+        kind,
+        flops,
+    })
+}
+
+/// A value the caller sees: a graph input or output, with its shape and where it lives.
+#[derive(Clone, Debug)]
+struct Port {
+    name: String,
+    dims: Vec<usize>,
+    slot: Slot,
+}
+
+/// A compiled model; see the module doc.
+#[derive(Debug)]
+pub struct CompiledModel {
+    jit: JitProgram,
+    program: Program,
+    steps: Vec<Step>,
+    consts: Vec<Vec<f32>>,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    plan: MemPlan,
+    /// Arena length in f32 elements.
+    arena_len: usize,
+    /// Arenas not in use by a running call.
+    free_arenas: Mutex<Vec<Arena>>,
+    /// The model's threads, when it has more than one.
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+}
+
+/// A 64-byte-aligned run of f32 inside an over-allocated vector (no `unsafe` needed).
+#[derive(Debug)]
+struct Arena {
+    storage: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Arena {
+    fn new(len: usize) -> Result<Arena> {
+        let extra = memplan::ALIGN / 4;
+        let total = len
+            .checked_add(extra)
+            .ok_or_else(|| Error::Input("activation arena size overflows".into()))?;
+        let mut storage = Vec::new();
+        storage.try_reserve_exact(total).map_err(|_| {
+            Error::Input(format!(
+                "cannot allocate the {} MiB activation arena",
+                total / (1 << 18)
+            ))
+        })?;
+        storage.resize(total, 0.0);
+        let start = storage.as_ptr().align_offset(memplan::ALIGN);
+        if start > extra {
+            return Err(Error::Codegen("cannot align the activation arena".into()));
+        }
+        Ok(Arena {
+            storage,
+            start,
+            len,
+        })
+    }
+
+    fn slice_mut(&mut self) -> &mut [f32] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl CompiledModel {
+    /// Compiles `graph` with `weights` (the graph's parameters by name, as loaded or seeded).
+    pub fn compile(graph: &Graph, weights: &TensorMap, options: &Options) -> Result<CompiledModel> {
+        if !(1..=MAX_THREADS).contains(&options.threads) {
+            return Err(Error::Usage(format!(
+                "threads must be between 1 and {MAX_THREADS}, got {}",
+                options.threads
+            )));
+        }
+        graph::verify(graph)?;
+        let mut graph = graph.clone();
+        if options.optimize {
+            passes::optimize(&mut graph)?;
+        }
+        let consts = weights::bind(&graph, weights)?;
+        let program = lower::lower(&graph, &consts)?;
+        let jit = JitProgram::compile(&program)?;
+        let layers = program
+            .kernels
+            .iter()
+            .map(|k| layer_of(&graph, &k.name))
+            .collect::<Result<Vec<_>>>()?;
+        let mut model = CompiledModel::assemble(jit, program, layers)?;
+        if options.threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(options.threads)
+                .thread_name(|i| format!("mnv2c-{i}"))
+                .build()
+                .map_err(|e| {
+                    Error::Usage(format!("cannot start {} threads: {e}", options.threads))
+                })?;
+            model.pool = Some(pool);
+            model.threads = options.threads;
+        }
+        Ok(model)
+    }
+
+    /// Lays out memory and resolves every kernel argument.
+    fn assemble(
+        jit: JitProgram,
+        mut program: Program,
+        layers: Vec<Layer>,
+    ) -> Result<CompiledModel> {
+        let n = program.kernels.len();
+        // Liveness of each activation's storage: written at its kernel, read until its last
+        // reader; graph outputs live to the end (step `n`).
+        let mut first: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut last: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (i, k) in program.kernels.iter().enumerate() {
+            for b in &k.buffers {
+                let storage = program.storage_of(&b.name);
+                if b.role.writable() {
+                    first.entry(storage).or_insert(i);
+                }
+                let l = last.entry(storage).or_insert(i);
+                *l = (*l).max(i);
+            }
+        }
+        for o in &program.outputs {
+            last.insert(program.storage_of(o), n);
+        }
+        let mut requests = Vec::new();
+        for (name, (dims, kind)) in &program.buffers {
+            let is_view = program.views.iter().any(|(v, _)| v == name);
+            if *kind != BufferKind::Activation || is_view {
+                continue;
+            }
+            let Some(&f) = first.get(name.as_str()) else {
+                return Err(Error::Codegen(format!("%{name} is never computed")));
+            };
+            let bytes = elements(dims)
+                .and_then(|e| e.checked_mul(4))
+                .ok_or_else(|| Error::Input(format!("%{name} is too large")))?;
+            requests.push(Request {
+                name: name.clone(),
+                bytes,
+                first: f,
+                last: last.get(name.as_str()).copied().unwrap_or(f),
+            });
+        }
+        let plan = memplan::plan(&requests)
+            .ok_or_else(|| Error::Input("the activation arena size overflows".into()))?;
+        let arena_len = plan.arena_bytes / 4;
+
+        // Constants move into the model, one buffer each.
+        let const_names: Vec<String> = program.constants.keys().cloned().collect();
+        let mut consts = Vec::with_capacity(const_names.len());
+        for name in &const_names {
+            consts.push(program.constants.remove(name).unwrap_or_default());
+        }
+
+        let slot_of = |name: &str| -> Result<Slot> {
+            let storage = program.storage_of(name);
+            if let Some(p) = plan.placements.iter().find(|p| p.request.name == storage) {
+                let start = p.offset / 4;
+                return Ok(Slot::Arena(start..start + p.request.bytes / 4));
+            }
+            if let Ok(i) = const_names.binary_search_by(|c| c.as_str().cmp(storage)) {
+                return Ok(Slot::Const(i));
+            }
+            if let Some(i) = program.inputs.iter().position(|x| x == storage) {
+                return Ok(Slot::Input(i));
+            }
+            Err(Error::Codegen(format!("buffer {name} has no storage")))
+        };
+
+        let mut steps = Vec::with_capacity(n);
+        for (k, layer) in program.kernels.iter().zip(layers) {
+            let slots = k
+                .buffers
+                .iter()
+                .map(|b| slot_of(&b.name))
+                .collect::<Result<Vec<_>>>()?;
+            let written: Vec<&Slot> = k
+                .buffers
+                .iter()
+                .zip(&slots)
+                .filter(|(b, _)| b.role.writable())
+                .map(|(_, s)| s)
+                .collect();
+            let [Slot::Arena(output)] = written[..] else {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}' must write exactly one activation",
+                    k.name
+                )));
+            };
+            let output = output.clone();
+            let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
+            if slots.len() > MAX_KERNEL_ARGS || writes_output.count() != 1 {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}' takes {} buffers (at most {MAX_KERNEL_ARGS}, the output once)",
+                    k.name,
+                    slots.len()
+                )));
+            }
+            // The memory plan's promise, checked: nothing the kernel reads overlaps its output.
+            for (b, s) in k.buffers.iter().zip(&slots) {
+                if let (Role::Input, Slot::Arena(r)) = (b.role, s)
+                    && r.start < output.end
+                    && output.start < r.end
+                {
+                    return Err(Error::Codegen(format!(
+                        "kernel '{}': %{} overlaps its output in the arena",
+                        k.name, b.name
+                    )));
+                }
+            }
+            steps.push(Step {
+                slots,
+                output,
+                layer,
+            });
+        }
+        let port = |name: &String| -> Result<Port> {
+            let (dims, _) = program
+                .buffers
+                .get(name)
+                .ok_or_else(|| Error::Codegen(format!("no buffer {name}")))?;
+            Ok(Port {
+                name: name.clone(),
+                dims: dims.clone(),
+                slot: slot_of(name)?,
+            })
+        };
+        let inputs = program
+            .inputs
+            .iter()
+            .map(port)
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = program
+            .outputs
+            .iter()
+            .map(port)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CompiledModel {
+            jit,
+            steps,
+            consts,
+            inputs,
+            outputs,
+            plan,
+            arena_len,
+            free_arenas: Mutex::new(Vec::new()),
+            program,
+            pool: None,
+            threads: 1,
+        })
+    }
+
+    /// Runs a classifier (a graph with the outputs logits, probabilities) on one input.
+    pub fn run(&self, input: &Tensor) -> Result<Output> {
+        if self.outputs.len() != 2 {
+            return Err(Error::Usage(format!(
+                "run() expects a model with two outputs (logits, probabilities); this one has {}: use run_all",
+                self.outputs.len()
+            )));
+        }
+        let mut outs = self.run_all(std::slice::from_ref(input))?.into_iter();
+        match (outs.next(), outs.next()) {
+            (Some(logits), Some(probs)) => Ok(Output { logits, probs }),
+            _ => Err(Error::Codegen("a model output went missing".into())),
+        }
+    }
+
+    /// Runs the model on its inputs (in graph order); returns the outputs in graph order.
+    pub fn run_all(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, &mut |_, _| {})
+    }
+
+    /// [`run_all`](Self::run_all), reporting each kernel's wall time to `timed(step, seconds)`
+    /// (the step indexes [`layers`](Self::layers)).
+    pub fn run_timed(
+        &self,
+        inputs: &[Tensor],
+        timed: &mut (dyn FnMut(usize, f64) + Send),
+    ) -> Result<Vec<Tensor>> {
+        let mut outputs = self.new_outputs()?;
+        self.run_into_timed(inputs, &mut outputs, timed)?;
+        Ok(outputs)
+    }
+
+    /// Tensors of the output shapes, to pass to [`run_into`](Self::run_into).
+    pub fn new_outputs(&self) -> Result<Vec<Tensor>> {
+        self.outputs
+            .iter()
+            .map(|p| {
+                Tensor::zeros(p.dims.clone())
+                    .ok_or_else(|| Error::Input(format!("%{} is too large", p.name)))
+            })
+            .collect()
+    }
+
+    /// Runs the model, writing the outputs into `outputs` (shaped as [`new_outputs`]
+    /// (Self::new_outputs) makes them). After the first call on a thread this allocates nothing.
+    pub fn run_into(&self, inputs: &[Tensor], outputs: &mut [Tensor]) -> Result<()> {
+        self.run_into_timed(inputs, outputs, &mut |_, _| {})
+    }
+
+    fn run_into_timed(
+        &self,
+        inputs: &[Tensor],
+        outputs: &mut [Tensor],
+        timed: &mut (dyn FnMut(usize, f64) + Send),
+    ) -> Result<()> {
+        check_ports("input", &self.inputs, inputs)?;
+        check_ports("output", &self.outputs, outputs)?;
+        let mut arena = self.take_arena()?;
+        let result = match &self.pool {
+            // The whole call runs inside the pool, so splitting a kernel is a work-stealing
+            // fork, not a wake-up of sleeping threads from outside.
+            Some(pool) => pool.install(|| self.execute(arena.slice_mut(), inputs, timed)),
+            None => self.execute(arena.slice_mut(), inputs, timed),
+        };
+        if result.is_ok() {
+            let data = arena.slice_mut();
+            for (port, out) in self.outputs.iter().zip(outputs.iter_mut()) {
+                let values: &[f32] = match &port.slot {
+                    Slot::Arena(r) => &data[r.clone()],
+                    Slot::Const(i) => &self.consts[*i],
+                    Slot::Input(i) => inputs[*i].data(),
+                };
+                out.data_mut().copy_from_slice(values);
+            }
+        }
+        self.return_arena(arena);
+        result
+    }
+
+    fn execute(
+        &self,
+        arena: &mut [f32],
+        inputs: &[Tensor],
+        timed: &mut (dyn FnMut(usize, f64) + Send),
+    ) -> Result<()> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let start = std::time::Instant::now();
+            let (before, rest) = arena.split_at_mut(step.output.start);
+            let (out, after) = rest.split_at_mut(step.output.len());
+            let (before, after): (&[f32], &[f32]) = (before, after);
+            let mut out = Some(out);
+            // Arguments on the stack (no allocation per kernel): the kernel's buffers, then
+            // empty padding that `run_kernel` never sees (it gets `args[..n]`).
+            let n = step.slots.len();
+            let mut args: [Arg<'_>; MAX_KERNEL_ARGS] = std::array::from_fn(|j| {
+                match step.slots.get(j) {
+                    Some(Slot::Arena(r)) if *r == step.output => match out.take() {
+                        Some(o) => Arg::Write(o),
+                        // Checked at compile time: a kernel writes its output slot once.
+                        None => Arg::Read(&[]),
+                    },
+                    Some(Slot::Arena(r)) if r.end <= step.output.start => {
+                        Arg::Read(&before[r.clone()])
+                    }
+                    Some(Slot::Arena(r)) => {
+                        let start = r.start - step.output.end;
+                        Arg::Read(&after[start..start + r.len()])
+                    }
+                    Some(Slot::Const(c)) => Arg::Read(&self.consts[*c]),
+                    Some(Slot::Input(x)) => Arg::Read(inputs[*x].data()),
+                    None => Arg::Read(&[]),
+                }
+            });
+            let args = &mut args[..n];
+            if self.pool.is_some() {
+                use rayon::prelude::*;
+                let parts = self.threads.saturating_mul(PARTS_PER_THREAD);
+                self.jit.run_kernel_split(i, args, parts, &|parts, task| {
+                    (0..parts).into_par_iter().for_each(task);
+                })?;
+            } else {
+                self.jit.run_kernel(i, args)?;
+            }
+            timed(i, start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn take_arena(&self) -> Result<Arena> {
+        let reused = self.free_arenas.lock().ok().and_then(|mut v| v.pop());
+        match reused {
+            Some(a) => Ok(a),
+            None => Arena::new(self.arena_len),
+        }
+    }
+
+    fn return_arena(&self, arena: Arena) {
+        if let Ok(mut v) = self.free_arenas.lock() {
+            v.push(arena);
+        }
+    }
+
+    /// The memory plan (what `--emit memplan` prints).
+    pub fn memory_plan(&self) -> &MemPlan {
+        &self.plan
+    }
+
+    /// The lowered program (loop IR of every kernel).
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The JIT-compiled code.
+    pub fn jit(&self) -> &JitProgram {
+        &self.jit
+    }
+
+    /// The number of threads a call runs on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// What each kernel computes, in execution order.
+    pub fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.steps.iter().map(|s| &s.layer)
+    }
+
+    /// Input shapes, in graph order.
+    pub fn input_dims(&self) -> Vec<Vec<usize>> {
+        self.inputs.iter().map(|p| p.dims.clone()).collect()
+    }
+}
+
+/// Checks that `tensors` match the model's `ports` one to one, shape for shape.
+fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
+    if tensors.len() != ports.len() {
+        return Err(Error::Input(format!(
+            "the model has {} {what}(s), got {}",
+            ports.len(),
+            tensors.len()
+        )));
+    }
+    for (port, t) in ports.iter().zip(tensors) {
+        if t.dims() != port.dims.as_slice() {
+            return Err(Error::Input(format!(
+                "{what} %{} must be {}, got {}",
+                port.name,
+                graph::TensorType::new(port.dims.clone()),
+                t.ty()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn elements(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+// A compiled model must be shareable between threads (see the module doc).
+const _: fn() = || {
+    fn check<T: Send + Sync>() {}
+    check::<CompiledModel>();
+};

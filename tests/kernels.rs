@@ -1,0 +1,895 @@
+//! Kernel tests: for each kernel family, on proptest-generated problems, the JIT must equal the
+//! loop-IR interpreter exactly (both execute the same f32 operations in the same order, fma
+//! fused in both), and both must match a naive direct reference computed here in f64 within
+//! [`REF_TOL`]. Also: the whole unoptimised MobileNetV2 at a small size, JIT == interpreter.
+
+use std::collections::BTreeMap;
+
+use mnv2c::codegen::{Arg, JitProgram};
+use mnv2c::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
+use mnv2c::loops::{self, Program};
+use mnv2c::{Tensor, TensorMap};
+use proptest::prelude::*;
+
+/// Tolerance against the naive f64 reference: `|a - b| <= REF_TOL * max(1, |ref|)`.
+const REF_TOL: f32 = 1e-4;
+
+/// Deterministic pseudo-random values in `[-1, 1)` (a 64-bit LCG).
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn param(g: &mut Graph, consts: &mut TensorMap, name: &str, dims: Vec<usize>, data: Vec<f32>) {
+    g.add_const(
+        name,
+        Const {
+            ty: TensorType::new(dims.clone()),
+            def: ConstDef::Param,
+        },
+    )
+    .expect("fresh constant");
+    consts.insert(
+        name.into(),
+        Tensor::new(dims, data).expect("shape fits data"),
+    );
+}
+
+/// Lowers, runs in the interpreter and the JIT, asserts they agree exactly; returns the outputs.
+fn run_both(
+    g: &Graph,
+    consts: &TensorMap,
+    inputs: &BTreeMap<String, Vec<f32>>,
+) -> BTreeMap<String, Vec<f32>> {
+    let p: Program = mnv2c::lower::lower(g, consts).expect("lowering succeeds");
+    let interp = loops::run_program(&p, inputs).expect("interpreter runs");
+    let jit = JitProgram::compile(&p).expect("JIT compiles");
+    let native = jit.run_program(&p, inputs).expect("JIT runs");
+    // The same, each kernel split over 3 threads where proven safe: bit-identical.
+    let split = loops::interp::execute(&p, inputs, |i, _, bufs| {
+        let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
+        jit.run_kernel_threads(i, &mut args, 3)
+    })
+    .expect("split JIT runs");
+    let bits = |m: &BTreeMap<String, Vec<f32>>| -> Vec<(String, Vec<u32>)> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|x| x.to_bits()).collect()))
+            .collect()
+    };
+    assert_eq!(bits(&split), bits(&native), "split run differs");
+    // And once more with every buffer inside a larger allocation fenced by canaries: the
+    // generated code must never write outside the buffers it was given.
+    let fenced = loops::interp::execute(&p, inputs, |i, _, bufs| run_fenced(&jit, i, bufs))
+        .expect("fenced JIT runs");
+    assert_eq!(bits(&fenced), bits(&native), "fenced run differs");
+    // And against the graph IR's reference interpreter (f64 reductions), within REF_TOL.
+    let graph_out = mnv2c::graph::interp::run(g, consts, &inputs_tensors(g, inputs))
+        .expect("graph interpreter runs");
+    for (&o, want) in g.outputs().iter().zip(&graph_out) {
+        let name = &g.node(o).name;
+        let want: Vec<f64> = want.data().iter().map(|&v| f64::from(v)).collect();
+        if want.iter().all(|v| v.is_finite()) {
+            assert_close(&format!("{name} (vs graph::interp)"), &interp[name], &want);
+        }
+    }
+    for (name, a) in &interp {
+        let b = &native[name];
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                "{name}[{i}]: interpreter {x} != JIT {y}\n{p}"
+            );
+        }
+    }
+    interp
+}
+
+/// Canary elements on each side of a fenced buffer, and their bit pattern (a NaN no kernel
+/// computes).
+const FENCE: usize = 64;
+const CANARY: u32 = 0x7fc0_dead;
+
+/// Runs kernel `i` on copies of `bufs` that sit between canary regions, checks every canary
+/// after the call, and copies the results back.
+fn run_fenced(jit: &JitProgram, i: usize, bufs: &mut [&mut [f32]]) -> mnv2c::Result<()> {
+    let canary = f32::from_bits(CANARY);
+    let mut fenced: Vec<Vec<f32>> = bufs
+        .iter()
+        .map(|b| {
+            let mut v = vec![canary; FENCE];
+            v.extend_from_slice(b);
+            v.extend(std::iter::repeat_n(canary, FENCE));
+            v
+        })
+        .collect();
+    {
+        let mut args: Vec<Arg<'_>> = fenced
+            .iter_mut()
+            .map(|v| {
+                let len = v.len() - 2 * FENCE;
+                Arg::Write(&mut v[FENCE..FENCE + len])
+            })
+            .collect();
+        jit.run_kernel(i, &mut args)?;
+    }
+    for (b, (v, out)) in fenced.iter().zip(bufs.iter_mut()).enumerate() {
+        let len = v.len() - 2 * FENCE;
+        let (head, rest) = v.split_at(FENCE);
+        let (body, tail) = rest.split_at(len);
+        for (side, fence) in [("before", head), ("after", tail)] {
+            if let Some(j) = fence.iter().position(|x| x.to_bits() != CANARY) {
+                panic!("kernel #{i} wrote {side} buffer #{b} (canary {j} of {FENCE})");
+            }
+        }
+        out.copy_from_slice(body);
+    }
+    Ok(())
+}
+
+/// The graph's inputs as tensors, in graph order.
+fn inputs_tensors(g: &Graph, inputs: &BTreeMap<String, Vec<f32>>) -> Vec<Tensor> {
+    g.inputs()
+        .into_iter()
+        .map(|i| {
+            let n = g.node(i);
+            Tensor::new(n.ty.dims.clone(), inputs[&n.name].clone()).expect("input fits its type")
+        })
+        .collect()
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
+        let r32 = r as f32;
+        assert!(
+            (a - r32).abs() <= REF_TOL * r32.abs().max(1.0),
+            "{name}[{i}]: got {a}, reference {r}"
+        );
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ConvProblem {
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: [usize; 2],
+    pads: Pads,
+    groups: usize,
+    bias: bool,
+    epilogue: Epilogue,
+    seed: u64,
+}
+
+impl ConvProblem {
+    fn out_hw(&self) -> (usize, usize) {
+        let oh = (self.h + self.pads.top + self.pads.bottom - self.k) / self.stride[0] + 1;
+        let ow = (self.w + self.pads.left + self.pads.right - self.k) / self.stride[1] + 1;
+        (oh, ow)
+    }
+
+    fn wlen(&self) -> usize {
+        self.k * self.k * (self.cin / self.groups) * self.cout
+    }
+
+    /// The naive direct convolution, in f64.
+    fn reference(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, r: Option<&[f32]>) -> Vec<f64> {
+        let (oh, ow) = self.out_hw();
+        let (cin_g, cout_g) = (self.cin / self.groups, self.cout / self.groups);
+        let mut out = Vec::with_capacity(self.n * oh * ow * self.cout);
+        for n in 0..self.n {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    for co in 0..self.cout {
+                        let g = co / cout_g;
+                        let mut acc = b.map_or(0.0, |b| f64::from(b[co]));
+                        for ky in 0..self.k {
+                            for kx in 0..self.k {
+                                let iy =
+                                    (y * self.stride[0] + ky) as isize - self.pads.top as isize;
+                                let ix =
+                                    (xo * self.stride[1] + kx) as isize - self.pads.left as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= self.h as isize
+                                    || ix >= self.w as isize
+                                {
+                                    continue;
+                                }
+                                for ci in 0..cin_g {
+                                    let xi = ((n * self.h + iy as usize) * self.w + ix as usize)
+                                        * self.cin
+                                        + g * cin_g
+                                        + ci;
+                                    let wi = ((ky * self.k + kx) * cin_g + ci) * self.cout + co;
+                                    acc += f64::from(x[xi]) * f64::from(w[wi]);
+                                }
+                            }
+                        }
+                        let oi = ((n * oh + y) * ow + xo) * self.cout + co;
+                        if let Some(r) = r {
+                            acc += f64::from(r[oi]);
+                        }
+                        if self.epilogue.has_relu6() {
+                            acc = acc.clamp(0.0, 6.0);
+                        }
+                        out.push(acc);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(&self) {
+        let mut g = Graph::new("conv_test");
+        let mut consts = TensorMap::new();
+        let xd = vec![self.n, self.h, self.w, self.cin];
+        let xlen: usize = xd.iter().product();
+        let x = g.add_node("x", Op::Input, TensorType::new(xd), &[]);
+        let wd = vec![self.k, self.k, self.cin / self.groups, self.cout];
+        let wv = values(self.seed ^ 1, self.wlen());
+        param(&mut g, &mut consts, "w", wd, wv.clone());
+        let bv = values(self.seed ^ 2, self.cout);
+        if self.bias {
+            param(&mut g, &mut consts, "b", vec![self.cout], bv.clone());
+        }
+        let (oh, ow) = self.out_hw();
+        let od = vec![self.n, oh, ow, self.cout];
+        let olen: usize = od.iter().product();
+        let mut operands = vec![x];
+        let mut inputs = BTreeMap::new();
+        let xv: Vec<f32> = values(self.seed ^ 3, xlen)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
+        inputs.insert("x".to_string(), xv.clone());
+        let rv: Vec<f32> = values(self.seed ^ 4, olen)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
+        if self.epilogue.has_residual() {
+            operands.push(g.add_node("r", Op::Input, TensorType::new(od), &[]));
+            inputs.insert("r".to_string(), rv.clone());
+        }
+        let conv = Conv2d {
+            weight: "w".into(),
+            bias: self.bias.then(|| "b".to_string()),
+            stride: self.stride,
+            pads: self.pads,
+            groups: self.groups,
+            epilogue: self.epilogue,
+        };
+        let y = g
+            .add_typed("y", Op::Conv2d(conv), &operands)
+            .expect("conv types");
+        g.set_outputs(vec![y]);
+        let out = run_both(&g, &consts, &inputs);
+        let want = self.reference(
+            &xv,
+            &wv,
+            self.bias.then_some(&bv[..]),
+            self.epilogue.has_residual().then_some(&rv[..]),
+        );
+        assert_close("y", &out["y"], &want);
+    }
+}
+
+fn epilogue() -> impl Strategy<Value = Epilogue> {
+    prop::sample::select(Epilogue::ALL.to_vec())
+}
+
+/// Full and grouped convolutions, kernel 1 and 3, stride 1 and 2, asymmetric pads.
+fn conv_problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1usize..=2, 1usize..=9, 1usize..=9),
+        (
+            prop::sample::select(vec![1usize, 3]),
+            1usize..=2,
+            1usize..=2,
+        ),
+        (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        (1usize..=3, 1usize..=12, 1usize..=13),
+        (any::<bool>(), epilogue(), any::<u64>()),
+    )
+        .prop_filter_map(
+            "pads smaller than the kernel, output non-empty",
+            |(
+                (n, h, w),
+                (k, sh, sw),
+                (pt, pb, pl, pr),
+                (groups, cin_g, cout_g),
+                (bias, epilogue, seed),
+            )| {
+                let p = ConvProblem {
+                    n,
+                    h,
+                    w,
+                    cin: groups * cin_g,
+                    cout: groups * cout_g,
+                    k,
+                    stride: [sh, sw],
+                    pads: Pads {
+                        top: pt.min(k - 1),
+                        bottom: pb.min(k - 1),
+                        left: pl.min(k - 1),
+                        right: pr.min(k - 1),
+                    },
+                    groups,
+                    bias,
+                    epilogue,
+                    seed,
+                };
+                (h + p.pads.top + p.pads.bottom >= k && w + p.pads.left + p.pads.right >= k)
+                    .then_some(p)
+            },
+        )
+}
+
+/// Depthwise convolutions (groups = channels, multiplier 1), the model's 3x3 stride 1 and 2.
+fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1usize..=2, 1usize..=10, 1usize..=10, 2usize..=21),
+        (prop::sample::select(vec![1usize, 3]), 1usize..=2),
+        (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        (any::<bool>(), epilogue(), any::<u64>()),
+    )
+        .prop_filter_map(
+            "output non-empty",
+            |((n, h, w, c), (k, s), (pt, pb, pl, pr), (bias, epilogue, seed))| {
+                let p = ConvProblem {
+                    n,
+                    h,
+                    w,
+                    cin: c,
+                    cout: c,
+                    k,
+                    stride: [s, s],
+                    pads: Pads {
+                        top: pt.min(k - 1),
+                        bottom: pb.min(k - 1),
+                        left: pl.min(k - 1),
+                        right: pr.min(k - 1),
+                    },
+                    groups: c,
+                    bias,
+                    epilogue,
+                    seed,
+                };
+                (h + p.pads.top + p.pads.bottom >= k && w + p.pads.left + p.pads.right >= k)
+                    .then_some(p)
+            },
+        )
+}
+
+/// 1x1 stride-1 unpadded convolutions: the pointwise GEMM family with 4x8 register tiles and its
+/// pixel and channel remainders.
+fn pointwise_problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        (1usize..=2, 1usize..=7, 1usize..=7),
+        (1usize..=20, 1usize..=27),
+        (any::<bool>(), epilogue(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, h, w), (cin, cout), (bias, epilogue, seed))| ConvProblem {
+                n,
+                h,
+                w,
+                cin,
+                cout,
+                k: 1,
+                stride: [1, 1],
+                pads: Pads::default(),
+                groups: 1,
+                bias,
+                epilogue,
+                seed,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_direct_and_grouped(p in conv_problem()) {
+        p.check();
+    }
+
+    #[test]
+    fn conv_depthwise(p in depthwise_problem()) {
+        p.check();
+    }
+
+    #[test]
+    fn conv_pointwise(p in pointwise_problem()) {
+        p.check();
+    }
+
+    #[test]
+    fn elementwise_pool_softmax(
+        (n, h, w, c) in (1usize..=2, 1usize..=5, 1usize..=5, 1usize..=19),
+        seed in any::<u64>(),
+    ) {
+        check_unfused_ops(n, h, w, c, seed);
+    }
+}
+
+/// Batch norm -> relu6 -> add (with the input) -> global average pool -> flatten -> softmax.
+fn check_unfused_ops(n: usize, h: usize, w: usize, c: usize, seed: u64) {
+    let mut g = Graph::new("ops_test");
+    let mut consts = TensorMap::new();
+    let xd = vec![n, h, w, c];
+    let xlen: usize = xd.iter().product();
+    let x = g.add_node("x", Op::Input, TensorType::new(xd), &[]);
+    let gamma = values(seed ^ 5, c);
+    let beta = values(seed ^ 6, c);
+    let mean = values(seed ^ 7, c);
+    let var: Vec<f32> = values(seed ^ 8, c).iter().map(|v| v.abs() + 0.1).collect();
+    for (name, v) in [
+        ("gamma", &gamma),
+        ("beta", &beta),
+        ("mean", &mean),
+        ("var", &var),
+    ] {
+        param(&mut g, &mut consts, name, vec![c], v.clone());
+    }
+    let eps = 1e-5f32;
+    let bn = g
+        .add_typed(
+            "bn",
+            Op::BatchNorm(mnv2c::graph::BatchNorm {
+                gamma: "gamma".into(),
+                beta: "beta".into(),
+                mean: "mean".into(),
+                variance: "var".into(),
+                epsilon: eps,
+            }),
+            &[x],
+        )
+        .expect("bn types");
+    let r6 = g.add_typed("r6", Op::Relu6, &[bn]).expect("relu6 types");
+    let sum = g.add_typed("sum", Op::Add, &[r6, x]).expect("add types");
+    let pool = g
+        .add_typed("pool", Op::GlobalAvgPool, &[sum])
+        .expect("pool types");
+    let flat = g
+        .add_typed("flat", Op::Flatten, &[pool])
+        .expect("flatten types");
+    let prob = g
+        .add_typed("prob", Op::Softmax, &[flat])
+        .expect("softmax types");
+    g.set_outputs(vec![sum, flat, prob]);
+    let xv: Vec<f32> = values(seed ^ 9, xlen).iter().map(|v| v * 8.0).collect();
+    let inputs = BTreeMap::from([("x".to_string(), xv.clone())]);
+    let out = run_both(&g, &consts, &inputs);
+
+    // The naive reference, in f64.
+    let sum_ref: Vec<f64> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = i % c;
+            let v = f64::from(v);
+            let y = f64::from(gamma[ch]) * (v - f64::from(mean[ch]))
+                / (f64::from(var[ch]) + f64::from(eps)).sqrt()
+                + f64::from(beta[ch]);
+            y.clamp(0.0, 6.0) + v
+        })
+        .collect();
+    let mut pool_ref = vec![0.0f64; n * c];
+    for (i, v) in sum_ref.iter().enumerate() {
+        pool_ref[(i / (h * w * c)) * c + i % c] += v / (h * w) as f64;
+    }
+    let mut prob_ref = Vec::new();
+    for row in pool_ref.chunks(c) {
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        prob_ref.extend(e.iter().map(|v| v / s));
+    }
+    assert_close("sum", &out["sum"], &sum_ref);
+    assert_close("flat", &out["flat"], &pool_ref);
+    assert_close("prob", &out["prob"], &prob_ref);
+}
+
+/// Named cases the model needs (regression anchors beside the random ones).
+#[test]
+fn model_shapes() {
+    let base = ConvProblem {
+        n: 1,
+        h: 9,
+        w: 9,
+        cin: 3,
+        cout: 32,
+        k: 3,
+        stride: [2, 2],
+        // TensorFlow SAME for odd input, stride 2: 1 before, 1 after.
+        pads: Pads {
+            top: 1,
+            bottom: 1,
+            left: 1,
+            right: 1,
+        },
+        groups: 1,
+        bias: true,
+        epilogue: Epilogue::Relu6,
+        seed: 11,
+    };
+    base.check();
+    // Even input, stride 2: TensorFlow pads 0 before, 1 after.
+    ConvProblem {
+        h: 8,
+        w: 8,
+        pads: Pads {
+            top: 0,
+            bottom: 1,
+            left: 0,
+            right: 1,
+        },
+        ..base.clone()
+    }
+    .check();
+    // Depthwise 3x3 stride 1 with 144 channels, residual + relu6.
+    ConvProblem {
+        cin: 144,
+        cout: 144,
+        groups: 144,
+        stride: [1, 1],
+        epilogue: Epilogue::AddRelu6,
+        ..base.clone()
+    }
+    .check();
+    // The logits conv on a 1x1 image: 1x1 GEMM with only the pixel remainder.
+    ConvProblem {
+        h: 1,
+        w: 1,
+        k: 1,
+        cin: 40,
+        cout: 10,
+        stride: [1, 1],
+        pads: Pads::default(),
+        epilogue: Epilogue::None,
+        ..base.clone()
+    }
+    .check();
+}
+
+/// The whole unoptimised MobileNetV2 at 32x32: JIT == interpreter, bit for bit.
+#[test]
+fn mobilenet_v2_small_jit_matches_interpreter() {
+    let cfg = mnv2c::frontend::Config {
+        num_classes: 10,
+        batch: 1,
+        height: 32,
+        width: 32,
+    };
+    let g = mnv2c::frontend::mobilenet_v2(&cfg).expect("model builds");
+    let mut consts = TensorMap::new();
+    for (i, (name, c)) in g.consts().enumerate() {
+        let len = c.ty.num_elements().expect("fits");
+        let mut v = values(i as u64, len);
+        if name.ends_with("moving_variance") {
+            v.iter_mut().for_each(|x| *x = x.abs() + 0.5);
+        } else {
+            v.iter_mut().for_each(|x| *x *= 0.2);
+        }
+        consts.insert(
+            name.to_string(),
+            Tensor::new(c.ty.dims.clone(), v).expect("fits"),
+        );
+    }
+    let input = g.inputs()[0];
+    let x = g.node(input);
+    let len = x.ty.num_elements().expect("fits");
+    let inputs = BTreeMap::from([(x.name.clone(), values(99, len))]);
+    let out = run_both(&g, &consts, &inputs);
+    for v in out.values() {
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+    // Every kernel's items are proven disjoint, and a kernel with 8 or more output pixels
+    // splits into several of them.
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    for (i, k) in p.kernels.iter().enumerate() {
+        let items = jit.work_items(i).expect("kernel exists");
+        assert_eq!(jit.parallel_safe(i), Some(true), "{}", k.name);
+        let dims = &p.buffers[&k.name].0;
+        let pixels: usize = dims[..dims.len() - 1].iter().product();
+        if pixels >= 8 {
+            assert!(items > 1, "{} has {items} work items", k.name);
+        }
+    }
+}
+
+/// A small pointwise conv graph, for the API tests below.
+fn pointwise_graph() -> (Graph, TensorMap) {
+    let mut g = Graph::new("pw");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 3, 3, 8]), &[]);
+    param(&mut g, &mut consts, "w", vec![1, 1, 8, 12], values(1, 96));
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: None,
+        stride: [1, 1],
+        pads: Pads::default(),
+        groups: 1,
+        epilogue: Epilogue::Relu6,
+    };
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
+    g.set_outputs(vec![y]);
+    (g, consts)
+}
+
+#[test]
+fn jit_checks_buffers_before_calling() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    let k = &p.kernels[0];
+    let names: Vec<&str> = k.buffers.iter().map(|b| b.name.as_str()).collect();
+    // The 1x1 weights are packed per register tile at lowering.
+    assert_eq!(names, ["x", "y/w_packed", "y"]);
+    let x = values(2, 72);
+    let w = p.constants["y/w_packed"].clone();
+    let mut y = vec![0.0; 108];
+    // Too short an output.
+    let mut short = vec![0.0; 107];
+    let e = jit
+        .run_kernel(
+            0,
+            &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut short)],
+        )
+        .expect_err("length mismatch");
+    assert!(
+        e.to_string().contains("has 107 elements, expected 108"),
+        "{e}"
+    );
+    // The output passed read-only.
+    let e = jit
+        .run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Read(&y)])
+        .expect_err("read-only output");
+    assert!(e.to_string().contains("passed read-only"), "{e}");
+    // Missing a buffer; no such kernel.
+    assert!(
+        jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w)])
+            .is_err()
+    );
+    assert!(jit.run_kernel(1, &mut []).is_err());
+    jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)])
+        .expect("runs");
+    assert!(y.iter().all(|v| (0.0..=6.0).contains(v)) && y.iter().any(|&v| v > 0.0));
+}
+
+#[test]
+fn jit_runs_from_several_threads() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    let inputs = BTreeMap::from([("x".to_string(), values(3, 72))]);
+    let want = loops::run_program(&p, &inputs).expect("interprets");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..50)
+                        .map(|_| jit.run_program(&p, &inputs))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for got in h.join().expect("thread finished") {
+                assert_eq!(got.expect("runs"), want);
+            }
+        }
+    });
+}
+
+#[test]
+fn emits_loops_clif_and_asm() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let loops_text = p.to_string();
+    assert!(
+        loops_text.contains("schedule: pointwise conv (GEMM): register tile 4 px x 8 ch"),
+        "{loops_text}"
+    );
+    assert!(
+        loops_text.contains("(spatial vector4)") && loops_text.contains("(reduce)"),
+        "{loops_text}"
+    );
+    let clif = mnv2c::codegen::emit_clif(&p.kernels).expect("clif");
+    assert!(
+        clif.contains("fma.f32x4") || clif.contains("fma v"),
+        "{clif}"
+    );
+    assert!(clif.contains("f32x4"), "{clif}");
+    let asm = mnv2c::codegen::emit_asm(&p.kernels).expect("asm");
+    assert!(asm.contains("fmadd"), "{asm}");
+    // relu6 is one vmaxps and one vminps per vector, not the NaN-fixing fmax/fmin sequences.
+    assert!(asm.contains("vmaxps") && asm.contains("vminps"), "{asm}");
+    assert!(!asm.contains("vcmpunordps"), "{asm}");
+}
+
+#[test]
+fn lowering_errors_name_the_culprit() {
+    // A missing constant value.
+    let (g, _) = pointwise_graph();
+    let e = mnv2c::lower::lower(&g, &TensorMap::new()).expect_err("no weights");
+    assert_eq!(
+        e.to_string(),
+        "weights: tensor 'w': no value bound for this constant"
+    );
+    // A value named like a constant.
+    let mut g = Graph::new("clash");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("w", Op::Input, TensorType::new(vec![1, 1, 1, 4]), &[]);
+    param(&mut g, &mut consts, "w", vec![1, 1, 4, 4], values(1, 16));
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: None,
+        stride: [1, 1],
+        pads: Pads::default(),
+        groups: 1,
+        epilogue: Epilogue::None,
+    };
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
+    g.set_outputs(vec![y]);
+    let e = mnv2c::lower::lower(&g, &consts).expect_err("clash");
+    assert!(e.to_string().contains("two buffers are named 'w'"), "{e}");
+}
+
+/// The loop IR text of small kernels of each family (what `--emit loops` prints).
+#[test]
+fn loops_text_snapshot() {
+    let mut text = String::new();
+    // Pointwise 1x1, 5 pixels x 10 channels: one 4x8 tile, vector and scalar tails.
+    let (g, consts) = pointwise_graph();
+    text.push_str(
+        &mnv2c::lower::lower(&g, &consts)
+            .expect("lowers")
+            .to_string(),
+    );
+    // Depthwise 3x3 stride 2 on 4x4x6 with TF SAME pads (0 before, 1 after).
+    let p = ConvProblem {
+        n: 1,
+        h: 4,
+        w: 4,
+        cin: 6,
+        cout: 6,
+        k: 3,
+        stride: [2, 2],
+        pads: Pads {
+            top: 0,
+            bottom: 1,
+            left: 0,
+            right: 1,
+        },
+        groups: 6,
+        bias: true,
+        epilogue: Epilogue::AddRelu6,
+        seed: 0,
+    };
+    let mut g = Graph::new("dw");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 4, 4, 6]), &[]);
+    let r = g.add_node("r", Op::Input, TensorType::new(vec![1, 2, 2, 6]), &[]);
+    param(&mut g, &mut consts, "w", vec![3, 3, 6, 1], values(1, 54));
+    param(&mut g, &mut consts, "b", vec![6], values(2, 6));
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: Some("b".into()),
+        stride: p.stride,
+        pads: p.pads,
+        groups: p.groups,
+        epilogue: p.epilogue,
+    };
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x, r]).expect("types");
+    g.set_outputs(vec![y]);
+    text.push_str(
+        &mnv2c::lower::lower(&g, &consts)
+            .expect("lowers")
+            .to_string(),
+    );
+    insta::assert_snapshot!(text);
+}
+
+/// relu6 and the fused epilogue propagate NaN (and clamp infinities) like the graph
+/// interpreter, in both the loop-IR interpreter and the JIT.
+#[test]
+fn relu6_propagates_nan_like_the_graph_interpreter() {
+    let mut g = Graph::new("nan");
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 1, 3, 6]), &[]);
+    let y = g.add_typed("y", Op::Relu6, &[x]).expect("types");
+    g.set_outputs(vec![y]);
+    let xv = vec![
+        f32::NAN,
+        -1.0,
+        7.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3.0,
+        0.5,
+        -0.0,
+        f32::NAN,
+        6.0,
+        -f32::NAN,
+        2.0,
+        1.0,
+        f32::NAN,
+        9.0,
+        -3.0,
+        4.0,
+        f32::NAN,
+    ];
+    let inputs = BTreeMap::from([("x".to_string(), xv.clone())]);
+    let out = run_both(&g, &TensorMap::new(), &inputs);
+    let want = mnv2c::graph::interp::run(&g, &TensorMap::new(), &inputs_tensors(&g, &inputs))
+        .expect("graph interpreter runs");
+    for (i, (a, b)) in out["y"].iter().zip(want[0].data()).enumerate() {
+        assert!(
+            a == b || (a.is_nan() && b.is_nan()),
+            "y[{i}]: {a} vs graph {b} (x = {})",
+            xv[i]
+        );
+    }
+    assert!(out["y"][0].is_nan() && out["y"][3] == 6.0 && out["y"][4] == 0.0);
+}
+
+/// `run_kernel_split` with an executor that calls every part twice (from two threads at once):
+/// each part still runs once, and the result equals the one-piece run.
+#[test]
+fn split_runs_each_part_once_whatever_the_executor() {
+    let (g, consts) = pointwise_graph();
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let jit = JitProgram::compile(&p).expect("compiles");
+    assert!(jit.work_items(0).expect("kernel") > 1);
+    let x = values(5, 72);
+    let w = p.constants[&p.kernels[0].buffers[1].name].clone();
+    let mut want = vec![0.0; 108];
+    jit.run_kernel(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut want)],
+    )
+    .expect("runs");
+    let mut got = vec![0.0; 108];
+    jit.run_kernel_split(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut got)],
+        3,
+        &|parts, task| {
+            std::thread::scope(|s| {
+                for p in 0..parts {
+                    s.spawn(move || task(p));
+                    s.spawn(move || task(p));
+                }
+            });
+        },
+    )
+    .expect("runs");
+    assert_eq!(got, want);
+    // An executor that runs nothing leaves the output untouched (and is no error).
+    let mut untouched = vec![0.0; 108];
+    jit.run_kernel_split(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut untouched)],
+        3,
+        &|_, _| {},
+    )
+    .expect("runs");
+    assert!(untouched.iter().all(|&v| v == 0.0));
+}

@@ -1,0 +1,225 @@
+//! The whole model through the JIT (`CompiledModel`) against the reference interpreter, at a
+//! small size and at 224x224, and against TensorFlow's golden numbers.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{random_inputs, random_weights};
+use mnv2c::frontend::{Config, mobilenet_v2, weights};
+use mnv2c::graph::interp;
+use mnv2c::tolerance::{LOGITS_ABS, LOGITS_REL, PROBS_ABS, argmax, compare};
+use mnv2c::{CompiledModel, Options, Tensor, npy};
+
+fn assert_close(what: &str, actual: &Tensor, reference: &Tensor, rel: f32, abs: f32) {
+    assert_eq!(actual.dims(), reference.dims(), "{what}: shape");
+    let c = compare(actual.data(), reference.data(), rel, abs).unwrap();
+    assert!(c.passed(), "{what}: {c:?}");
+}
+
+/// JIT and interpreter agree on the model for `config`, with weights that keep activations O(1).
+fn jit_matches_interpreter(config: Config, optimize: bool) {
+    let g = mobilenet_v2(&config).unwrap();
+    let w = random_weights(&g, 7);
+    let x = random_inputs(&g, 7).remove(0);
+    let model = CompiledModel::compile(
+        &g,
+        &w,
+        &Options {
+            optimize,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let out = model.run(&x).unwrap();
+    let consts = weights::bind(&g, &w).unwrap();
+    let reference = interp::run(&g, &consts, std::slice::from_ref(&x)).unwrap();
+    assert_close("logits", &out.logits, &reference[0], LOGITS_REL, LOGITS_ABS);
+    assert_close("probs", &out.probs, &reference[1], 0.0, PROBS_ABS);
+    let n = config.num_classes;
+    for b in 0..config.batch {
+        let row = |t: &Tensor| t.data()[b * n..(b + 1) * n].to_vec();
+        assert_eq!(
+            argmax(&row(&out.logits)),
+            argmax(&row(&reference[0])),
+            "item {b}"
+        );
+    }
+}
+
+#[test]
+fn small_model_matches_the_interpreter() {
+    let config = Config {
+        num_classes: 10,
+        batch: 2,
+        height: 33,
+        width: 40,
+    };
+    jit_matches_interpreter(config, true);
+}
+
+#[test]
+fn unoptimised_model_matches_the_interpreter() {
+    // -O0: every batch norm, relu6 and add runs as its own kernel.
+    let config = Config {
+        num_classes: 7,
+        batch: 1,
+        height: 21,
+        width: 18,
+    };
+    jit_matches_interpreter(config, false);
+}
+
+#[test]
+fn full_size_model_matches_the_interpreter() {
+    jit_matches_interpreter(Config::default(), true);
+}
+
+#[test]
+fn wrong_input_shapes_are_errors() {
+    let g = mobilenet_v2(&Config {
+        num_classes: 3,
+        batch: 1,
+        height: 16,
+        width: 16,
+    })
+    .unwrap();
+    let w = weights::seeded(&g, 1).unwrap();
+    let model = CompiledModel::compile(&g, &w, &Options::default()).unwrap();
+    for dims in [
+        vec![1, 16, 16, 4],
+        vec![2, 16, 16, 3],
+        vec![16, 16, 3],
+        vec![1, 17, 16, 3],
+    ] {
+        let x = Tensor::zeros(dims.clone()).unwrap();
+        let e = model.run(&x).unwrap_err().to_string();
+        assert!(e.contains("[1,16,16,3]"), "{dims:?}: {e}");
+    }
+    assert!(model.run_all(&[]).is_err());
+}
+
+/// TensorFlow's numbers through the JIT, at 1, 2 and 4 threads.
+#[test]
+fn golden_logits_through_the_jit() {
+    let Some(dir) = std::env::var_os("MNV2C_GOLDEN_DIR").map(PathBuf::from) else {
+        eprintln!("SKIPPED: MNV2C_GOLDEN_DIR is not set (e.g. /work/shared/golden)");
+        return;
+    };
+    let a = dir.join("a");
+    let g = mobilenet_v2(&Config::default()).unwrap();
+    let w = weights::load(&a.join("weights.safetensors"), &g).unwrap();
+    let x = npy::read(&a.join("input_0.npy")).unwrap();
+    let logits = npy::read(&a.join("logits_0.npy")).unwrap();
+    let probs = npy::read(&a.join("probs_0.npy")).unwrap();
+    for threads in [1, 2, 4] {
+        let opts = Options {
+            threads,
+            ..Options::default()
+        };
+        let model = CompiledModel::compile(&g, &w, &opts).unwrap();
+        let out = model.run(&x).unwrap();
+        assert_close("logits", &out.logits, &logits, LOGITS_REL, LOGITS_ABS);
+        assert_close("probs", &out.probs, &probs, 0.0, PROBS_ABS);
+        assert_eq!(argmax(out.logits.data()), argmax(logits.data()));
+    }
+}
+
+/// Splitting kernels over threads changes who computes an element, never how: outputs are
+/// bit-identical for 1, 2 and 4 threads.
+#[test]
+fn thread_counts_give_bit_identical_outputs() {
+    let config = Config {
+        num_classes: 11,
+        batch: 2,
+        height: 45,
+        width: 38,
+    };
+    let g = mobilenet_v2(&config).unwrap();
+    let w = random_weights(&g, 3);
+    let x = random_inputs(&g, 3).remove(0);
+    let run = |threads: usize| {
+        let opts = Options {
+            threads,
+            ..Options::default()
+        };
+        CompiledModel::compile(&g, &w, &opts)
+            .unwrap()
+            .run(&x)
+            .unwrap()
+    };
+    let one = run(1);
+    for threads in [2, 4] {
+        let out = run(threads);
+        assert!(
+            out.logits.data().iter().map(|v| v.to_bits()).eq(one
+                .logits
+                .data()
+                .iter()
+                .map(|v| v.to_bits())),
+            "{threads} threads"
+        );
+        assert_eq!(out, one, "{threads} threads");
+    }
+}
+
+/// One model, called from 8 threads at once (each 100 times, with its pool of 2): every result
+/// equals the single-threaded one.
+#[test]
+fn concurrent_calls_share_one_model() {
+    let config = Config {
+        num_classes: 5,
+        batch: 1,
+        height: 24,
+        width: 24,
+    };
+    let g = mobilenet_v2(&config).unwrap();
+    let w = random_weights(&g, 9);
+    let inputs: Vec<Tensor> = (0..8)
+        .map(|i| random_inputs(&g, 100 + i).remove(0))
+        .collect();
+    let model = CompiledModel::compile(
+        &g,
+        &w,
+        &Options {
+            threads: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let expected: Vec<_> = inputs.iter().map(|x| model.run(x).unwrap()).collect();
+    std::thread::scope(|s| {
+        for (x, want) in inputs.iter().zip(&expected) {
+            let model = &model;
+            s.spawn(move || {
+                for _ in 0..100 {
+                    assert_eq!(&model.run(x).unwrap(), want);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn thread_counts_out_of_range_are_errors() {
+    let g = mobilenet_v2(&Config {
+        num_classes: 2,
+        batch: 1,
+        height: 8,
+        width: 8,
+    })
+    .unwrap();
+    let w = weights::seeded(&g, 0).unwrap();
+    for threads in [0, 100_000] {
+        let e = CompiledModel::compile(
+            &g,
+            &w,
+            &Options {
+                threads,
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("threads"), "{e}");
+    }
+}
