@@ -47,3 +47,26 @@ fn ir_after_each_pass() {
         }
     });
 }
+
+/// The loop IR of every small example after the default pipeline: `<example>@loops`, the kernels
+/// with their schedules as `mnv2c compile FILE --emit loops` prints them. (The model's own loop
+/// IR is thousands of lines; its kernel families are all covered by these examples.)
+#[test]
+fn loop_ir_of_each_small_example() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        for (name, mut g) in common::ir_examples() {
+            if name.starts_with("mobilenetv2") {
+                continue;
+            }
+            passes::optimize(&mut g).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let params = mnv2c::frontend::weights::seeded(&g, 0).unwrap();
+            let consts = mnv2c::frontend::weights::bind(&g, &params).unwrap();
+            let program =
+                mnv2c::lower::lower(&g, &consts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            insta::assert_snapshot!(format!("{name}@loops"), program.to_string());
+        }
+    });
+}
