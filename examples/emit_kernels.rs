@@ -71,6 +71,11 @@ fn main() -> mnv2c::Result<()> {
             ("dw 3x3 s2 112x112x96", 112, 96, 96, 3, 2, true),
             ("full 3x3 s2 224x224 3->32", 224, 3, 32, 3, 2, false),
         ];
+        let peak = mnv2c::bench::Peak::new()?;
+        let peak_g = (0..5)
+            .map(|_| peak.measure().unwrap_or(0.0))
+            .fold(0.0, f64::max);
+        println!("128-bit FMA peak {peak_g:.1} GFLOP/s");
         for (name, h, cin, cout, k, s, dw) in cases {
             let (g, consts) = conv_graph(h, cin, cout, k, s, dw);
             let p = mnv2c::lower::lower(&g, &consts)?;

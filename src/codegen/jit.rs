@@ -25,15 +25,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use cranelift_codegen::Context;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
-use crate::loops::{self, Kernel, Program, Role};
+use crate::loops::{self, Kernel, OptLevel, Program, Role};
 use crate::{Error, Result};
 
 /// A compiled kernel: `fn(bufs, begin, end)` (see [`codegen`](super)).
@@ -42,20 +45,28 @@ type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64);
 /// How to compile.
 #[derive(Clone, Debug)]
 pub struct JitOptions {
-    /// Cranelift's `opt_level`: `"speed"` (default) or `"none"`.
-    pub opt_level: &'static str,
+    /// Compile every kernel at this level instead of its own `Kernel::opt_level`.
+    pub opt_level: Option<OptLevel>,
     /// Keep the Cranelift IR text of every function (for `--emit clif`).
     pub keep_clif: bool,
     /// Keep Cranelift's disassembly listing of every function (for `--emit asm`).
     pub keep_asm: bool,
+    /// Run Cranelift's IR verifier on every function. It costs 10-30% of compile time and has
+    /// never fired on translated kernels; default on in debug builds only (the kernel tests
+    /// also compile every model kernel with it on).
+    pub verifier: bool,
+    /// Threads that compile functions (the results do not depend on it).
+    pub compile_threads: usize,
 }
 
 impl Default for JitOptions {
     fn default() -> JitOptions {
         JitOptions {
-            opt_level: "speed",
+            opt_level: None,
             keep_clif: false,
             keep_asm: false,
+            verifier: cfg!(debug_assertions),
+            compile_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -125,6 +136,66 @@ const _: fn() = || {
     check::<JitProgram>();
 };
 
+/// One function compiled to machine code, not yet in the module.
+struct Compiled {
+    id: FuncId,
+    align: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<ModuleReloc>,
+    listing: String,
+}
+
+/// Compiles one translated function with `isa` (the second phase of
+/// [`JitProgram::compile_kernels`]; runs on any thread).
+fn compile_function(
+    mut ctx: Context,
+    id: FuncId,
+    isa: &dyn TargetIsa,
+    name: &str,
+) -> Result<Compiled> {
+    ctx.compile(isa, &mut ControlPlane::default())
+        .map_err(|e| {
+            err(
+                &format!("compiling kernel '{name}'"),
+                format!("{:?}", e.inner),
+            )
+        })?;
+    let code = ctx
+        .compiled_code()
+        .ok_or_else(|| Error::Codegen(format!("kernel '{name}' has no code")))?;
+    let relocs = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+        .collect();
+    Ok(Compiled {
+        id,
+        align: u64::from(code.buffer.alignment),
+        bytes: code.code_buffer().to_vec(),
+        relocs,
+        listing: code.vcode.clone().unwrap_or_default(),
+    })
+}
+
+/// The host ISA at `level`; the IR verifier only when `verifier`.
+fn make_isa(level: OptLevel, verifier: bool) -> Result<OwnedTargetIsa> {
+    let mut fb = settings::builder();
+    for (k, v) in [
+        ("opt_level", level.cranelift_name()),
+        ("enable_verifier", if verifier { "true" } else { "false" }),
+        ("is_pic", "false"),
+        ("use_colocated_libcalls", "false"),
+    ] {
+        fb.set(k, v)
+            .map_err(|e| err(&format!("setting {k}={v}"), e))?;
+    }
+    cranelift_native::builder()
+        .map_err(|m| err("this host is not supported by Cranelift", m))?
+        .finish(settings::Flags::new(fb))
+        .map_err(|e| err("building the target ISA", e))
+}
+
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Codegen(format!("{what}: {e}"))
 }
@@ -137,21 +208,18 @@ impl JitProgram {
     }
 
     /// Compiles kernels (each is verified first); kernel `i` is run as `run_kernel(i, ..)`.
+    ///
+    /// Three phases: translate every kernel to a Cranelift function (in order, on this thread:
+    /// declarations need the module); compile the functions to machine code on up to
+    /// `compile_threads` scoped threads, each with its own `Context` and the ISA of the kernel's
+    /// [`OptLevel`] (`JITModule` is not `Sync`, compiling needs only the shared, `Sync` ISA);
+    /// then hand the bytes and relocations to the module in kernel order and finalize. Each
+    /// function's code depends only on its own IR and ISA, and the definition order is fixed,
+    /// so the result is the same whatever the thread count or timing.
     pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {
-        let mut fb = settings::builder();
-        for (k, v) in [
-            ("opt_level", opts.opt_level),
-            ("is_pic", "false"),
-            ("use_colocated_libcalls", "false"),
-        ] {
-            fb.set(k, v)
-                .map_err(|e| err(&format!("setting {k}={v}"), e))?;
-        }
-        let isa = cranelift_native::builder()
-            .map_err(|m| err("this host is not supported by Cranelift", m))?
-            .finish(settings::Flags::new(fb))
-            .map_err(|e| err("building the target ISA", e))?;
-        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        let isa_speed = make_isa(OptLevel::Speed, opts.verifier)?;
+        let isa_none = make_isa(OptLevel::None, opts.verifier)?;
+        let mut jb = JITBuilder::with_isa(isa_speed.clone(), default_libcall_names());
         jb.symbol(EXPF_SYMBOL, mnv2c_expf as *const u8);
         // From here on the module is owned by `prog`, so an early error return frees it in Drop.
         let mut prog = JitProgram {
@@ -166,9 +234,10 @@ impl JitProgram {
             .ok_or_else(|| Error::Codegen("JIT module missing".into()))?
             .get_mut()
             .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
+
+        // Phase 1: translate and declare.
         let mut fctx = FunctionBuilderContext::new();
-        let mut ids = Vec::with_capacity(kernels.len());
-        let mut sizes = Vec::with_capacity(kernels.len());
+        let mut work = Vec::with_capacity(kernels.len());
         for (i, k) in kernels.iter().enumerate() {
             let mut ctx = module.make_context();
             ctx.func.signature = kernel_signature(module);
@@ -185,18 +254,60 @@ impl JitProgram {
             let id = module
                 .declare_function(&sym, Linkage::Local, &kernel_signature(module))
                 .map_err(|e| err(&format!("declaring kernel '{}'", k.name), e))?;
-            module
-                .define_function(id, &mut ctx)
-                .map_err(|e| err(&format!("compiling kernel '{}'", k.name), format!("{e:?}")))?;
-            let code = ctx.compiled_code();
-            sizes.push(code.map_or(0, |c| c.code_buffer().len()));
-            if opts.keep_asm {
-                let listing = code.and_then(|c| c.vcode.clone()).unwrap_or_default();
-                prog.asm
-                    .push_str(&format!("; kernel \"{}\" ({sym})\n{listing}\n", k.name));
+            let isa = match opts.opt_level.unwrap_or(k.opt_level) {
+                OptLevel::None => &isa_none,
+                OptLevel::Speed => &isa_speed,
+            };
+            work.push(Mutex::new(Some((ctx, id, isa.clone()))));
+        }
+
+        // Phase 2: compile, in parallel.
+        let results: Vec<Mutex<Option<Result<Compiled>>>> =
+            (0..work.len()).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let worker = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = work.get(i) else { break };
+                let job = slot.lock().ok().and_then(|mut j| j.take());
+                let res = match job {
+                    Some((ctx, id, isa)) => compile_function(ctx, id, &*isa, &kernels[i].name),
+                    None => Err(Error::Codegen(format!("kernel #{i} compiled twice"))),
+                };
+                if let Ok(mut r) = results[i].lock() {
+                    *r = Some(res);
+                }
             }
-            module.clear_context(&mut ctx);
-            ids.push(id);
+        };
+        let threads = opts.compile_threads.clamp(1, work.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(worker);
+            }
+            worker();
+        });
+
+        // Phase 3: define in kernel order, finalize.
+        let mut ids = Vec::with_capacity(kernels.len());
+        let mut sizes = Vec::with_capacity(kernels.len());
+        for (i, (k, r)) in kernels.iter().zip(results).enumerate() {
+            let c =
+                r.into_inner().ok().flatten().ok_or_else(|| {
+                    Error::Codegen(format!("kernel '{}' was not compiled", k.name))
+                })??;
+            module
+                .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
+                .map_err(|e| err(&format!("defining kernel '{}'", k.name), e))?;
+            if opts.keep_asm {
+                prog.asm.push_str(&format!(
+                    "; kernel \"{}\" ({})\n{}\n",
+                    k.name,
+                    symbol_name(i, k),
+                    c.listing
+                ));
+            }
+            sizes.push(c.bytes.len());
+            ids.push(c.id);
         }
         module
             .finalize_definitions()

@@ -308,12 +308,37 @@ pub enum Stmt {
     Store { dst: Access, value: Expr },
 }
 
+/// The Cranelift optimisation level a kernel is compiled at: a schedule decision (see
+/// `lower::schedule`), with no effect on what the kernel computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptLevel {
+    /// `opt_level=none`: no e-graph pass, instructions stay in program order (codegen itself
+    /// reuses addresses and loads of read-only buffers). Best for register-tiled kernels whose
+    /// loop IR is already in the order that fits the 16 xmm registers.
+    None,
+    /// `opt_level=speed`: e-graph rewrites, GVN and loop-invariant code motion.
+    #[default]
+    Speed,
+}
+
+impl OptLevel {
+    /// The value of Cranelift's `opt_level` setting.
+    pub fn cranelift_name(self) -> &'static str {
+        match self {
+            OptLevel::None => "none",
+            OptLevel::Speed => "speed",
+        }
+    }
+}
+
 /// One kernel: buffers, locals, loop variables (by name, for printing) and the body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
     pub name: String,
     /// The schedule that shaped the nest, printed with the kernel.
     pub schedule: String,
+    /// How hard Cranelift optimises the kernel (default [`OptLevel::Speed`]).
+    pub opt_level: OptLevel,
     pub buffers: Vec<Buffer>,
     pub locals: Vec<Local>,
     pub vars: Vec<String>,
@@ -325,6 +350,7 @@ impl Kernel {
         Kernel {
             name: name.into(),
             schedule: schedule.into(),
+            opt_level: OptLevel::default(),
             buffers: Vec::new(),
             locals: Vec::new(),
             vars: Vec::new(),

@@ -6,7 +6,7 @@
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
 use super::schedule::{Family, Schedule};
-use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
 use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
 use crate::{Error, Result};
@@ -258,6 +258,7 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Pointwise);
     k.schedule = sched.to_string();
+    k.opt_level = sched.opt_level;
     let [n, h, w, cin] = p.xd;
     let cout = p.geo.cout;
     let npix = n
@@ -271,6 +272,8 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     let tile = c(sched.channel_tile())?;
     let full_tiles = co64 / tile;
     let rem = co64 % tile;
+    let ku = sched.reduction_unroll.max(1);
+    let ku64 = c(ku)?;
     let mut body = Vec::new();
     // Full pixel tiles, then the remaining pixels one at a time (tail policy).
     for (tile_px, lo, hi) in [(pt, 0, full), (1, full * pt, npix)] {
@@ -285,7 +288,11 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
         };
         let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
             let pix = pix_base.clone() + po.clone();
-            let ci = Affine::var(r[0]);
+            // The main nest runs `ci = ku * cio + cii` (`cii` unrolled), the remainder `ci`.
+            let ci = match r {
+                [cio, cii] => Affine::var(*cio) * ku64 + Affine::var(*cii),
+                _ => Affine::var(r[0]),
+            };
             // The packed index (see `pack_pointwise`): in full tile `t`, channel
             // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
             // `full*K*T + ci*R + (ch - full*T)`.
@@ -309,13 +316,31 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
                 epilogue(acc, p.residual.map(|r| (r, o)), relu6),
             )
         };
-        let tiles = tile_nest(
+        let main = cin / ku;
+        let unrolled = [
+            ("cio", 0, main, LoopMode::Serial),
+            ("cii", 0, ku, LoopMode::Unroll),
+        ];
+        let serial = [("ci", 0, cin, LoopMode::Serial)];
+        let tail = [("ci", main * ku, cin, LoopMode::Serial)];
+        let mut reds: Vec<&[super::Reduction<'_>]> = Vec::new();
+        if ku <= 1 {
+            reds.push(&serial);
+        } else {
+            if main > 0 {
+                reds.push(&unrolled);
+            }
+            if main * ku < cin {
+                reds.push(&tail);
+            }
+        }
+        let tiles = tile_nest_multi(
             &mut k,
             tile_px,
             sched.channel_vectors,
             cout,
             &Affine::default(),
-            &[("ci", 0, cin, LoopMode::Serial)],
+            &reds,
             &TileBody {
                 init: &init,
                 update: &update,
@@ -340,6 +365,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
 fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Direct);
     k.schedule = sched.to_string();
+    k.opt_level = sched.opt_level;
     let [_, h, w, cin] = p.xd;
     let [_, oh, ow, cout] = p.od;
     let g = p.geo;

@@ -31,7 +31,7 @@
 
 use std::fmt;
 
-use crate::loops::LoopMode;
+use crate::loops::{LoopMode, OptLevel};
 
 /// The kernel family a schedule is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,11 @@ pub struct Schedule {
     /// 224x224): 14.8 GFLOP/s serial, 20.2 with taps unrolled, 12.9 with the 3-step channel loop
     /// unrolled too (so channel reductions stay serial).
     pub unroll_taps: bool,
+    /// Unroll factor of the channel reduction of the 1x1 GEMM (`ci = u * cio + cii`, `cii`
+    /// unrolled; the `cin % u` remaining steps in a serial remainder loop). 1 = serial.
+    pub reduction_unroll: usize,
+    /// The Cranelift optimisation level of the family's kernels.
+    pub opt_level: OptLevel,
 }
 
 impl Schedule {
@@ -79,6 +84,11 @@ impl Schedule {
             pixel_tile,
             channel_vectors,
             unroll_taps: matches!(family, Family::Direct | Family::Depthwise),
+            reduction_unroll: if family == Family::Pointwise { 4 } else { 1 },
+            opt_level: match family {
+                Family::Pointwise | Family::Depthwise => OptLevel::None,
+                _ => OptLevel::Speed,
+            },
         }
     }
 
@@ -131,10 +141,17 @@ impl fmt::Display for Schedule {
         if self.unroll_taps {
             write!(f, ", taps unrolled")?;
         }
+        if self.reduction_unroll > 1 {
+            write!(
+                f,
+                ", channel reduction unrolled x{} (+ serial remainder)",
+                self.reduction_unroll
+            )?;
+        }
         write!(f, "; tails: channels -> vector then scalar remainder tiles")?;
         if self.pixel_tile > 1 {
             write!(f, ", pixels -> 1-px tiles")?;
         }
-        Ok(())
+        write!(f, "; opt_level={}", self.opt_level.cranelift_name())
     }
 }
