@@ -12,6 +12,21 @@
 //! 3. Rust's borrow rules make a mutable slice alias nothing else passed, so the code's
 //!    read-only/`can_move` loads read memory nobody writes during the call.
 //!
+//! ## Compiling
+//! [`JitProgram::compile_kernels`] translates every kernel on the calling thread, compiles the
+//! Cranelift functions on up to [`JitOptions::compile_threads`] scoped threads (each with its own
+//! `Context`; the `JITModule` is only touched by the calling thread), then defines the bytes and
+//! relocations in kernel order, so the code is the same for any thread count. Each kernel is
+//! compiled at its own [`OptLevel`](crate::loops::OptLevel) (a schedule decision) unless
+//! [`JitOptions::opt_level`] overrides it; Cranelift's IR verifier runs only if
+//! [`JitOptions::verifier`] (default: debug builds).
+//!
+//! ## Calls allocate nothing
+//! A call checks its arguments into a stack array of [`MAX_KERNEL_BUFFERS`] pointers (verified
+//! kernels declare no more), and a split call records its claimed parts in one `AtomicU64`
+//! (at most [`MAX_SPLIT_PARTS`] parts), so [`JitProgram::run_kernel`] and
+//! [`JitProgram::run_kernel_split`] never touch the heap (the executor may).
+//!
 //! ## Threads
 //! A kernel can also be split into ranges of its work items run on several threads at once
 //! ([`JitProgram::run_kernel_split`]); that is done only for a kernel whose items were proven to
@@ -25,7 +40,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use cranelift_codegen::Context;
 use cranelift_codegen::control::ControlPlane;
@@ -36,7 +51,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
-use crate::loops::{self, Kernel, OptLevel, Program, Role};
+use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS, OptLevel, Program, Role};
 use crate::{Error, Result};
 
 /// A compiled kernel: `fn(bufs, begin, end)` (see [`codegen`](super)).
@@ -97,8 +112,14 @@ struct JitKernel {
     parallel_safe: bool,
 }
 
-/// The buffer pointers of one call, shared by the threads of a split call.
-struct CallPtrs(Vec<*mut f32>);
+/// The most parts a split call runs in (see [`JitProgram::run_kernel_split`]): one bit each of
+/// the `u64` that records which parts were claimed, so a split call allocates nothing. Far more
+/// than the threads of this machine times the parts per thread a caller asks for.
+pub const MAX_SPLIT_PARTS: usize = 64;
+
+/// The buffer pointers of one call (the first `k.buffers.len()` entries; the rest null), on the
+/// caller's stack and shared by the threads of a split call.
+struct CallPtrs([*mut f32; MAX_KERNEL_BUFFERS]);
 
 impl CallPtrs {
     /// The array the kernel takes (a method, so closures capture the whole `Sync` wrapper).
@@ -386,19 +407,25 @@ impl JitProgram {
         // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
         // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers
         // for any sub-range of its work items (here all of them), and it stores only to
-        // `Output`/`Scratch` ones. `check_args` checked that `ptrs` has one pointer per declared
-        // buffer, each the start of a slice of exactly the declared length, and that every
-        // written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps no
-        // other argument for the duration of this call (`args` stays borrowed). Read-only slices
-        // are only read. `ptrs` outlives the call, which retains no pointer.
-        unsafe { (k.f)(ptrs.as_ptr(), 0, k.items) };
+        // `Output`/`Scratch` ones. `check_args` checked that the first `k.buffers.len()`
+        // entries of `ptrs` (the only ones the code reads: it loads `bufs[b]` for its declared
+        // buffers `b`, at most `MAX_KERNEL_BUFFERS`, the array's length) are one pointer per
+        // declared buffer, each the start of a slice of exactly the declared length, and that
+        // every written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps
+        // no other argument for the duration of this call (`args` stays borrowed). Read-only
+        // slices are only read. `ptrs` (on this frame) outlives the call, which retains no
+        // pointer.
+        unsafe { (k.f)(ptrs.array(), 0, k.items) };
         Ok(())
     }
 
     /// Runs kernel `i` split into `parts` ranges of work items: `exec(parts, task)` must call
     /// `task(part)` for every `part` in `0..parts` (on any threads, concurrently or not) before it
     /// returns. A kernel not proven [`parallel_safe`](JitProgram::parallel_safe) runs in one
-    /// part on the calling thread. With [`std::thread::scope`] as `exec`, see
+    /// part on the calling thread. `parts` is clamped to `1..=`[`MAX_SPLIT_PARTS`] and to the
+    /// kernel's work items; `exec` gets the clamped count. Allocates nothing itself (the buffer
+    /// pointers and the claimed-part bits live on this frame). With [`std::thread::scope`] as
+    /// `exec`, see
     /// [`run_kernel_threads`](JitProgram::run_kernel_threads).
     pub fn run_kernel_split(
         &self,
@@ -409,23 +436,24 @@ impl JitProgram {
     ) -> Result<()> {
         let (k, ptrs) = self.check_args(i, args)?;
         let items = k.items;
-        let parts_i64 = i64::try_from(parts.max(1))
-            .unwrap_or(i64::MAX)
+        let parts_i64 = i64::try_from(parts.clamp(1, MAX_SPLIT_PARTS))
+            .unwrap_or(1)
             .min(items.max(1));
         if !k.parallel_safe || parts_i64 <= 1 {
             // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.
-            unsafe { (k.f)(ptrs.as_ptr(), 0, items) };
+            unsafe { (k.f)(ptrs.array(), 0, items) };
             return Ok(());
         }
-        let ptrs = CallPtrs(ptrs);
         // Each part runs at most once, even if `exec` calls `task` twice for it (two threads
-        // running the same items would race).
-        let claimed: Vec<AtomicBool> = (0..parts_i64).map(|_| AtomicBool::new(false)).collect();
+        // running the same items would race): bit `part` of `claimed` is set by the one call
+        // that runs it (`parts_i64 <= MAX_SPLIT_PARTS = 64` bits).
+        let claimed = AtomicU64::new(0);
         let task = |part: usize| {
-            let Some(flag) = claimed.get(part) else {
+            if part >= parts_i64 as usize {
                 return;
-            };
-            if flag.swap(true, Ordering::AcqRel) {
+            }
+            let bit = 1u64 << part;
+            if claimed.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
                 return;
             }
             let part = part as i64;
@@ -436,7 +464,7 @@ impl JitProgram {
             // borrowed for the whole of this call, and `exec` returns only after every task
             // call finished because `task` borrows locals of this frame); `begin..end` is a
             // sub-range of the work items, which the bounds proof covers, and concurrent tasks
-            // run distinct parts (the `claimed` flags), i.e. disjoint item ranges of a kernel
+            // run distinct parts (the `claimed` bits), i.e. disjoint item ranges of a kernel
             // whose items write disjoint elements (`parallel_safe`), so they do not race.
             unsafe { (k.f)(ptrs.array(), begin, end) };
         };
@@ -458,8 +486,9 @@ impl JitProgram {
     }
 
     /// Checks a call's arguments against kernel `i`'s verified declarations and returns the
-    /// kernel and the buffer pointers.
-    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, Vec<*mut f32>)> {
+    /// kernel and the buffer pointers (in a stack array: verified kernels declare at most
+    /// [`MAX_KERNEL_BUFFERS`]; nothing is allocated).
+    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, CallPtrs)> {
         let k = self
             .kernels
             .get(i)
@@ -472,8 +501,16 @@ impl JitProgram {
                 args.len()
             )));
         }
-        let mut ptrs: Vec<*mut f32> = Vec::with_capacity(args.len());
-        for ((name, len, role), a) in k.buffers.iter().zip(args.iter_mut()) {
+        if args.len() > MAX_KERNEL_BUFFERS {
+            return Err(Error::Codegen(format!(
+                "kernel '{}' takes {} buffers, more than {MAX_KERNEL_BUFFERS}",
+                k.name,
+                args.len()
+            )));
+        }
+        let mut ptrs = CallPtrs([std::ptr::null_mut(); MAX_KERNEL_BUFFERS]);
+        for (((name, len, role), a), slot) in k.buffers.iter().zip(args.iter_mut()).zip(&mut ptrs.0)
+        {
             let (got, ptr) = match a {
                 Arg::Read(s) if role.writable() => {
                     return Err(Error::Codegen(format!(
@@ -492,7 +529,7 @@ impl JitProgram {
                     k.name
                 )));
             }
-            ptrs.push(ptr);
+            *slot = ptr;
         }
         Ok((k, ptrs))
     }

@@ -34,7 +34,8 @@ use cranelift_module::{Linkage, Module};
 use crate::loops::{Affine, BinOp, Expr, Kernel, LoopMode, Mem, Role, Stmt, UnOp, Var};
 use crate::{Error, Result};
 
-pub use jit::{Arg, Executor, JitOptions, JitProgram, emit_asm, emit_clif};
+pub use crate::loops::MAX_KERNEL_BUFFERS;
+pub use jit::{Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, emit_asm, emit_clif};
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).
 pub extern "C" fn mnv2c_expf(x: f32) -> f32 {

@@ -67,6 +67,11 @@ pub use verify::{verify, verify_program};
 /// The lane count of a vector loop (Cranelift's x86-64 backend has 128-bit vectors only).
 pub const VECTOR_WIDTH: usize = 4;
 
+/// The most buffers a kernel may declare (`verify` rejects more). The JIT passes a call's buffer
+/// pointers in a fixed array of this size on the stack, so a call allocates nothing; compute
+/// kernels use at most five (input, weights, bias, residual, output).
+pub const MAX_KERNEL_BUFFERS: usize = 16;
+
 /// What a buffer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
