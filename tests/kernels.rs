@@ -658,7 +658,7 @@ fn emits_loops_clif_and_asm() {
     let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
     let loops_text = p.to_string();
     assert!(
-        loops_text.contains("schedule: pointwise conv (GEMM): register tile 4 px x 8 ch"),
+        loops_text.contains("schedule: pointwise conv (GEMM): register tile 2 px x 16 ch"),
         "{loops_text}"
     );
     assert!(

@@ -5,10 +5,10 @@
 //! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
-use super::schedule::{Family, Schedule};
+use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule};
 use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
-use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
+use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, OptLevel, Stmt, Var};
 use crate::{Error, Result};
 
 /// A run of output rows (or columns) `lo..hi` whose valid kernel taps are `k_lo..k_hi`.
@@ -363,7 +363,12 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
 /// Direct convolution: per output pixel (and group), register tiles over output channels,
 /// reduction over the valid taps and the group's input channels.
 fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
-    let sched = Schedule::choose(Family::Direct);
+    let mut sched = Schedule::choose(Family::Direct);
+    let cin_g = p.xd[3] / p.geo.groups.max(1);
+    if cin_g <= DIRECT_UNROLL_CHANNELS {
+        sched.unroll_channels = true;
+        sched.opt_level = OptLevel::None;
+    }
     k.schedule = sched.to_string();
     k.opt_level = sched.opt_level;
     let [_, h, w, cin] = p.xd;
@@ -379,6 +384,11 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let groups = g.groups;
     let cin_g64 = c(cin_g)?;
     let px = sched.pixel_tile;
+    let ci_mode = if sched.unroll_channels {
+        LoopMode::Unroll
+    } else {
+        LoopMode::Serial
+    };
     k.body = spatial_nest(&mut k, conv, p, px, &mut |k, nest, rs, cs| {
         let gv = (groups > 1).then(|| k.new_var("g"));
         let ga = gv.map_or_else(Affine::default, Affine::var);
@@ -417,7 +427,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         let red = [
             ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
             ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
-            ("ci", 0, cin_g, LoopMode::Serial),
+            ("ci", 0, cin_g, ci_mode),
         ];
         let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
             &[]
