@@ -1,6 +1,6 @@
 //! Code generation: a total, boring translation of verified loop IR into Cranelift IR.
 //!
-//! One Cranelift function per kernel, `fn(bufs: *const *mut f32, begin: i64, end: i64)`:
+//! One Cranelift function per kernel (compiled at the kernel's `OptLevel`, see [`jit`]), `fn(bufs: *const *mut f32, begin: i64, end: i64)`:
 //! `bufs[i]` is the base of the kernel's buffer `i`, and `begin..end` (within `0..=items`) the
 //! work items to run: iterations of the top-level loops, numbered in order, each loop clamped to
 //! its own range, so the bounds proof holds for any values. All cleverness lives in the schedule;
@@ -15,7 +15,13 @@
 //! - `max`/`min` use the compare-and-bitselect idiom the x64 backend turns into one
 //!   `vmaxps`/`vminps` (see `cranelift-notes.md`), with exactly the IR's select semantics
 //!   (a NaN first operand propagates);
-//! - `exp` calls [`mnv2c_expf`], imported by name.
+//! - `exp` calls [`mnv2c_expf`], imported by name;
+//! - within a loop body (and the bodies nested in it), an address with the same buffer and
+//!   dynamic terms is computed once (constant terms fold into the load/store offset), and an
+//!   element of a read-only buffer is loaded (and splat) once. Scopes end with their loop, so a
+//!   reused value dominates its uses. This is the only "optimisation" done here, and it is what
+//!   lets kernels compiled at `opt_level=none` (the schedule's choice for register-tiled
+//!   families, see `lower::schedule`) keep the loop IR's order without redundant work.
 //!
 //! Nothing here is unsafe and nothing here checks bounds: the code is only sound to run on a
 //! kernel `loops::verify` accepted (see [`jit`] for the calling contract). Translation is written
