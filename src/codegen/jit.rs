@@ -17,7 +17,7 @@
 //! Cranelift functions on up to [`JitOptions::compile_threads`] scoped threads (each with its own
 //! `Context`; the `JITModule` is only touched by the calling thread), then defines the bytes and
 //! relocations in kernel order, so the code is the same for any thread count. Each kernel is
-//! compiled at its own [`OptLevel`](crate::loops::OptLevel) (a schedule decision) unless
+//! compiled at its own [`OptLevel`] (a schedule decision) unless
 //! [`JitOptions::opt_level`] overrides it; Cranelift's IR verifier runs only if
 //! [`JitOptions::verifier`] (default: debug builds).
 //!
