@@ -66,6 +66,11 @@ fn run_both(
             .collect()
     };
     assert_eq!(bits(&split), bits(&native), "split run differs");
+    // And once more with every buffer inside a larger allocation fenced by canaries: the
+    // generated code must never write outside the buffers it was given.
+    let fenced = loops::interp::execute(&p, inputs, |i, _, bufs| run_fenced(&jit, i, bufs))
+        .expect("fenced JIT runs");
+    assert_eq!(bits(&fenced), bits(&native), "fenced run differs");
     // And against the graph IR's reference interpreter (f64 reductions), within REF_TOL.
     let graph_out = mnv2c::graph::interp::run(g, consts, &inputs_tensors(g, inputs))
         .expect("graph interpreter runs");
@@ -87,6 +92,48 @@ fn run_both(
         }
     }
     interp
+}
+
+/// Canary elements on each side of a fenced buffer, and their bit pattern (a NaN no kernel
+/// computes).
+const FENCE: usize = 64;
+const CANARY: u32 = 0x7fc0_dead;
+
+/// Runs kernel `i` on copies of `bufs` that sit between canary regions, checks every canary
+/// after the call, and copies the results back.
+fn run_fenced(jit: &JitProgram, i: usize, bufs: &mut [&mut [f32]]) -> mnv2c::Result<()> {
+    let canary = f32::from_bits(CANARY);
+    let mut fenced: Vec<Vec<f32>> = bufs
+        .iter()
+        .map(|b| {
+            let mut v = vec![canary; FENCE];
+            v.extend_from_slice(b);
+            v.extend(std::iter::repeat_n(canary, FENCE));
+            v
+        })
+        .collect();
+    {
+        let mut args: Vec<Arg<'_>> = fenced
+            .iter_mut()
+            .map(|v| {
+                let len = v.len() - 2 * FENCE;
+                Arg::Write(&mut v[FENCE..FENCE + len])
+            })
+            .collect();
+        jit.run_kernel(i, &mut args)?;
+    }
+    for (b, (v, out)) in fenced.iter().zip(bufs.iter_mut()).enumerate() {
+        let len = v.len() - 2 * FENCE;
+        let (head, rest) = v.split_at(FENCE);
+        let (body, tail) = rest.split_at(len);
+        for (side, fence) in [("before", head), ("after", tail)] {
+            if let Some(j) = fence.iter().position(|x| x.to_bits() != CANARY) {
+                panic!("kernel #{i} wrote {side} buffer #{b} (canary {j} of {FENCE})");
+            }
+        }
+        out.copy_from_slice(body);
+    }
+    Ok(())
 }
 
 /// The graph's inputs as tensors, in graph order.

@@ -163,7 +163,7 @@ fn thread_counts_give_bit_identical_outputs() {
     }
 }
 
-/// One model, called from 8 threads at once (each 25 times, with its pool of 2): every result
+/// One model, called from 8 threads at once (each 100 times, with its pool of 2): every result
 /// equals the single-threaded one.
 #[test]
 fn concurrent_calls_share_one_model() {
@@ -192,7 +192,7 @@ fn concurrent_calls_share_one_model() {
         for (x, want) in inputs.iter().zip(&expected) {
             let model = &model;
             s.spawn(move || {
-                for _ in 0..25 {
+                for _ in 0..100 {
                     assert_eq!(&model.run(x).unwrap(), want);
                 }
             });

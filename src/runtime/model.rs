@@ -58,6 +58,10 @@ pub const MAX_THREADS: usize = 256;
 /// share early (border rows are cheaper) takes another instead of idling at the layer's end.
 const PARTS_PER_THREAD: usize = 2;
 
+/// The most buffers one kernel may take (a fused conv takes five: input, weights, bias,
+/// residual, output); arguments are passed from a stack array of this size.
+const MAX_KERNEL_ARGS: usize = 8;
+
 /// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
@@ -360,6 +364,14 @@ impl CompiledModel {
                 )));
             };
             let output = output.clone();
+            let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
+            if slots.len() > MAX_KERNEL_ARGS || writes_output.count() != 1 {
+                return Err(Error::Codegen(format!(
+                    "kernel '{}' takes {} buffers (at most {MAX_KERNEL_ARGS}, the output once)",
+                    k.name,
+                    slots.len()
+                )));
+            }
             // The memory plan's promise, checked: nothing the kernel reads overlaps its output.
             for (b, s) in k.buffers.iter().zip(&slots) {
                 if let (Role::Input, Slot::Arena(r)) = (b.role, s)
@@ -441,23 +453,36 @@ impl CompiledModel {
         inputs: &[Tensor],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<Vec<Tensor>> {
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::Input(format!(
-                "the model takes {} input(s), got {}",
-                self.inputs.len(),
-                inputs.len()
-            )));
-        }
-        for (port, t) in self.inputs.iter().zip(inputs) {
-            if t.dims() != port.dims.as_slice() {
-                return Err(Error::Input(format!(
-                    "%{} must be {}, got {}",
-                    port.name,
-                    graph::TensorType::new(port.dims.clone()),
-                    t.ty()
-                )));
-            }
-        }
+        let mut outputs = self.new_outputs()?;
+        self.run_into_timed(inputs, &mut outputs, timed)?;
+        Ok(outputs)
+    }
+
+    /// Tensors of the output shapes, to pass to [`run_into`](Self::run_into).
+    pub fn new_outputs(&self) -> Result<Vec<Tensor>> {
+        self.outputs
+            .iter()
+            .map(|p| {
+                Tensor::zeros(p.dims.clone())
+                    .ok_or_else(|| Error::Input(format!("%{} is too large", p.name)))
+            })
+            .collect()
+    }
+
+    /// Runs the model, writing the outputs into `outputs` (shaped as [`new_outputs`]
+    /// (Self::new_outputs) makes them). After the first call on a thread this allocates nothing.
+    pub fn run_into(&self, inputs: &[Tensor], outputs: &mut [Tensor]) -> Result<()> {
+        self.run_into_timed(inputs, outputs, &mut |_, _| {})
+    }
+
+    fn run_into_timed(
+        &self,
+        inputs: &[Tensor],
+        outputs: &mut [Tensor],
+        timed: &mut (dyn FnMut(usize, f64) + Send),
+    ) -> Result<()> {
+        check_ports("input", &self.inputs, inputs)?;
+        check_ports("output", &self.outputs, outputs)?;
         let mut arena = self.take_arena()?;
         let result = match &self.pool {
             // The whole call runs inside the pool, so splitting a kernel is a work-stealing
@@ -465,23 +490,19 @@ impl CompiledModel {
             Some(pool) => pool.install(|| self.execute(arena.slice_mut(), inputs, timed)),
             None => self.execute(arena.slice_mut(), inputs, timed),
         };
-        let outputs = result.and_then(|()| {
+        if result.is_ok() {
             let data = arena.slice_mut();
-            self.outputs
-                .iter()
-                .map(|port| {
-                    let values = match &port.slot {
-                        Slot::Arena(r) => data[r.clone()].to_vec(),
-                        Slot::Const(i) => self.consts[*i].clone(),
-                        Slot::Input(i) => inputs[*i].data().to_vec(),
-                    };
-                    Tensor::new(port.dims.clone(), values)
-                        .ok_or_else(|| Error::Codegen(format!("%{} has the wrong size", port.name)))
-                })
-                .collect()
-        });
+            for (port, out) in self.outputs.iter().zip(outputs.iter_mut()) {
+                let values: &[f32] = match &port.slot {
+                    Slot::Arena(r) => &data[r.clone()],
+                    Slot::Const(i) => &self.consts[*i],
+                    Slot::Input(i) => inputs[*i].data(),
+                };
+                out.data_mut().copy_from_slice(values);
+            }
+        }
         self.return_arena(arena);
-        outputs
+        result
     }
 
     fn execute(
@@ -496,31 +517,37 @@ impl CompiledModel {
             let (out, after) = rest.split_at_mut(step.output.len());
             let (before, after): (&[f32], &[f32]) = (before, after);
             let mut out = Some(out);
-            let mut args: Vec<Arg<'_>> = Vec::with_capacity(step.slots.len());
-            for slot in &step.slots {
-                args.push(match slot {
-                    Slot::Arena(r) if *r == step.output => match out.take() {
+            // Arguments on the stack (no allocation per kernel): the kernel's buffers, then
+            // empty padding that `run_kernel` never sees (it gets `args[..n]`).
+            let n = step.slots.len();
+            let mut args: [Arg<'_>; MAX_KERNEL_ARGS] = std::array::from_fn(|j| {
+                match step.slots.get(j) {
+                    Some(Slot::Arena(r)) if *r == step.output => match out.take() {
                         Some(o) => Arg::Write(o),
-                        None => return Err(Error::Codegen("output bound twice".into())),
+                        // Checked at compile time: a kernel writes its output slot once.
+                        None => Arg::Read(&[]),
                     },
-                    Slot::Arena(r) if r.end <= step.output.start => Arg::Read(&before[r.clone()]),
-                    Slot::Arena(r) => {
+                    Some(Slot::Arena(r)) if r.end <= step.output.start => {
+                        Arg::Read(&before[r.clone()])
+                    }
+                    Some(Slot::Arena(r)) => {
                         let start = r.start - step.output.end;
                         Arg::Read(&after[start..start + r.len()])
                     }
-                    Slot::Const(c) => Arg::Read(&self.consts[*c]),
-                    Slot::Input(x) => Arg::Read(inputs[*x].data()),
-                });
-            }
+                    Some(Slot::Const(c)) => Arg::Read(&self.consts[*c]),
+                    Some(Slot::Input(x)) => Arg::Read(inputs[*x].data()),
+                    None => Arg::Read(&[]),
+                }
+            });
+            let args = &mut args[..n];
             if self.pool.is_some() {
                 use rayon::prelude::*;
                 let parts = self.threads.saturating_mul(PARTS_PER_THREAD);
-                self.jit
-                    .run_kernel_split(i, &mut args, parts, &|parts, task| {
-                        (0..parts).into_par_iter().for_each(task);
-                    })?;
+                self.jit.run_kernel_split(i, args, parts, &|parts, task| {
+                    (0..parts).into_par_iter().for_each(task);
+                })?;
             } else {
-                self.jit.run_kernel(i, &mut args)?;
+                self.jit.run_kernel(i, args)?;
             }
             timed(i, start.elapsed().as_secs_f64());
         }
@@ -570,6 +597,28 @@ impl CompiledModel {
     pub fn input_dims(&self) -> Vec<Vec<usize>> {
         self.inputs.iter().map(|p| p.dims.clone()).collect()
     }
+}
+
+/// Checks that `tensors` match the model's `ports` one to one, shape for shape.
+fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
+    if tensors.len() != ports.len() {
+        return Err(Error::Input(format!(
+            "the model has {} {what}(s), got {}",
+            ports.len(),
+            tensors.len()
+        )));
+    }
+    for (port, t) in ports.iter().zip(tensors) {
+        if t.dims() != port.dims.as_slice() {
+            return Err(Error::Input(format!(
+                "{what} %{} must be {}, got {}",
+                port.name,
+                graph::TensorType::new(port.dims.clone()),
+                t.ty()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn elements(dims: &[usize]) -> Option<usize> {
