@@ -896,14 +896,15 @@ fn split_runs_each_part_once_whatever_the_executor() {
 
 /// The 1x1 GEMM's channel reduction is unrolled x4 with a serial remainder nest: only the
 /// remainder (`cin < 4`), only the unrolled nest (`cin % 4 == 0`) and both, with channel
-/// counts that are not a multiple of the 8-channel tile and odd pixel counts.
+/// counts that are not a multiple of the 16-channel tile (24 takes the 4x8 tile) and odd pixel
+/// counts.
 #[test]
 fn pointwise_reduction_unroll_splits() {
     for (i, cin) in [1usize, 3, 4, 5, 7, 8, 9, 12, 13, 17]
         .into_iter()
         .enumerate()
     {
-        for cout in [4usize, 8, 13, 17] {
+        for cout in [4usize, 8, 13, 17, 24, 32] {
             ConvProblem {
                 n: 1,
                 h: 3,

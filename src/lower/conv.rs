@@ -216,7 +216,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
         && conv.pads == Default::default()
         && g.groups == 1;
     if pointwise {
-        let sched = Schedule::choose(Family::Pointwise);
+        let sched = Schedule::pointwise(g.cout);
         let packed = pack_pointwise(
             cx.constant(&conv.weight)?.data(),
             g.cin,
@@ -256,7 +256,7 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
 /// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost,
 /// weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
-    let sched = Schedule::choose(Family::Pointwise);
+    let sched = Schedule::pointwise(p.geo.cout);
     k.schedule = sched.to_string();
     k.opt_level = sched.opt_level;
     let [n, h, w, cin] = p.xd;

@@ -33,6 +33,10 @@
 //! Whole model (`mnv2c bench --runs 30`, interleaved): 1x1 family 81% of peak with 4x8 against
 //! 84% with 2x16 (2 broadcasts instead of 4 per step).
 //!
+//! A layer whose output channels leave a remainder of exactly 8 (24 in MobileNetV2) uses the
+//! 4x8 tile instead: its 2x8 remainder tile would have only 4 accumulators. 56x56 144->24:
+//! 42.5 -> 49-51 GFLOP/s (`mnv2c bench` per-layer rows of `res3_*/pw_linear`, interleaved).
+//!
 //! Depthwise kernels are compiled at `opt_level=none` too (taps unrolled, 4x8 tiles): 3x3 s1
 //! 56x56x144 21 -> 36 GFLOP/s, s2 112x112x96 20 -> 29, against `speed` in the same runs.
 //!
@@ -121,6 +125,18 @@ impl Schedule {
                 _ => OptLevel::Speed,
             },
         }
+    }
+
+    /// The 1x1 GEMM schedule for `cout` output channels: the 2x16 tile, unless `cout` leaves a
+    /// remainder of 8 channels that 4x8 tiles would cover exactly (e.g. 24): a 2-pixel x
+    /// 8-channel remainder tile has only 4 accumulators, too few chains to hide the FMA latency.
+    pub fn pointwise(cout: usize) -> Schedule {
+        let mut s = Schedule::choose(Family::Pointwise);
+        if cout % 16 != 0 && cout % 8 == 0 {
+            s.pixel_tile = 4;
+            s.channel_vectors = 2;
+        }
+        s
     }
 
     /// The mode of a tap reduction loop.
