@@ -132,7 +132,7 @@ impl Schedule {
     /// 8-channel remainder tile has only 4 accumulators, too few chains to hide the FMA latency.
     pub fn pointwise(cout: usize) -> Schedule {
         let mut s = Schedule::choose(Family::Pointwise);
-        if cout % 16 != 0 && cout % 8 == 0 {
+        if !cout.is_multiple_of(16) && cout.is_multiple_of(8) {
             s.pixel_tile = 4;
             s.channel_vectors = 2;
         }
