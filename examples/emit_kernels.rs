@@ -67,10 +67,16 @@ fn main() -> mnv2c::Result<()> {
             ("pw 28x28 32->192", 28, 32, 192, 1, 1, false),
             ("pw 28x28 192->64", 28, 192, 64, 1, 1, false),
             ("pw 7x7 320->1280", 7, 320, 1280, 1, 1, false),
+            ("pw 56x56 144->24", 56, 144, 24, 1, 1, false),
             ("dw 3x3 s1 56x56x144", 56, 144, 144, 3, 1, true),
             ("dw 3x3 s2 112x112x96", 112, 96, 96, 3, 2, true),
             ("full 3x3 s2 224x224 3->32", 224, 3, 32, 3, 2, false),
         ];
+        let peak = mnv2c::bench::Peak::new()?;
+        let peak_g = (0..5)
+            .map(|_| peak.measure().unwrap_or(0.0))
+            .fold(0.0, f64::max);
+        println!("128-bit FMA peak {peak_g:.1} GFLOP/s");
         for (name, h, cin, cout, k, s, dw) in cases {
             let (g, consts) = conv_graph(h, cin, cout, k, s, dw);
             let p = mnv2c::lower::lower(&g, &consts)?;

@@ -12,6 +12,21 @@
 //! 3. Rust's borrow rules make a mutable slice alias nothing else passed, so the code's
 //!    read-only/`can_move` loads read memory nobody writes during the call.
 //!
+//! ## Compiling
+//! [`JitProgram::compile_kernels`] translates every kernel on the calling thread, compiles the
+//! Cranelift functions on up to [`JitOptions::compile_threads`] scoped threads (each with its own
+//! `Context`; the `JITModule` is only touched by the calling thread), then defines the bytes and
+//! relocations in kernel order, so the code is the same for any thread count. Each kernel is
+//! compiled at its own [`OptLevel`] (a schedule decision) unless
+//! [`JitOptions::opt_level`] overrides it; Cranelift's IR verifier runs only if
+//! [`JitOptions::verifier`] (default: debug builds).
+//!
+//! ## Calls allocate nothing
+//! A call checks its arguments into a stack array of [`MAX_KERNEL_BUFFERS`] pointers (verified
+//! kernels declare no more), and a split call records its claimed parts in one `AtomicU64`
+//! (at most [`MAX_SPLIT_PARTS`] parts), so [`JitProgram::run_kernel`] and
+//! [`JitProgram::run_kernel_split`] never touch the heap (the executor may).
+//!
 //! ## Threads
 //! A kernel can also be split into ranges of its work items run on several threads at once
 //! ([`JitProgram::run_kernel_split`]); that is done only for a kernel whose items were proven to
@@ -25,15 +40,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use cranelift_codegen::Context;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
-use crate::loops::{self, Kernel, Program, Role};
+use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS, OptLevel, Program, Role};
 use crate::{Error, Result};
 
 /// A compiled kernel: `fn(bufs, begin, end)` (see [`codegen`](super)).
@@ -42,20 +60,28 @@ type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64);
 /// How to compile.
 #[derive(Clone, Debug)]
 pub struct JitOptions {
-    /// Cranelift's `opt_level`: `"speed"` (default) or `"none"`.
-    pub opt_level: &'static str,
+    /// Compile every kernel at this level instead of its own `Kernel::opt_level`.
+    pub opt_level: Option<OptLevel>,
     /// Keep the Cranelift IR text of every function (for `--emit clif`).
     pub keep_clif: bool,
     /// Keep Cranelift's disassembly listing of every function (for `--emit asm`).
     pub keep_asm: bool,
+    /// Run Cranelift's IR verifier on every function. It costs 10-30% of compile time and has
+    /// never fired on translated kernels; default on in debug builds only (the kernel tests
+    /// also compile every model kernel with it on).
+    pub verifier: bool,
+    /// Threads that compile functions (the results do not depend on it).
+    pub compile_threads: usize,
 }
 
 impl Default for JitOptions {
     fn default() -> JitOptions {
         JitOptions {
-            opt_level: "speed",
+            opt_level: None,
             keep_clif: false,
             keep_asm: false,
+            verifier: cfg!(debug_assertions),
+            compile_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -86,8 +112,14 @@ struct JitKernel {
     parallel_safe: bool,
 }
 
-/// The buffer pointers of one call, shared by the threads of a split call.
-struct CallPtrs(Vec<*mut f32>);
+/// The most parts a split call runs in (see [`JitProgram::run_kernel_split`]): one bit each of
+/// the `u64` that records which parts were claimed, so a split call allocates nothing. Far more
+/// than the threads of this machine times the parts per thread a caller asks for.
+pub const MAX_SPLIT_PARTS: usize = 64;
+
+/// The buffer pointers of one call (the first `k.buffers.len()` entries; the rest null), on the
+/// caller's stack and shared by the threads of a split call.
+struct CallPtrs([*mut f32; MAX_KERNEL_BUFFERS]);
 
 impl CallPtrs {
     /// The array the kernel takes (a method, so closures capture the whole `Sync` wrapper).
@@ -125,6 +157,66 @@ const _: fn() = || {
     check::<JitProgram>();
 };
 
+/// One function compiled to machine code, not yet in the module.
+struct Compiled {
+    id: FuncId,
+    align: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<ModuleReloc>,
+    listing: String,
+}
+
+/// Compiles one translated function with `isa` (the second phase of
+/// [`JitProgram::compile_kernels`]; runs on any thread).
+fn compile_function(
+    mut ctx: Context,
+    id: FuncId,
+    isa: &dyn TargetIsa,
+    name: &str,
+) -> Result<Compiled> {
+    ctx.compile(isa, &mut ControlPlane::default())
+        .map_err(|e| {
+            err(
+                &format!("compiling kernel '{name}'"),
+                format!("{:?}", e.inner),
+            )
+        })?;
+    let code = ctx
+        .compiled_code()
+        .ok_or_else(|| Error::Codegen(format!("kernel '{name}' has no code")))?;
+    let relocs = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+        .collect();
+    Ok(Compiled {
+        id,
+        align: u64::from(code.buffer.alignment),
+        bytes: code.code_buffer().to_vec(),
+        relocs,
+        listing: code.vcode.clone().unwrap_or_default(),
+    })
+}
+
+/// The host ISA at `level`; the IR verifier only when `verifier`.
+fn make_isa(level: OptLevel, verifier: bool) -> Result<OwnedTargetIsa> {
+    let mut fb = settings::builder();
+    for (k, v) in [
+        ("opt_level", level.cranelift_name()),
+        ("enable_verifier", if verifier { "true" } else { "false" }),
+        ("is_pic", "false"),
+        ("use_colocated_libcalls", "false"),
+    ] {
+        fb.set(k, v)
+            .map_err(|e| err(&format!("setting {k}={v}"), e))?;
+    }
+    cranelift_native::builder()
+        .map_err(|m| err("this host is not supported by Cranelift", m))?
+        .finish(settings::Flags::new(fb))
+        .map_err(|e| err("building the target ISA", e))
+}
+
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Codegen(format!("{what}: {e}"))
 }
@@ -137,21 +229,18 @@ impl JitProgram {
     }
 
     /// Compiles kernels (each is verified first); kernel `i` is run as `run_kernel(i, ..)`.
+    ///
+    /// Three phases: translate every kernel to a Cranelift function (in order, on this thread:
+    /// declarations need the module); compile the functions to machine code on up to
+    /// `compile_threads` scoped threads, each with its own `Context` and the ISA of the kernel's
+    /// [`OptLevel`] (`JITModule` is not `Sync`, compiling needs only the shared, `Sync` ISA);
+    /// then hand the bytes and relocations to the module in kernel order and finalize. Each
+    /// function's code depends only on its own IR and ISA, and the definition order is fixed,
+    /// so the result is the same whatever the thread count or timing.
     pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {
-        let mut fb = settings::builder();
-        for (k, v) in [
-            ("opt_level", opts.opt_level),
-            ("is_pic", "false"),
-            ("use_colocated_libcalls", "false"),
-        ] {
-            fb.set(k, v)
-                .map_err(|e| err(&format!("setting {k}={v}"), e))?;
-        }
-        let isa = cranelift_native::builder()
-            .map_err(|m| err("this host is not supported by Cranelift", m))?
-            .finish(settings::Flags::new(fb))
-            .map_err(|e| err("building the target ISA", e))?;
-        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        let isa_speed = make_isa(OptLevel::Speed, opts.verifier)?;
+        let isa_none = make_isa(OptLevel::None, opts.verifier)?;
+        let mut jb = JITBuilder::with_isa(isa_speed.clone(), default_libcall_names());
         jb.symbol(EXPF_SYMBOL, mnv2c_expf as *const u8);
         // From here on the module is owned by `prog`, so an early error return frees it in Drop.
         let mut prog = JitProgram {
@@ -166,9 +255,10 @@ impl JitProgram {
             .ok_or_else(|| Error::Codegen("JIT module missing".into()))?
             .get_mut()
             .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
+
+        // Phase 1: translate and declare.
         let mut fctx = FunctionBuilderContext::new();
-        let mut ids = Vec::with_capacity(kernels.len());
-        let mut sizes = Vec::with_capacity(kernels.len());
+        let mut work = Vec::with_capacity(kernels.len());
         for (i, k) in kernels.iter().enumerate() {
             let mut ctx = module.make_context();
             ctx.func.signature = kernel_signature(module);
@@ -185,18 +275,60 @@ impl JitProgram {
             let id = module
                 .declare_function(&sym, Linkage::Local, &kernel_signature(module))
                 .map_err(|e| err(&format!("declaring kernel '{}'", k.name), e))?;
-            module
-                .define_function(id, &mut ctx)
-                .map_err(|e| err(&format!("compiling kernel '{}'", k.name), format!("{e:?}")))?;
-            let code = ctx.compiled_code();
-            sizes.push(code.map_or(0, |c| c.code_buffer().len()));
-            if opts.keep_asm {
-                let listing = code.and_then(|c| c.vcode.clone()).unwrap_or_default();
-                prog.asm
-                    .push_str(&format!("; kernel \"{}\" ({sym})\n{listing}\n", k.name));
+            let isa = match opts.opt_level.unwrap_or(k.opt_level) {
+                OptLevel::None => &isa_none,
+                OptLevel::Speed => &isa_speed,
+            };
+            work.push(Mutex::new(Some((ctx, id, isa.clone()))));
+        }
+
+        // Phase 2: compile, in parallel.
+        let results: Vec<Mutex<Option<Result<Compiled>>>> =
+            (0..work.len()).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let worker = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = work.get(i) else { break };
+                let job = slot.lock().ok().and_then(|mut j| j.take());
+                let res = match job {
+                    Some((ctx, id, isa)) => compile_function(ctx, id, &*isa, &kernels[i].name),
+                    None => Err(Error::Codegen(format!("kernel #{i} compiled twice"))),
+                };
+                if let Ok(mut r) = results[i].lock() {
+                    *r = Some(res);
+                }
             }
-            module.clear_context(&mut ctx);
-            ids.push(id);
+        };
+        let threads = opts.compile_threads.clamp(1, work.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(worker);
+            }
+            worker();
+        });
+
+        // Phase 3: define in kernel order, finalize.
+        let mut ids = Vec::with_capacity(kernels.len());
+        let mut sizes = Vec::with_capacity(kernels.len());
+        for (i, (k, r)) in kernels.iter().zip(results).enumerate() {
+            let c =
+                r.into_inner().ok().flatten().ok_or_else(|| {
+                    Error::Codegen(format!("kernel '{}' was not compiled", k.name))
+                })??;
+            module
+                .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
+                .map_err(|e| err(&format!("defining kernel '{}'", k.name), e))?;
+            if opts.keep_asm {
+                prog.asm.push_str(&format!(
+                    "; kernel \"{}\" ({})\n{}\n",
+                    k.name,
+                    symbol_name(i, k),
+                    c.listing
+                ));
+            }
+            sizes.push(c.bytes.len());
+            ids.push(c.id);
         }
         module
             .finalize_definitions()
@@ -275,19 +407,25 @@ impl JitProgram {
         // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
         // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers
         // for any sub-range of its work items (here all of them), and it stores only to
-        // `Output`/`Scratch` ones. `check_args` checked that `ptrs` has one pointer per declared
-        // buffer, each the start of a slice of exactly the declared length, and that every
-        // written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps no
-        // other argument for the duration of this call (`args` stays borrowed). Read-only slices
-        // are only read. `ptrs` outlives the call, which retains no pointer.
-        unsafe { (k.f)(ptrs.as_ptr(), 0, k.items) };
+        // `Output`/`Scratch` ones. `check_args` checked that the first `k.buffers.len()`
+        // entries of `ptrs` (the only ones the code reads: it loads `bufs[b]` for its declared
+        // buffers `b`, at most `MAX_KERNEL_BUFFERS`, the array's length) are one pointer per
+        // declared buffer, each the start of a slice of exactly the declared length, and that
+        // every written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps
+        // no other argument for the duration of this call (`args` stays borrowed). Read-only
+        // slices are only read. `ptrs` (on this frame) outlives the call, which retains no
+        // pointer.
+        unsafe { (k.f)(ptrs.array(), 0, k.items) };
         Ok(())
     }
 
     /// Runs kernel `i` split into `parts` ranges of work items: `exec(parts, task)` must call
     /// `task(part)` for every `part` in `0..parts` (on any threads, concurrently or not) before it
     /// returns. A kernel not proven [`parallel_safe`](JitProgram::parallel_safe) runs in one
-    /// part on the calling thread. With [`std::thread::scope`] as `exec`, see
+    /// part on the calling thread. `parts` is clamped to `1..=`[`MAX_SPLIT_PARTS`] and to the
+    /// kernel's work items; `exec` gets the clamped count. Allocates nothing itself (the buffer
+    /// pointers and the claimed-part bits live on this frame). With [`std::thread::scope`] as
+    /// `exec`, see
     /// [`run_kernel_threads`](JitProgram::run_kernel_threads).
     pub fn run_kernel_split(
         &self,
@@ -298,23 +436,24 @@ impl JitProgram {
     ) -> Result<()> {
         let (k, ptrs) = self.check_args(i, args)?;
         let items = k.items;
-        let parts_i64 = i64::try_from(parts.max(1))
-            .unwrap_or(i64::MAX)
+        let parts_i64 = i64::try_from(parts.clamp(1, MAX_SPLIT_PARTS))
+            .unwrap_or(1)
             .min(items.max(1));
         if !k.parallel_safe || parts_i64 <= 1 {
             // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.
-            unsafe { (k.f)(ptrs.as_ptr(), 0, items) };
+            unsafe { (k.f)(ptrs.array(), 0, items) };
             return Ok(());
         }
-        let ptrs = CallPtrs(ptrs);
         // Each part runs at most once, even if `exec` calls `task` twice for it (two threads
-        // running the same items would race).
-        let claimed: Vec<AtomicBool> = (0..parts_i64).map(|_| AtomicBool::new(false)).collect();
+        // running the same items would race): bit `part` of `claimed` is set by the one call
+        // that runs it (`parts_i64 <= MAX_SPLIT_PARTS = 64` bits).
+        let claimed = AtomicU64::new(0);
         let task = |part: usize| {
-            let Some(flag) = claimed.get(part) else {
+            if part >= parts_i64 as usize {
                 return;
-            };
-            if flag.swap(true, Ordering::AcqRel) {
+            }
+            let bit = 1u64 << part;
+            if claimed.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
                 return;
             }
             let part = part as i64;
@@ -325,7 +464,7 @@ impl JitProgram {
             // borrowed for the whole of this call, and `exec` returns only after every task
             // call finished because `task` borrows locals of this frame); `begin..end` is a
             // sub-range of the work items, which the bounds proof covers, and concurrent tasks
-            // run distinct parts (the `claimed` flags), i.e. disjoint item ranges of a kernel
+            // run distinct parts (the `claimed` bits), i.e. disjoint item ranges of a kernel
             // whose items write disjoint elements (`parallel_safe`), so they do not race.
             unsafe { (k.f)(ptrs.array(), begin, end) };
         };
@@ -347,8 +486,9 @@ impl JitProgram {
     }
 
     /// Checks a call's arguments against kernel `i`'s verified declarations and returns the
-    /// kernel and the buffer pointers.
-    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, Vec<*mut f32>)> {
+    /// kernel and the buffer pointers (in a stack array: verified kernels declare at most
+    /// [`MAX_KERNEL_BUFFERS`]; nothing is allocated).
+    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, CallPtrs)> {
         let k = self
             .kernels
             .get(i)
@@ -361,8 +501,16 @@ impl JitProgram {
                 args.len()
             )));
         }
-        let mut ptrs: Vec<*mut f32> = Vec::with_capacity(args.len());
-        for ((name, len, role), a) in k.buffers.iter().zip(args.iter_mut()) {
+        if args.len() > MAX_KERNEL_BUFFERS {
+            return Err(Error::Codegen(format!(
+                "kernel '{}' takes {} buffers, more than {MAX_KERNEL_BUFFERS}",
+                k.name,
+                args.len()
+            )));
+        }
+        let mut ptrs = CallPtrs([std::ptr::null_mut(); MAX_KERNEL_BUFFERS]);
+        for (((name, len, role), a), slot) in k.buffers.iter().zip(args.iter_mut()).zip(&mut ptrs.0)
+        {
             let (got, ptr) = match a {
                 Arg::Read(s) if role.writable() => {
                     return Err(Error::Codegen(format!(
@@ -381,7 +529,7 @@ impl JitProgram {
                     k.name
                 )));
             }
-            ptrs.push(ptr);
+            *slot = ptr;
         }
         Ok((k, ptrs))
     }

@@ -1,6 +1,6 @@
 //! Code generation: a total, boring translation of verified loop IR into Cranelift IR.
 //!
-//! One Cranelift function per kernel, `fn(bufs: *const *mut f32, begin: i64, end: i64)`:
+//! One Cranelift function per kernel (compiled at the kernel's `OptLevel`, see [`jit`]), `fn(bufs: *const *mut f32, begin: i64, end: i64)`:
 //! `bufs[i]` is the base of the kernel's buffer `i`, and `begin..end` (within `0..=items`) the
 //! work items to run: iterations of the top-level loops, numbered in order, each loop clamped to
 //! its own range, so the bounds proof holds for any values. All cleverness lives in the schedule;
@@ -15,7 +15,13 @@
 //! - `max`/`min` use the compare-and-bitselect idiom the x64 backend turns into one
 //!   `vmaxps`/`vminps` (see `cranelift-notes.md`), with exactly the IR's select semantics
 //!   (a NaN first operand propagates);
-//! - `exp` calls [`mnv2c_expf`], imported by name.
+//! - `exp` calls [`mnv2c_expf`], imported by name;
+//! - within a loop body (and the bodies nested in it), an address with the same buffer and
+//!   dynamic terms is computed once (constant terms fold into the load/store offset), and an
+//!   element of a read-only buffer is loaded (and splat) once. Scopes end with their loop, so a
+//!   reused value dominates its uses. This is the only "optimisation" done here, and it is what
+//!   lets kernels compiled at `opt_level=none` (the schedule's choice for register-tiled
+//!   families, see `lower::schedule`) keep the loop IR's order without redundant work.
 //!
 //! Nothing here is unsafe and nothing here checks bounds: the code is only sound to run on a
 //! kernel `loops::verify` accepted (see [`jit`] for the calling contract). Translation is written
@@ -34,7 +40,8 @@ use cranelift_module::{Linkage, Module};
 use crate::loops::{Affine, BinOp, Expr, Kernel, LoopMode, Mem, Role, Stmt, UnOp, Var};
 use crate::{Error, Result};
 
-pub use jit::{Arg, Executor, JitOptions, JitProgram, emit_asm, emit_clif};
+pub use crate::loops::MAX_KERNEL_BUFFERS;
+pub use jit::{Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, emit_asm, emit_clif};
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).
 pub extern "C" fn mnv2c_expf(x: f32) -> f32 {
@@ -122,6 +129,8 @@ pub fn translate<M: Module>(
         expf,
         ptr,
         lane: None,
+        addrs: vec![Vec::new()],
+        loads: vec![Vec::new()],
     };
     let (begin, end) = (t.b.block_params(entry)[1], t.b.block_params(entry)[2]);
     t.top_level(&k.body, begin, end)?;
@@ -165,7 +174,32 @@ struct Translator<'k, 'f> {
     ptr: Type,
     /// The variable of the vector loop being translated, if any.
     lane: Option<Var>,
+    /// Addresses already computed, per open serial loop (outermost first): buffer, the dynamic
+    /// terms of the index (SSA value, coefficient), and the address `base + 4 * sum`. An entry
+    /// of an enclosing loop's scope dominates the current position; a scope is dropped when its
+    /// loop is closed, since values of a loop body do not dominate what follows the loop.
+    addrs: Vec<Vec<AddrKey>>,
+    /// Loads of read-only buffers already emitted, scoped like `addrs`: address, constant
+    /// offset, what was loaded, and the value. Read-only buffers are never stored during a call
+    /// (verified; the JIT's calling contract), so an earlier load of the same element is the
+    /// same value; reusing it keeps `opt_level=none` code from reloading a weight vector or
+    /// re-broadcasting an input scalar for every FMA of a register tile.
+    loads: Vec<Vec<(Value, i32, LoadKind, Value)>>,
 }
+
+/// How a cached load was done.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LoadKind {
+    /// One f32.
+    Scalar,
+    /// One f32, splat to f32x4.
+    Splat,
+    /// Four contiguous f32 as an f32x4.
+    Vector,
+}
+
+/// A cached address: `(buffer, [(value, coefficient)], address)`.
+type AddrKey = (usize, Vec<(Value, i64)>, Value);
 
 fn bug(m: &str) -> Error {
     Error::Codegen(m.to_string())
@@ -233,7 +267,11 @@ impl Translator<'_, '_> {
         }
         self.b.switch_to_block(header);
         self.env[l.var.0] = Binding::Dyn(i);
+        self.addrs.push(Vec::new());
+        self.loads.push(Vec::new());
         self.stmts(&l.body, vector)?;
+        self.addrs.pop();
+        self.loads.pop();
         let next = self.b.ins().iadd_imm_s(i, 1);
         let more = match range {
             Some((_, stop)) => self.b.ins().icmp(IntCC::SignedLessThan, next, stop),
@@ -299,28 +337,52 @@ impl Translator<'_, '_> {
     /// `4 * len` fits in `isize`, so the wrapped sum is exactly the element's byte offset.
     fn address(&mut self, buf: usize, idx: &Affine) -> Result<(Value, i32)> {
         let mut constant = idx.offset;
-        let mut dynamic: Option<Value> = None;
+        let mut terms: Vec<(Value, i64)> = Vec::new();
         for &(v, c) in &idx.terms {
             match self.env[v.0] {
                 Binding::Const(x) => constant = constant.wrapping_add(c.wrapping_mul(x)),
-                Binding::Dyn(val) => {
-                    let term = if c == 1 {
-                        val
-                    } else {
-                        self.b.ins().imul_imm_s(val, c)
-                    };
-                    dynamic = Some(match dynamic {
-                        Some(d) => self.b.ins().iadd(d, term),
-                        None => term,
-                    });
-                }
+                Binding::Dyn(val) => terms.push((val, c)),
                 Binding::Unbound => return Err(bug("index uses an unbound variable")),
             }
         }
         let mut addr = self.bases[buf];
-        if let Some(d) = dynamic {
-            let bytes = self.b.ins().ishl_imm_u(d, 2);
-            addr = self.b.ins().iadd(addr, bytes);
+        if !terms.is_empty() {
+            let cached = self.addrs.iter().rev().find_map(|scope| {
+                scope
+                    .iter()
+                    .find(|(b, t, _)| *b == buf && *t == terms)
+                    .map(|e| e.2)
+            });
+            addr = match cached {
+                Some(a) => a,
+                None => {
+                    // Byte offset: sum of value * (4 * coefficient), one multiply per term
+                    // (a shift for powers of two).
+                    let mut dynamic: Option<Value> = None;
+                    for &(val, c) in &terms {
+                        let bytes = c.wrapping_mul(4);
+                        let term = if bytes > 0 && (bytes as u64).is_power_of_two() {
+                            self.b
+                                .ins()
+                                .ishl_imm_u(val, i64::from(bytes.trailing_zeros()))
+                        } else {
+                            self.b.ins().imul_imm_s(val, bytes)
+                        };
+                        dynamic = Some(match dynamic {
+                            Some(d) => self.b.ins().iadd(d, term),
+                            None => term,
+                        });
+                    }
+                    let a = match dynamic {
+                        Some(d) => self.b.ins().iadd(addr, d),
+                        None => addr,
+                    };
+                    if let Some(scope) = self.addrs.last_mut() {
+                        scope.push((buf, terms, a));
+                    }
+                    a
+                }
+            };
         }
         let bytes = constant.wrapping_mul(4);
         match i32::try_from(bytes) {
@@ -361,7 +423,26 @@ impl Translator<'_, '_> {
                         flags = flags.with_readonly().with_can_move();
                     }
                     let (addr, off) = self.address(buf.0, &a.index)?;
-                    if vector && self.lane_coef(&a.index) == 1 {
+                    let kind = if vector && self.lane_coef(&a.index) == 1 {
+                        LoadKind::Vector
+                    } else if vector {
+                        LoadKind::Splat
+                    } else {
+                        LoadKind::Scalar
+                    };
+                    let readonly = matches!(role, Role::Input | Role::Const);
+                    let key = (addr, off, kind);
+                    let cached = readonly
+                        .then(|| {
+                            self.loads.iter().rev().find_map(|scope| {
+                                scope.iter().find(|e| (e.0, e.1, e.2) == key).map(|e| e.3)
+                            })
+                        })
+                        .flatten();
+                    if let Some(v) = cached {
+                        return Ok(v);
+                    }
+                    let v = if kind == LoadKind::Vector {
                         self.b.ins().load(types::F32X4, flags, addr, off)
                     } else {
                         let v = self
@@ -369,7 +450,11 @@ impl Translator<'_, '_> {
                             .ins()
                             .load(types::F32, flags.with_aligned(), addr, off);
                         self.splat_if(v, vector)
+                    };
+                    if readonly && let Some(scope) = self.loads.last_mut() {
+                        scope.push((addr, off, kind, v));
                     }
+                    v
                 }
                 Mem::Local(l) => {
                     let var = self.local_var(l.0, &a.index, vector)?;

@@ -377,13 +377,22 @@ pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
                     });
                 }
                 let eps = f64::from(*epsilon);
+                // Per output channel once (the same f64 values as per element, so the same
+                // result): `sqrt(variance + eps)` and gamma.
+                let per_ch: Vec<(f64, f64)> = (0..ch)
+                    .map(|co| {
+                        (
+                            f64::from(g.data()[co]),
+                            (f64::from(v.data()[co]) + eps).sqrt(),
+                        )
+                    })
+                    .collect();
                 w.data()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &wv)| {
-                        let co = i % ch;
-                        let s = (f64::from(v.data()[co]) + eps).sqrt();
-                        (f64::from(wv) * f64::from(g.data()[co]) / s) as f32
+                    .chunks_exact(ch)
+                    .flat_map(|row| {
+                        row.iter()
+                            .zip(&per_ch)
+                            .map(|(&wv, &(gc, s))| (f64::from(wv) * gc / s) as f32)
                     })
                     .collect::<Vec<f32>>()
             }

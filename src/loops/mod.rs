@@ -67,6 +67,11 @@ pub use verify::{verify, verify_program};
 /// The lane count of a vector loop (Cranelift's x86-64 backend has 128-bit vectors only).
 pub const VECTOR_WIDTH: usize = 4;
 
+/// The most buffers a kernel may declare (`verify` rejects more). The JIT passes a call's buffer
+/// pointers in a fixed array of this size on the stack, so a call allocates nothing; compute
+/// kernels use at most five (input, weights, bias, residual, output).
+pub const MAX_KERNEL_BUFFERS: usize = 16;
+
 /// What a buffer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -308,12 +313,37 @@ pub enum Stmt {
     Store { dst: Access, value: Expr },
 }
 
+/// The Cranelift optimisation level a kernel is compiled at: a schedule decision (see
+/// `lower::schedule`), with no effect on what the kernel computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptLevel {
+    /// `opt_level=none`: no e-graph pass, instructions stay in program order (codegen itself
+    /// reuses addresses and loads of read-only buffers). Best for register-tiled kernels whose
+    /// loop IR is already in the order that fits the 16 xmm registers.
+    None,
+    /// `opt_level=speed`: e-graph rewrites, GVN and loop-invariant code motion.
+    #[default]
+    Speed,
+}
+
+impl OptLevel {
+    /// The value of Cranelift's `opt_level` setting.
+    pub fn cranelift_name(self) -> &'static str {
+        match self {
+            OptLevel::None => "none",
+            OptLevel::Speed => "speed",
+        }
+    }
+}
+
 /// One kernel: buffers, locals, loop variables (by name, for printing) and the body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
     pub name: String,
     /// The schedule that shaped the nest, printed with the kernel.
     pub schedule: String,
+    /// How hard Cranelift optimises the kernel (default [`OptLevel::Speed`]).
+    pub opt_level: OptLevel,
     pub buffers: Vec<Buffer>,
     pub locals: Vec<Local>,
     pub vars: Vec<String>,
@@ -325,6 +355,7 @@ impl Kernel {
         Kernel {
             name: name.into(),
             schedule: schedule.into(),
+            opt_level: OptLevel::default(),
             buffers: Vec::new(),
             locals: Vec::new(),
             vars: Vec::new(),

@@ -11,7 +11,10 @@
 
 use std::collections::HashMap;
 
-use super::{Access, Affine, Expr, Kernel, LoopKind, LoopMode, Mem, Program, Stmt, UnOp, Var};
+use super::{
+    Access, Affine, Expr, Kernel, LoopKind, LoopMode, MAX_KERNEL_BUFFERS, Mem, Program, Stmt, UnOp,
+    Var,
+};
 use crate::{Error, Result};
 
 /// The largest local array (in f32) a kernel may declare: locals are registers.
@@ -38,6 +41,12 @@ struct Checker<'k> {
 pub fn verify(k: &Kernel) -> Result<()> {
     let fail =
         |m: String| Error::Codegen(format!("loop IR of kernel '{}' is invalid: {m}", k.name));
+    if k.buffers.len() > MAX_KERNEL_BUFFERS {
+        return Err(fail(format!(
+            "{} buffers (at most {MAX_KERNEL_BUFFERS})",
+            k.buffers.len()
+        )));
+    }
     for b in &k.buffers {
         let len = b
             .len()

@@ -5,10 +5,10 @@
 //! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
-use super::schedule::{Family, Schedule};
-use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule};
+use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
-use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
+use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, OptLevel, Stmt, Var};
 use crate::{Error, Result};
 
 /// A run of output rows (or columns) `lo..hi` whose valid kernel taps are `k_lo..k_hi`.
@@ -216,7 +216,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
         && conv.pads == Default::default()
         && g.groups == 1;
     if pointwise {
-        let sched = Schedule::choose(Family::Pointwise);
+        let sched = Schedule::pointwise(g.cout);
         let packed = pack_pointwise(
             cx.constant(&conv.weight)?.data(),
             g.cin,
@@ -256,8 +256,9 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
 /// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost,
 /// weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
-    let sched = Schedule::choose(Family::Pointwise);
+    let sched = Schedule::pointwise(p.geo.cout);
     k.schedule = sched.to_string();
+    k.opt_level = sched.opt_level;
     let [n, h, w, cin] = p.xd;
     let cout = p.geo.cout;
     let npix = n
@@ -271,6 +272,8 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     let tile = c(sched.channel_tile())?;
     let full_tiles = co64 / tile;
     let rem = co64 % tile;
+    let ku = sched.reduction_unroll.max(1);
+    let ku64 = c(ku)?;
     let mut body = Vec::new();
     // Full pixel tiles, then the remaining pixels one at a time (tail policy).
     for (tile_px, lo, hi) in [(pt, 0, full), (1, full * pt, npix)] {
@@ -285,7 +288,11 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
         };
         let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
             let pix = pix_base.clone() + po.clone();
-            let ci = Affine::var(r[0]);
+            // The main nest runs `ci = ku * cio + cii` (`cii` unrolled), the remainder `ci`.
+            let ci = match r {
+                [cio, cii] => Affine::var(*cio) * ku64 + Affine::var(*cii),
+                _ => Affine::var(r[0]),
+            };
             // The packed index (see `pack_pointwise`): in full tile `t`, channel
             // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
             // `full*K*T + ci*R + (ch - full*T)`.
@@ -309,13 +316,31 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
                 epilogue(acc, p.residual.map(|r| (r, o)), relu6),
             )
         };
-        let tiles = tile_nest(
+        let main = cin / ku;
+        let unrolled = [
+            ("cio", 0, main, LoopMode::Serial),
+            ("cii", 0, ku, LoopMode::Unroll),
+        ];
+        let serial = [("ci", 0, cin, LoopMode::Serial)];
+        let tail = [("ci", main * ku, cin, LoopMode::Serial)];
+        let mut reds: Vec<&[super::Reduction<'_>]> = Vec::new();
+        if ku <= 1 {
+            reds.push(&serial);
+        } else {
+            if main > 0 {
+                reds.push(&unrolled);
+            }
+            if main * ku < cin {
+                reds.push(&tail);
+            }
+        }
+        let tiles = tile_nest_multi(
             &mut k,
             tile_px,
             sched.channel_vectors,
             cout,
             &Affine::default(),
-            &[("ci", 0, cin, LoopMode::Serial)],
+            &reds,
             &TileBody {
                 init: &init,
                 update: &update,
@@ -338,8 +363,14 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
 /// Direct convolution: per output pixel (and group), register tiles over output channels,
 /// reduction over the valid taps and the group's input channels.
 fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
-    let sched = Schedule::choose(Family::Direct);
+    let mut sched = Schedule::choose(Family::Direct);
+    let cin_g = p.xd[3] / p.geo.groups.max(1);
+    if cin_g <= DIRECT_UNROLL_CHANNELS {
+        sched.unroll_channels = true;
+        sched.opt_level = OptLevel::None;
+    }
     k.schedule = sched.to_string();
+    k.opt_level = sched.opt_level;
     let [_, h, w, cin] = p.xd;
     let [_, oh, ow, cout] = p.od;
     let g = p.geo;
@@ -353,6 +384,11 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let groups = g.groups;
     let cin_g64 = c(cin_g)?;
     let px = sched.pixel_tile;
+    let ci_mode = if sched.unroll_channels {
+        LoopMode::Unroll
+    } else {
+        LoopMode::Serial
+    };
     k.body = spatial_nest(&mut k, conv, p, px, &mut |k, nest, rs, cs| {
         let gv = (groups > 1).then(|| k.new_var("g"));
         let ga = gv.map_or_else(Affine::default, Affine::var);
@@ -391,7 +427,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         let red = [
             ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
             ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
-            ("ci", 0, cin_g, LoopMode::Serial),
+            ("ci", 0, cin_g, ci_mode),
         ];
         let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
             &[]

@@ -16,6 +16,7 @@ use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
 pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Depthwise);
     k.schedule = sched.to_string();
+    k.opt_level = sched.opt_level;
     let [_, h, w, ch_n] = p.xd;
     let [_, oh, ow, _] = p.od;
     let (h, w, cn, oh, ow) = (c(h)?, c(w)?, c(ch_n)?, c(oh)?, c(ow)?);

@@ -16,6 +16,7 @@ use crate::{Error, Result};
 fn rows_nest(cx: &Cx<'_>, k: &mut Kernel, value: &dyn Fn(&Affine, &Affine) -> Expr) -> Result<()> {
     let sched = Schedule::choose(Family::Elementwise);
     k.schedule = sched.to_string();
+    k.opt_level = sched.opt_level;
     let dims = cx.out_dims();
     let channels = *dims
         .last()

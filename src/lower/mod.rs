@@ -329,6 +329,33 @@ pub(crate) fn tile_nest(
     red: &[(&str, usize, usize, LoopMode)],
     body: &TileBody<'_>,
 ) -> Result<Vec<Stmt>> {
+    let reds: &[&[Reduction<'_>]] = if red.is_empty() { &[] } else { &[red] };
+    tile_nest_multi(
+        k,
+        pixel_tile,
+        channel_vectors,
+        channels,
+        chan_base,
+        reds,
+        body,
+    )
+}
+
+/// One reduction loop of a register tile: `(name, lo, hi, mode)`.
+pub(crate) type Reduction<'a> = (&'a str, usize, usize, LoopMode);
+
+/// [`tile_nest`] with several reduction nests run one after the other on the same accumulators
+/// (e.g. a reduction split into an unrolled main nest and a remainder nest); `update` gets the
+/// variables of the nest it is called for, so it can tell them apart by their number.
+pub(crate) fn tile_nest_multi(
+    k: &mut Kernel,
+    pixel_tile: usize,
+    channel_vectors: usize,
+    channels: usize,
+    chan_base: &Affine,
+    reds: &[&[Reduction<'_>]],
+    body: &TileBody<'_>,
+) -> Result<Vec<Stmt>> {
     let tile = 4 * channel_vectors;
     let full = channels / tile;
     let vecs = (channels % tile) / 4;
@@ -394,7 +421,7 @@ pub(crate) fn tile_nest(
             value: (body.init)(p, ch),
             dst: a,
         })?];
-        if !red.is_empty() {
+        for red in reds.iter().filter(|r| !r.is_empty()) {
             let vars: Vec<Var> = red.iter().map(|(n, _, _, _)| k.new_var(n)).collect();
             let mut s = slot(k, &|p, ch, a| Stmt::Store {
                 value: (body.update)(

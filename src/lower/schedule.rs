@@ -7,13 +7,38 @@
 //! accumulators live in locals (registers) across the reduction loops, then are stored once with
 //! the epilogue applied. Channels are split into f32x4 vectors: a tile holds `channel_vectors`
 //! vectors (`4 * channel_vectors` channels) for each of `pixel_tile` pixels, i.e.
-//! `pixel_tile * channel_vectors` f32x4 accumulators. The 1x1 convolution's 4x8 tile (4 pixels x
-//! 8 channels, 8 accumulators, 2 weight vectors and 1 broadcast: 11 of the 16 xmm registers) is
-//! the micro-kernel shape `cranelift-notes.md` measured as the fastest that never spills. Its
-//! channel reduction is not unrolled: unrolling it by 2 (with a remainder loop) measured slower
-//! here at `opt_level=speed` (28-31 against 35-37 GFLOP/s on 1x1 convs of MobileNetV2 shapes,
-//! `cargo run --release --example emit_kernels -- bench`), as the e-graph pass issues the loads
-//! of both steps first.
+//! `pixel_tile * channel_vectors` f32x4 accumulators.
+//!
+//! ## The 1x1 GEMM micro-kernel
+//! 2 pixels x 16 channels: 8 accumulators, 4 weight vectors and 1 broadcast input (+ the copy
+//! the missing `vfmadd231ps` costs), 14 of the 16 xmm registers, no spills. The channel
+//! reduction is unrolled x4 (`ci = 4 * cio + cii`, then a serial remainder loop for `cin % 4`)
+//! and the kernel is compiled at `opt_level=none`, so Cranelift keeps the program order of the
+//! loop IR (per step: 4 weight vectors, then per pixel one broadcast and 4 FMAs), while codegen
+//! itself reuses addresses and loads (see `codegen`). At `speed` the e-graph pass elaborates
+//! each accumulator's whole unrolled FMA chain in turn, keeping every step's weights live, and
+//! spills. Measured (`cargo run --release --example emit_kernels -- bench`, GFLOP/s on
+//! 28x28 32->192 / 28x28 192->64 / 7x7 320->1280, 128-bit peak 59 in the same runs):
+//!
+//! | tile | K unroll | opt | GFLOP/s |
+//! |---|---|---|---|
+//! | 4x8 | 1 | speed | 37 / 38 / 37 (the previous schedule) |
+//! | 4x8 | 2 / 4 | speed | 28-31 / 36 |
+//! | 4x8 | 1 / 2 / 4 / 8 | none | 32-36 / 44-47 / 49-51 / 49-51 |
+//! | 6x8, 5x8, 3x12 | 4 | none | 32-33, 31-36, 40-44 (spills) |
+//! | 2x20 | 4 | none | 26-30 (spills) |
+//! | 1x32 | 4 | none | 41-47 |
+//! | **2x16** | 2 / **4** / 8 | none | 49-54 / **52-53** / 51-54 |
+//!
+//! Whole model (`mnv2c bench --runs 30`, interleaved): 1x1 family 81% of peak with 4x8 against
+//! 84% with 2x16 (2 broadcasts instead of 4 per step).
+//!
+//! A layer whose output channels leave a remainder of exactly 8 (24 in MobileNetV2) uses the
+//! 4x8 tile instead: its 2x8 remainder tile would have only 4 accumulators. 56x56 144->24:
+//! 42.5 -> 49-51 GFLOP/s (`mnv2c bench` per-layer rows of `res3_*/pw_linear`, interleaved).
+//!
+//! Depthwise kernels are compiled at `opt_level=none` too (taps unrolled, 4x8 tiles): 3x3 s1
+//! 56x56x144 21 -> 36 GFLOP/s, s2 112x112x96 20 -> 29, against `speed` in the same runs.
 //!
 //! ## Tail policy (extents that are not a multiple of the tile)
 //! - Channels `C` with tile `T = 4 * channel_vectors`: `C / T` full tiles in a serial loop, then
@@ -31,7 +56,7 @@
 
 use std::fmt;
 
-use crate::loops::LoopMode;
+use crate::loops::{LoopMode, OptLevel};
 
 /// The kernel family a schedule is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,13 +88,27 @@ pub struct Schedule {
     /// 224x224): 14.8 GFLOP/s serial, 20.2 with taps unrolled, 12.9 with the 3-step channel loop
     /// unrolled too (so channel reductions stay serial).
     pub unroll_taps: bool,
+    /// Unroll factor of the channel reduction of the 1x1 GEMM (`ci = u * cio + cii`, `cii`
+    /// unrolled; the `cin % u` remaining steps in a serial remainder loop). 1 = serial.
+    pub reduction_unroll: usize,
+    /// Unroll the channel reduction of a direct conv completely (see
+    /// [`DIRECT_UNROLL_CHANNELS`]); set by the direct lowering from the group width.
+    pub unroll_channels: bool,
+    /// The Cranelift optimisation level of the family's kernels.
+    pub opt_level: OptLevel,
 }
+
+/// A direct conv whose groups have at most this many input channels unrolls its channel
+/// reduction too and is compiled at `opt_level=none` (the stem conv, 3 channels: 38 -> 46
+/// GFLOP/s; at `speed` unrolling it measured 15, and `none` with a serial channel loop 33).
+/// Wider groups keep a serial channel loop at `speed`.
+pub const DIRECT_UNROLL_CHANNELS: usize = 4;
 
 impl Schedule {
     /// The table: one schedule per family.
     pub fn choose(family: Family) -> Schedule {
         let (pixel_tile, channel_vectors) = match family {
-            Family::Pointwise => (4, 2),
+            Family::Pointwise => (2, 4),
             Family::Direct | Family::Depthwise => (4, 2),
             Family::Elementwise | Family::Pool => (1, 2),
             Family::Softmax => (1, 1),
@@ -79,7 +118,25 @@ impl Schedule {
             pixel_tile,
             channel_vectors,
             unroll_taps: matches!(family, Family::Direct | Family::Depthwise),
+            reduction_unroll: if family == Family::Pointwise { 4 } else { 1 },
+            unroll_channels: false,
+            opt_level: match family {
+                Family::Pointwise | Family::Depthwise => OptLevel::None,
+                _ => OptLevel::Speed,
+            },
         }
+    }
+
+    /// The 1x1 GEMM schedule for `cout` output channels: the 2x16 tile, unless `cout` leaves a
+    /// remainder of 8 channels that 4x8 tiles would cover exactly (e.g. 24): a 2-pixel x
+    /// 8-channel remainder tile has only 4 accumulators, too few chains to hide the FMA latency.
+    pub fn pointwise(cout: usize) -> Schedule {
+        let mut s = Schedule::choose(Family::Pointwise);
+        if !cout.is_multiple_of(16) && cout.is_multiple_of(8) {
+            s.pixel_tile = 4;
+            s.channel_vectors = 2;
+        }
+        s
     }
 
     /// The mode of a tap reduction loop.
@@ -131,10 +188,20 @@ impl fmt::Display for Schedule {
         if self.unroll_taps {
             write!(f, ", taps unrolled")?;
         }
+        if self.unroll_channels {
+            write!(f, ", channels unrolled")?;
+        }
+        if self.reduction_unroll > 1 {
+            write!(
+                f,
+                ", channel reduction unrolled x{} (+ serial remainder)",
+                self.reduction_unroll
+            )?;
+        }
         write!(f, "; tails: channels -> vector then scalar remainder tiles")?;
         if self.pixel_tile > 1 {
             write!(f, ", pixels -> 1-px tiles")?;
         }
-        Ok(())
+        write!(f, "; opt_level={}", self.opt_level.cranelift_name())
     }
 }
