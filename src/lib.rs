@@ -20,17 +20,35 @@
 //!   makes generated code safe to call), its interpreter and its text form (`--emit loops`).
 //! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
+//! - [`runtime`] holds [`CompiledModel`]: the whole pipeline in one call, a static memory plan,
+//!   a thread pool; [`bench`] measures it.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 //!
+//! The whole flow — build the model, give it weights, compile, run:
+//!
 //! ```
-//! use mnv2c::frontend::{Config, mobilenet_v2};
+//! use mnv2c::frontend::{Config, mobilenet_v2, weights};
+//! use mnv2c::{CompiledModel, Options};
 //!
 //! let config = Config { num_classes: 10, batch: 1, height: 96, width: 96 };
 //! let graph = mobilenet_v2(&config)?;
-//! let text = graph.to_string(); // the text form, as `mnv2c compile --emit ir` prints it
+//! // The text form, as `mnv2c compile --emit ir -O0` prints it, parses back to the same graph.
+//! let text = graph.to_string();
 //! assert!(text.contains("%prob = softmax(%logits) : f32[1,10]"));
 //! assert_eq!(mnv2c::graph::parse(&text, "model.ir")?, graph);
+//!
+//! // Seeded weights as the tutorial initialises them (or `weights::load` a .safetensors file).
+//! let params = weights::seeded(&graph, 0)?;
+//! // Optimise, lower, JIT-compile; two threads per call.
+//! let model = CompiledModel::compile(&graph, &params, &Options { threads: 2, ..Options::default() })?;
+//! let input = weights::synthetic_input(&config)?; // [1, 96, 96, 3], NHWC
+//! let out = model.run(&input)?;
+//! assert_eq!(out.probs.dims(), [1, 10]);
+//! let total: f32 = out.probs.data().iter().sum();
+//! assert!((total - 1.0).abs() < 1e-5);
+//! // A wrong input shape is an error, not a crash.
+//! assert!(model.run(&mnv2c::Tensor::zeros(vec![1, 95, 96, 3]).unwrap()).is_err());
 //! # Ok::<(), mnv2c::Error>(())
 //! ```
 
