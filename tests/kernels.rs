@@ -54,18 +54,24 @@ fn run_both(
     let interp = loops::run_program(&p, inputs).expect("interpreter runs");
     let jit = JitProgram::compile(&p).expect("JIT compiles");
     let native = jit.run_program(&p, inputs).expect("JIT runs");
-    // The same, each kernel split over 3 threads where proven safe: bit-identical.
-    let split = loops::interp::execute(&p, inputs, |i, _, bufs| {
-        let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
-        jit.run_kernel_threads(i, &mut args, 3)
-    })
-    .expect("split JIT runs");
     let bits = |m: &BTreeMap<String, Vec<f32>>| -> Vec<(String, Vec<u32>)> {
         m.iter()
             .map(|(k, v)| (k.clone(), v.iter().map(|x| x.to_bits()).collect()))
             .collect()
     };
-    assert_eq!(bits(&split), bits(&native), "split run differs");
+    // The same, each kernel split over 2, 3 and 4 threads where proven safe: bit-identical.
+    for threads in [2, 3, 4] {
+        let split = loops::interp::execute(&p, inputs, |i, _, bufs| {
+            let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
+            jit.run_kernel_threads(i, &mut args, threads)
+        })
+        .expect("split JIT runs");
+        assert_eq!(
+            bits(&split),
+            bits(&native),
+            "split over {threads} threads differs"
+        );
+    }
     // And once more with every buffer inside a larger allocation fenced by canaries: the
     // generated code must never write outside the buffers it was given.
     let fenced = loops::interp::execute(&p, inputs, |i, _, bufs| run_fenced(&jit, i, bufs))
