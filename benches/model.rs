@@ -9,9 +9,9 @@
 
 use std::time::Instant;
 
-use mnv2c::bench::{Peak, quantile};
+use mnv2c::bench::{Peak, conv_graph, quantile};
 use mnv2c::codegen::JitProgram;
-use mnv2c::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
+use mnv2c::graph::{Graph, Op, TensorType};
 use mnv2c::{CompiledModel, Options, Tensor, TensorMap};
 
 /// Median seconds of `runs` calls of `f` after two warm-up calls.
@@ -26,58 +26,6 @@ fn median(runs: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     quantile(&mut t, 0.5)
-}
-
-/// One conv on `[1, h, h, cin]`, `k x k`, `same` padding; `depthwise` makes groups = cin.
-fn conv_graph(
-    h: usize,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    depthwise: bool,
-) -> (Graph, TensorMap) {
-    let mut g = Graph::new("conv");
-    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, h, h, cin]), &[]);
-    let (groups, wd) = if depthwise {
-        (cin, vec![k, k, cin, 1])
-    } else {
-        (1, vec![k, k, cin, cout])
-    };
-    let n: usize = wd.iter().product();
-    g.add_const(
-        "w",
-        Const {
-            ty: TensorType::new(wd.clone()),
-            def: ConstDef::Param,
-        },
-    )
-    .expect("fresh name");
-    let consts = TensorMap::from([(
-        "w".to_string(),
-        Tensor::new(wd, (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect()).expect("fits"),
-    )]);
-    let (top, bottom, _) = Pads::same_1d(h, k, stride).expect("stride >= 1");
-    let conv = Conv2d {
-        weight: "w".into(),
-        bias: None,
-        stride: [stride, stride],
-        pads: Pads {
-            top,
-            bottom,
-            left: top,
-            right: bottom,
-        },
-        groups,
-        epilogue: if k == 1 && h == 1 {
-            Epilogue::None
-        } else {
-            Epilogue::Relu6
-        },
-    };
-    let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
-    g.set_outputs(vec![y]);
-    (g, consts)
 }
 
 fn pool_graph(h: usize, c: usize) -> (Graph, TensorMap) {

@@ -3,58 +3,9 @@
 
 use std::time::Instant;
 
+use mnv2c::bench::conv_graph;
 use mnv2c::codegen::{Arg, JitProgram};
-use mnv2c::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
 use mnv2c::{Tensor, TensorMap};
-
-/// One conv on `[1, h, w, cin]` with a `k x k` kernel; `depthwise` makes groups = cin = cout.
-fn conv_graph(
-    h: usize,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    depthwise: bool,
-) -> (Graph, TensorMap) {
-    let mut g = Graph::new("conv");
-    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, h, h, cin]), &[]);
-    let (groups, wd) = if depthwise {
-        (cin, vec![k, k, cin, 1])
-    } else {
-        (1, vec![k, k, cin, cout])
-    };
-    let n: usize = wd.iter().product();
-    let ty = TensorType::new(wd.clone());
-    g.add_const(
-        "w",
-        Const {
-            ty,
-            def: ConstDef::Param,
-        },
-    )
-    .expect("fresh");
-    let consts = TensorMap::from([(
-        "w".to_string(),
-        Tensor::new(wd, (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect()).expect("fits"),
-    )]);
-    let (top, bottom, _) = Pads::same_1d(h, k, stride).expect("stride >= 1");
-    let conv = Conv2d {
-        weight: "w".into(),
-        bias: None,
-        stride: [stride, stride],
-        pads: Pads {
-            top,
-            bottom,
-            left: top,
-            right: bottom,
-        },
-        groups,
-        epilogue: Epilogue::Relu6,
-    };
-    let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
-    g.set_outputs(vec![y]);
-    (g, consts)
-}
 
 fn main() -> mnv2c::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "loops".into());

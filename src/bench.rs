@@ -12,7 +12,9 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use crate::TensorMap;
 use crate::codegen::{Arg, JitOptions, JitProgram};
+use crate::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
 use crate::loops::{Affine, BufId, Expr, Kernel, Loop, LoopKind, LoopMode, Mem, Role, Stmt};
 use crate::runtime::{CompiledModel, LayerKind};
 use crate::{Error, Result, Tensor};
@@ -416,6 +418,64 @@ fn json_string(v: &str) -> String {
     }
     s.push('"');
     s
+}
+
+/// A one-conv graph for kernel benchmarks (`cargo bench`, `examples/emit_kernels.rs`): input
+/// `[1, h, h, cin]`, a `k x k` conv with TF SAME pads and a relu6 epilogue (none for the 1x1
+/// conv on one pixel, the logits GEMV), deterministic small weights; `depthwise` makes
+/// groups = cin. Panics only on a size no benchmark uses (a stride of 0).
+pub fn conv_graph(
+    h: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    depthwise: bool,
+) -> (Graph, TensorMap) {
+    let mut g = Graph::new("conv");
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, h, h, cin]), &[]);
+    let (groups, wd) = if depthwise {
+        (cin, vec![k, k, cin, 1])
+    } else {
+        (1, vec![k, k, cin, cout])
+    };
+    let n: usize = wd.iter().product();
+    g.add_const(
+        "w",
+        Const {
+            ty: TensorType::new(wd.clone()),
+            def: ConstDef::Param,
+        },
+    )
+    .expect("a fresh graph has no constants");
+    let consts = TensorMap::from([(
+        "w".to_string(),
+        Tensor::new(wd, (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect())
+            .expect("the data has the shape's length"),
+    )]);
+    let (top, bottom, _) = Pads::same_1d(h, k, stride).expect("stride >= 1");
+    let conv = Conv2d {
+        weight: "w".into(),
+        bias: None,
+        stride: [stride, stride],
+        pads: Pads {
+            top,
+            bottom,
+            left: top,
+            right: bottom,
+        },
+        groups,
+        epilogue: if k == 1 && h == 1 {
+            Epilogue::None
+        } else {
+            Epilogue::Relu6
+        },
+    };
+    let y = g
+        .add_typed("y", Op::Conv2d(conv), &[x])
+        .expect("a SAME-padded conv types");
+    g.set_outputs(vec![y]);
+    (g, consts)
 }
 
 #[cfg(test)]
