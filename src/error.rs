@@ -27,11 +27,13 @@ pub enum Error {
     /// A graph breaks one of the invariants of `graph` (see its module doc). `value` is the
     /// printed name of the offending value or constant (`%res5_1/pw`, `@conv1_1/conv2d/w`).
     /// With `pass: Some(_)` a pass broke a graph that verified before it: a bug in mnv2c.
-    #[error("{}{value}: {message}", match pass { Some(p) => format!("verification failed after {p}: "), None => "invalid graph: ".to_string() })]
+    /// `location` is `file:line:col` of the value's definition when the graph came from a file.
+    #[error("{}{}{value}: {message}", match location { Some(l) => format!("{l}: "), None => String::new() }, match pass { Some(p) => format!("verification failed after {p}: "), None => "invalid graph: ".to_string() })]
     Verify {
         pass: Option<String>,
         value: String,
         message: String,
+        location: Option<String>,
     },
 
     /// The model cannot be built from the requested configuration.
@@ -75,6 +77,7 @@ impl Error {
             pass: None,
             value: value.into(),
             message: message.into(),
+            location: None,
         }
     }
 

@@ -582,8 +582,8 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
                     message: format!("not UTF-8 text (invalid byte at line {line}, offset {at})"),
                 }
             })?;
-            let graph = graph::parse(&text, &path.display().to_string())?;
-            graph::verify(&graph)?;
+            let (graph, locations) = graph::parse::parse_located(&text, &path.display().to_string())?;
+            graph::verify(&graph).map_err(|e| locations.attach(e))?;
             Ok(graph)
         }
         (None, Some(ModelName::Mobilenetv2)) => {
@@ -624,6 +624,7 @@ mod tests {
             pass: pass.map(str::to_string),
             value: "%x".into(),
             message: "m".into(),
+            location: None,
         };
         assert_eq!(exit_status(&Error::Usage("u".into())), 2);
         assert_eq!(exit_status(&verify_after(None)), 3);

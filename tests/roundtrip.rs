@@ -235,3 +235,16 @@ mod generated {
         }
     }
 }
+
+#[test]
+fn verifier_errors_on_a_parsed_file_point_at_the_definition() {
+    let text = "graph g {\n  %x = input : f32[1,4,4,3]\n\n    %y = relu6(%x) : f32[1,4,4,2]\n  output %y\n}\n";
+    let (g, locations) = graph::parse::parse_located(text, "g.ir").unwrap();
+    let e = locations.attach(graph::verify(&g).unwrap_err()).to_string();
+    assert_eq!(
+        e,
+        "g.ir:4:5: invalid graph: %y: declared type f32[1,4,4,2] but the operands give f32[1,4,4,3]"
+    );
+    assert_eq!(locations.of("%x").as_deref(), Some("g.ir:2:3"));
+    assert_eq!(locations.of("%nope"), None);
+}

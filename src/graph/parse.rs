@@ -15,6 +15,12 @@ use crate::{Error, Result};
 
 /// Parses the text form. `file` is used in error messages only.
 pub fn parse(text: &str, file: &str) -> Result<Graph> {
+    parse_located(text, file).map(|(graph, _)| graph)
+}
+
+/// [`parse`], also returning where each value and constant is defined, so that a later
+/// verifier error can point at the line to fix ([`Locations::attach`]).
+pub fn parse_located(text: &str, file: &str) -> Result<(Graph, Locations)> {
     let tokens = lex(text, file)?;
     Parser {
         tokens,
@@ -22,6 +28,41 @@ pub fn parse(text: &str, file: &str) -> Result<Graph> {
         file,
     }
     .graph()
+}
+
+/// Where the values (`%name`) and constants (`@name`) of a parsed file are defined.
+#[derive(Clone, Debug, Default)]
+pub struct Locations {
+    file: String,
+    /// Printed name -> (line, column) of its definition.
+    at: HashMap<String, (usize, usize)>,
+}
+
+impl Locations {
+    /// `file:line:col` of the definition of `printed` (`%x` or `@w`), if it is in the file.
+    pub fn of(&self, printed: &str) -> Option<String> {
+        let (line, col) = self.at.get(printed)?;
+        Some(format!("{}:{line}:{col}", self.file))
+    }
+
+    /// Adds the definition's location to a verifier error about a value or constant of the
+    /// file; other errors pass through unchanged.
+    pub fn attach(&self, e: Error) -> Error {
+        match e {
+            Error::Verify {
+                pass,
+                value,
+                message,
+                location: None,
+            } => Error::Verify {
+                location: self.of(&value),
+                pass,
+                value,
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -282,7 +323,7 @@ impl Parser<'_> {
         }
     }
 
-    fn graph(mut self) -> Result<Graph> {
+    fn graph(mut self) -> Result<(Graph, Locations)> {
         self.keyword("graph")?;
         let name = match self.next() {
             Token {
@@ -300,7 +341,7 @@ impl Parser<'_> {
         let mut nodes: Vec<PendingNode> = Vec::new();
         let mut outputs: Option<Vec<(String, (usize, usize))>> = None;
         let mut const_at: HashMap<String, (usize, usize)> = HashMap::new();
-        let mut value_line: HashMap<String, usize> = HashMap::new();
+        let mut value_at: HashMap<String, (usize, usize)> = HashMap::new();
         loop {
             let t = self.peek().clone();
             let at = (t.line, t.col);
@@ -362,7 +403,7 @@ impl Parser<'_> {
                     let ty = self.tensor_type()?;
                     let (op, operands) = self.op(app)?;
                     // A map, not a scan of `nodes`: a scan made a 100k-line file take minutes.
-                    if let Some(first_line) = value_line.insert(vname.clone(), at.0) {
+                    if let Some((first_line, _)) = value_at.insert(vname.clone(), at) {
                         return Err(self.error_at(
                             at,
                             format!("value %{vname} is defined twice (first at line {first_line})"),
@@ -418,7 +459,20 @@ impl Parser<'_> {
             .map(|(name, at)| resolve(name, *at))
             .collect::<Result<Vec<_>>>()?;
         graph.set_outputs(outputs);
-        Ok(graph)
+        let mut at: HashMap<String, (usize, usize)> = const_at
+            .into_iter()
+            .map(|(name, pos)| (format!("@{name}"), pos))
+            .collect();
+        at.extend(
+            value_at
+                .into_iter()
+                .map(|(name, pos)| (format!("%{name}"), pos)),
+        );
+        let locations = Locations {
+            file: self.file.to_string(),
+            at,
+        };
+        Ok((graph, locations))
     }
 
     fn value_ref(&mut self) -> Result<(String, (usize, usize))> {

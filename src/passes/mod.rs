@@ -138,10 +138,12 @@ fn blame(e: Error, pass: &str) -> Error {
             pass: None,
             value,
             message,
+            location,
         } => Error::Verify {
             pass: Some(pass.to_string()),
             value,
             message,
+            location,
         },
         other => other,
     }
