@@ -77,7 +77,7 @@ fn main() {
         ("logits GEMV 1280->1000", 1, 1280, 1000, 1, 1, false),
     ];
     for (name, h, cin, cout, k, s, dw) in convs {
-        let (g, consts) = conv_graph(h, cin, cout, k, s, dw);
+        let (g, consts) = conv_graph(h, cin, cout, k, s, dw).expect("a valid benchmark conv");
         let secs = time_kernel(&g, &consts, 50);
         let oh = h.div_ceil(s);
         let macs = (oh * oh * cout * k * k * if dw { 1 } else { cin }) as f64;

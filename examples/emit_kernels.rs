@@ -29,7 +29,7 @@ fn main() -> mnv2c::Result<()> {
             .fold(0.0, f64::max);
         println!("128-bit FMA peak {peak_g:.1} GFLOP/s");
         for (name, h, cin, cout, k, s, dw) in cases {
-            let (g, consts) = conv_graph(h, cin, cout, k, s, dw);
+            let (g, consts) = conv_graph(h, cin, cout, k, s, dw)?;
             let p = mnv2c::lower::lower(&g, &consts)?;
             let jit = JitProgram::compile(&p)?;
             let kern = &p.kernels[0];
@@ -63,8 +63,8 @@ fn main() -> mnv2c::Result<()> {
         }
         return Ok(());
     }
-    let (g, consts) = conv_graph(5, 6, 10, 1, 1, false);
-    let (g2, consts2) = conv_graph(5, 6, 6, 3, 2, true);
+    let (g, consts) = conv_graph(5, 6, 10, 1, 1, false)?;
+    let (g2, consts2) = conv_graph(5, 6, 6, 3, 2, true)?;
     let mut p = mnv2c::lower::lower(&g, &consts)?;
     p.kernels
         .extend(mnv2c::lower::lower(&g2, &consts2)?.kernels);

@@ -423,7 +423,8 @@ fn json_string(v: &str) -> String {
 /// A one-conv graph for kernel benchmarks (`cargo bench`, `examples/emit_kernels.rs`): input
 /// `[1, h, h, cin]`, a `k x k` conv with TF SAME pads and a relu6 epilogue (none for the 1x1
 /// conv on one pixel, the logits GEMV), deterministic small weights; `depthwise` makes
-/// groups = cin. Panics only on a size no benchmark uses (a stride of 0).
+/// groups = cin. Sizes that do not make a valid conv (a stride of 0, a kernel larger than the
+/// padded input, an overflowing weight count) are errors.
 pub fn conv_graph(
     h: usize,
     cin: usize,
@@ -431,7 +432,7 @@ pub fn conv_graph(
     k: usize,
     stride: usize,
     depthwise: bool,
-) -> (Graph, TensorMap) {
+) -> Result<(Graph, TensorMap)> {
     let mut g = Graph::new("conv");
     let x = g.add_node("x", Op::Input, TensorType::new(vec![1, h, h, cin]), &[]);
     let (groups, wd) = if depthwise {
@@ -439,21 +440,22 @@ pub fn conv_graph(
     } else {
         (1, vec![k, k, cin, cout])
     };
-    let n: usize = wd.iter().product();
+    let ty = TensorType::new(wd.clone());
+    let n = ty
+        .num_elements()
+        .ok_or_else(|| Error::Config(format!("weight {ty} is too large")))?;
     g.add_const(
         "w",
         Const {
-            ty: TensorType::new(wd.clone()),
+            ty,
             def: ConstDef::Param,
         },
-    )
-    .expect("a fresh graph has no constants");
-    let consts = TensorMap::from([(
-        "w".to_string(),
-        Tensor::new(wd, (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect())
-            .expect("the data has the shape's length"),
-    )]);
-    let (top, bottom, _) = Pads::same_1d(h, k, stride).expect("stride >= 1");
+    )?;
+    let data = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+    let w = Tensor::new(wd, data).ok_or_else(|| Error::Config("weight size".into()))?;
+    let consts = TensorMap::from([("w".to_string(), w)]);
+    let (top, bottom, _) = Pads::same_1d(h, k, stride)
+        .ok_or_else(|| Error::Config(format!("stride {stride} is not a valid stride")))?;
     let conv = Conv2d {
         weight: "w".into(),
         bias: None,
@@ -471,11 +473,9 @@ pub fn conv_graph(
             Epilogue::Relu6
         },
     };
-    let y = g
-        .add_typed("y", Op::Conv2d(conv), &[x])
-        .expect("a SAME-padded conv types");
+    let y = g.add_typed("y", Op::Conv2d(conv), &[x])?;
     g.set_outputs(vec![y]);
-    (g, consts)
+    Ok((g, consts))
 }
 
 #[cfg(test)]
@@ -487,6 +487,15 @@ mod tests {
         crate::loops::verify(&peak_kernel()).unwrap();
         let g = Peak::new().unwrap().measure().unwrap();
         assert!(g > 0.0);
+    }
+
+    #[test]
+    fn benchmark_convs_reject_invalid_sizes() {
+        let (g, consts) = conv_graph(8, 3, 4, 3, 2, false).unwrap();
+        assert_eq!(g.node(g.outputs()[0]).ty.dims, [1, 4, 4, 4]);
+        assert_eq!(consts["w"].dims(), [3, 3, 3, 4]);
+        assert!(conv_graph(8, 3, 4, 3, 0, false).is_err());
+        assert!(conv_graph(8, usize::MAX, 4, 3, 1, false).is_err());
     }
 
     #[test]
