@@ -48,15 +48,6 @@ pub fn segments(
     segs
 }
 
-/// The epilogue applied to an accumulator (which already includes the bias).
-pub(crate) fn epilogue(acc: Expr, residual: Option<(BufId, Affine)>, relu6: bool) -> Expr {
-    let mut v = acc;
-    if let Some((b, idx)) = residual {
-        v = Expr::plus(v, load(b, idx));
-    }
-    if relu6 { Expr::relu6(v) } else { v }
-}
-
 pub(crate) fn dims4(d: &[usize], what: &str) -> Result<[usize; 4]> {
     d.try_into()
         .map_err(|_| Error::Codegen(format!("{what} is not NHWC: {d:?}")))
@@ -72,6 +63,18 @@ pub(crate) struct ConvParts {
     pub xd: [usize; 4],
     pub od: [usize; 4],
     pub geo: ConvGeometry,
+}
+
+impl ConvParts {
+    /// Stores an accumulator (which already includes the bias) to output element `o`, with the
+    /// epilogue in the graph IR's order: the residual at the same element first, then the clamp.
+    pub fn store_result(&self, o: Affine, acc: Expr, relu6: bool) -> Stmt {
+        let mut v = acc;
+        if let Some(r) = self.residual {
+            v = Expr::plus(v, load(r, o.clone()));
+        }
+        store(self.out, o, if relu6 { Expr::relu6(v) } else { v })
+    }
 }
 
 pub(crate) fn conv_parts(cx: &Cx<'_>, k: &mut Kernel, conv: &Conv2d) -> Result<ConvParts> {
@@ -309,11 +312,10 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
             Expr::fma(load(p.x, pix * ci64 + ci), load(p.w, wi), acc)
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            let o = (pix_base.clone() + po.clone()) * co64 + ch.clone();
-            store(
-                p.out,
-                o.clone(),
-                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
+            p.store_result(
+                (pix_base.clone() + po.clone()) * co64 + ch.clone(),
+                acc,
+                relu6,
             )
         };
         let main = cin / ku;
@@ -417,12 +419,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
             Expr::fma(load(p.x, xi), load(p.w, wi), acc)
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            let o = out_pix.clone() + po.clone() * cout + ch.clone();
-            store(
-                p.out,
-                o.clone(),
-                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
-            )
+            p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
         };
         let red = [
             ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),

@@ -6,9 +6,9 @@
 //! w[ky,kx,c] + bias[c] + residual[n,oh,ow,c])`; the weight `[kh,kw,1,C]` or `[kh,kw,C,1]` has
 //! the element of tap `(ky,kx)`, channel `c` at `(ky*kw + kx)*C + c` either way.
 
-use super::conv::{ConvParts, epilogue, spatial_nest};
+use super::conv::{ConvParts, spatial_nest};
 use super::schedule::{Family, Schedule};
-use super::{Chan, TileBody, c, load, store, tile_nest};
+use super::{Chan, TileBody, c, load, tile_nest};
 use crate::Result;
 use crate::graph::Conv2d;
 use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
@@ -48,12 +48,7 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
             Expr::fma(load(p.x, xi), load(p.w, wi), acc)
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            let o = out_pix.clone() + po.clone() * cn + ch.clone();
-            store(
-                p.out,
-                o.clone(),
-                epilogue(acc, p.residual.map(|r| (r, o)), relu6),
-            )
+            p.store_result(out_pix.clone() + po.clone() * cn + ch.clone(), acc, relu6)
         };
         let red = [
             ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
