@@ -69,8 +69,14 @@ fn main() -> mnv2c::Result<()> {
     p.kernels
         .extend(mnv2c::lower::lower(&g2, &consts2)?.kernels);
     match what.as_str() {
-        "clif" => print!("{}", mnv2c::codegen::emit_clif(&p.kernels)?),
-        "asm" => print!("{}", mnv2c::codegen::emit_asm(&p.kernels)?),
+        "clif" => print!(
+            "{}",
+            mnv2c::codegen::emit_clif(&p.kernels, mnv2c::codegen::Isa::Auto)?
+        ),
+        "asm" => print!(
+            "{}",
+            mnv2c::codegen::emit_asm(&p.kernels, mnv2c::codegen::Isa::Auto)?
+        ),
         _ => print!("{p}"),
     }
     Ok(())

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mnv2c::codegen::Isa;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
@@ -65,6 +66,10 @@ struct BenchArgs {
     /// Threads per inference (the JIT splits each layer's output tiles over them).
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
+    /// Vector tier of the micro-kernels: auto (the widest this CPU runs), avx512, avx2 or
+    /// portable (Cranelift's 128-bit code). Every tier gives bit-identical results.
+    #[arg(long, value_name = "ISA", default_value = "auto")]
+    isa: Isa,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +144,10 @@ struct CompileArgs {
     /// List the passes, in default-pipeline order, and exit.
     #[arg(long)]
     list_passes: bool,
+    /// Vector tier of the micro-kernels: auto (the widest this CPU runs), avx512, avx2 or
+    /// portable (Cranelift's 128-bit code). Every tier gives bit-identical results.
+    #[arg(long, value_name = "ISA", default_value = "auto")]
+    isa: Isa,
 }
 
 #[derive(Args, Debug)]
@@ -164,8 +173,13 @@ struct RunArgs {
     #[arg(long, value_name = "S", conflicts_with = "weights")]
     seed: Option<u64>,
     /// Run the reference interpreter instead of the JIT-compiled code.
-    #[arg(long, conflicts_with = "threads")]
+    #[arg(long, conflicts_with_all = ["threads", "isa"])]
     interp: bool,
+    /// Vector tier of the micro-kernels: auto (the widest this CPU runs), avx512, avx2 or
+    /// portable (Cranelift's 128-bit code). Every tier gives bit-identical results.
+    #[arg(long, value_name = "ISA", default_value = "auto")]
+    isa: Isa,
+
     /// Threads per inference (the JIT splits each layer's output tiles over them).
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
@@ -361,6 +375,7 @@ fn run_model(args: RunArgs) -> Result<()> {
         let start = Instant::now();
         let options = Options {
             threads: args.threads,
+            isa: args.isa,
             ..Options::default()
         };
         let model = CompiledModel::compile(&graph, &params, &options)?;
@@ -461,6 +476,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let start = Instant::now();
     let options = Options {
         threads: args.threads,
+        isa: args.isa,
         ..Options::default()
     };
     let model = CompiledModel::compile(&graph, &params, &options)?;
@@ -520,14 +536,14 @@ fn compile(args: CompileArgs) -> Result<()> {
     })?;
     let text = match args.emit {
         Some(Emit::Ir) | None => graph.to_string(),
-        Some(level) => emit_code(&graph, level)?,
+        Some(level) => emit_code(&graph, level, args.isa)?,
     };
     emit(&text, args.output.as_deref())
 }
 
 /// The levels below the graph IR. Lowering packs weights into kernels, so it needs values:
 /// seeded ones (seed 0), which give the same code as any other weights of the same shapes.
-fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
+fn emit_code(graph: &Graph, level: Emit, isa: Isa) -> Result<String> {
     let params = weights::seeded(graph, 0)?;
     if level == Emit::Memplan {
         let no_passes = Options {
@@ -541,8 +557,8 @@ fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
     let program = lower::lower(graph, &consts)?;
     match level {
         Emit::Loops => Ok(program.to_string()),
-        Emit::Clif => codegen::emit_clif(&program.kernels),
-        _ => codegen::emit_asm(&program.kernels),
+        Emit::Clif => codegen::emit_clif(&program.kernels, isa),
+        _ => codegen::emit_asm(&program.kernels, isa),
     }
 }
 

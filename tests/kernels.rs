@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use mnv2c::codegen::{Arg, JitProgram};
+use mnv2c::codegen::{Arg, Isa, JitOptions, JitProgram};
 use mnv2c::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
 use mnv2c::loops::{self, Program};
 use mnv2c::{Tensor, TensorMap};
@@ -52,8 +52,39 @@ fn run_both(
 ) -> BTreeMap<String, Vec<f32>> {
     let p: Program = mnv2c::lower::lower(g, consts).expect("lowering succeeds");
     let interp = loops::run_program(&p, inputs).expect("interpreter runs");
-    let jit = JitProgram::compile(&p).expect("JIT compiles");
-    let native = jit.run_program(&p, inputs).expect("JIT runs");
+    for isa in tiers() {
+        let opts = JitOptions {
+            isa,
+            ..JitOptions::default()
+        };
+        let jit = JitProgram::compile_kernels(&p.kernels, &opts).expect("JIT compiles");
+        check_tier(g, consts, inputs, &p, &interp, &jit);
+    }
+    interp
+}
+
+/// Every concrete tier this CPU runs; the others are reported as skipped, by name.
+fn tiers() -> Vec<Isa> {
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        if let Some(f) = isa.missing() {
+            eprintln!("skipped: {} (CPU lacks {f})", isa.name());
+        }
+    }
+    Isa::available()
+}
+
+/// One tier against the interpreter (bit for bit), split over threads, fenced by canaries, and
+/// the graph interpreter within tolerance.
+fn check_tier(
+    g: &Graph,
+    consts: &TensorMap,
+    inputs: &BTreeMap<String, Vec<f32>>,
+    p: &Program,
+    interp: &BTreeMap<String, Vec<f32>>,
+    jit: &JitProgram,
+) {
+    let native = jit.run_program(p, inputs).expect("JIT runs");
+    let tier = jit.isa().name();
     let bits = |m: &BTreeMap<String, Vec<f32>>| -> Vec<(String, Vec<u32>)> {
         m.iter()
             .map(|(k, v)| (k.clone(), v.iter().map(|x| x.to_bits()).collect()))
@@ -61,7 +92,7 @@ fn run_both(
     };
     // The same, each kernel split over 2, 3 and 4 threads where proven safe: bit-identical.
     for threads in [2, 3, 4] {
-        let split = loops::interp::execute(&p, inputs, |i, _, bufs| {
+        let split = loops::interp::execute(p, inputs, |i, _, bufs| {
             let mut args: Vec<Arg<'_>> = bufs.iter_mut().map(|b| Arg::Write(b)).collect();
             jit.run_kernel_threads(i, &mut args, threads)
         })
@@ -69,14 +100,14 @@ fn run_both(
         assert_eq!(
             bits(&split),
             bits(&native),
-            "split over {threads} threads differs"
+            "{tier}: split over {threads} threads differs"
         );
     }
     // And once more with every buffer inside a larger allocation fenced by canaries: the
     // generated code must never write outside the buffers it was given.
-    let fenced = loops::interp::execute(&p, inputs, |i, _, bufs| run_fenced(&jit, i, bufs))
+    let fenced = loops::interp::execute(p, inputs, |i, _, bufs| run_fenced(jit, i, bufs))
         .expect("fenced JIT runs");
-    assert_eq!(bits(&fenced), bits(&native), "fenced run differs");
+    assert_eq!(bits(&fenced), bits(&native), "{tier}: fenced run differs");
     // And against the graph IR's reference interpreter (f64 reductions), within REF_TOL.
     let graph_out = mnv2c::graph::interp::run(g, consts, &inputs_tensors(g, inputs))
         .expect("graph interpreter runs");
@@ -84,20 +115,19 @@ fn run_both(
         let name = &g.node(o).name;
         let want: Vec<f64> = want.data().iter().map(|&v| f64::from(v)).collect();
         if want.iter().all(|v| v.is_finite()) {
-            assert_close(&format!("{name} (vs graph::interp)"), &interp[name], &want);
+            assert_close(&format!("{name} (vs graph::interp)"), &native[name], &want);
         }
     }
-    for (name, a) in &interp {
+    for (name, a) in interp {
         let b = &native[name];
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!(
                 x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-                "{name}[{i}]: interpreter {x} != JIT {y}\n{p}"
+                "{tier}: {name}[{i}]: interpreter {x} != JIT {y}\n{p}"
             );
         }
     }
-    interp
 }
 
 /// Canary elements on each side of a fenced buffer, and their bit pattern (a NaN no kernel
@@ -386,7 +416,8 @@ fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
 fn pointwise_problem() -> impl Strategy<Value = ConvProblem> {
     (
         (1usize..=2, 1usize..=7, 1usize..=7),
-        (1usize..=20, 1usize..=27),
+        // Up to 100 output channels: full 48- and 16-channel blocks and every tail width.
+        (1usize..=20, 1usize..=100),
         (any::<bool>(), epilogue(), any::<u64>()),
     )
         .prop_map(
@@ -623,9 +654,14 @@ fn mobilenet_v2_small_jit_matches_interpreter() {
 
 /// A small pointwise conv graph, for the API tests below.
 fn pointwise_graph() -> (Graph, TensorMap) {
+    pointwise_graph_sized(3)
+}
+
+/// A pointwise conv graph over a `side x side` image, 8 -> 12 channels.
+fn pointwise_graph_sized(side: usize) -> (Graph, TensorMap) {
     let mut g = Graph::new("pw");
     let mut consts = TensorMap::new();
-    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 3, 3, 8]), &[]);
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, side, side, 8]), &[]);
     param(&mut g, &mut consts, "w", vec![1, 1, 8, 12], values(1, 96));
     let conv = Conv2d {
         weight: "w".into(),
@@ -718,13 +754,29 @@ fn emits_loops_clif_and_asm() {
         loops_text.contains("(spatial vector4)") && loops_text.contains("(reduce)"),
         "{loops_text}"
     );
-    let clif = mnv2c::codegen::emit_clif(&p.kernels).expect("clif");
+    let clif = mnv2c::codegen::emit_clif(&p.kernels, Isa::Portable).expect("clif");
     assert!(
         clif.contains("fma.f32x4") || clif.contains("fma v"),
         "{clif}"
     );
     assert!(clif.contains("f32x4"), "{clif}");
-    let asm = mnv2c::codegen::emit_asm(&p.kernels).expect("asm");
+    if Isa::Avx512.missing().is_none() {
+        // The wide tier: the raw micro-kernel is listed, with 512-bit FMAs and a tail mask
+        // (12 channels), and the kernel calls it.
+        let wide = mnv2c::codegen::emit_asm(&p.kernels, Isa::Avx512).expect("asm");
+        assert!(
+            wide.contains("; micro-kernel avx512_gemm_p9_k8_n12"),
+            "{wide}"
+        );
+        assert!(
+            wide.contains("vfmadd231ps zmm") && wide.contains("{k1}"),
+            "{wide}"
+        );
+        assert!(wide.contains("vzeroupper"), "{wide}");
+    } else {
+        eprintln!("skipped: avx512 listing (CPU lacks avx512f)");
+    }
+    let asm = mnv2c::codegen::emit_asm(&p.kernels, Isa::Portable).expect("asm");
     assert!(asm.contains("fmadd"), "{asm}");
     // relu6 is one vmaxps and one vminps per vector, not the NaN-fixing fmax/fmin sequences.
     assert!(asm.contains("vmaxps") && asm.contains("vminps"), "{asm}");
@@ -860,19 +912,20 @@ fn relu6_propagates_nan_like_the_graph_interpreter() {
 /// each part still runs once, and the result equals the one-piece run.
 #[test]
 fn split_runs_each_part_once_whatever_the_executor() {
-    let (g, consts) = pointwise_graph();
+    // 25 pixels: one 14-pixel strip and the 11-pixel rest, two work items.
+    let (g, consts) = pointwise_graph_sized(5);
     let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
     let jit = JitProgram::compile(&p).expect("compiles");
     assert!(jit.work_items(0).expect("kernel") > 1);
-    let x = values(5, 72);
+    let x = values(5, 200);
     let w = p.constants[&p.kernels[0].buffers[1].name].clone();
-    let mut want = vec![0.0; 108];
+    let mut want = vec![0.0; 300];
     jit.run_kernel(
         0,
         &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut want)],
     )
     .expect("runs");
-    let mut got = vec![0.0; 108];
+    let mut got = vec![0.0; 300];
     jit.run_kernel_split(
         0,
         &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut got)],
@@ -889,7 +942,7 @@ fn split_runs_each_part_once_whatever_the_executor() {
     .expect("runs");
     assert_eq!(got, want);
     // An executor that runs nothing leaves the output untouched (and is no error).
-    let mut untouched = vec![0.0; 108];
+    let mut untouched = vec![0.0; 300];
     jit.run_kernel_split(
         0,
         &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut untouched)],

@@ -50,7 +50,11 @@ use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
-use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
+use super::micro::{self, Isa};
+use super::{
+    EXPF_SYMBOL, MicroFns, kernel_signature, micro_signature, micros, mnv2c_expf, symbol_name,
+    translate,
+};
 use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS, OptLevel, Program, Role};
 use crate::{Error, Result};
 
@@ -72,6 +76,9 @@ pub struct JitOptions {
     pub verifier: bool,
     /// Threads that compile functions (the results do not depend on it).
     pub compile_threads: usize,
+    /// The vector tier of micro-kernels (`Auto`: the widest this CPU runs). A tier the CPU
+    /// lacks is an error before any code exists.
+    pub isa: Isa,
 }
 
 impl Default for JitOptions {
@@ -82,6 +89,7 @@ impl Default for JitOptions {
             keep_asm: false,
             verifier: cfg!(debug_assertions),
             compile_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            isa: Isa::Auto,
         }
     }
 }
@@ -110,6 +118,8 @@ struct JitKernel {
     items: i64,
     /// Whether distinct work items write disjoint memory (`loops::verify::parallel_safe`).
     parallel_safe: bool,
+    /// The tier its micro-kernels run in (`Portable` if it has none or they fell back).
+    isa: Isa,
 }
 
 /// The most parts a split call runs in (see [`JitProgram::run_kernel_split`]): one bit each of
@@ -141,6 +151,7 @@ pub struct JitProgram {
     kernels: Vec<JitKernel>,
     clif: String,
     asm: String,
+    isa: Isa,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -238,6 +249,7 @@ impl JitProgram {
     /// function's code depends only on its own IR and ISA, and the definition order is fixed,
     /// so the result is the same whatever the thread count or timing.
     pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {
+        let isa = opts.isa.resolve()?;
         let isa_speed = make_isa(OptLevel::Speed, opts.verifier)?;
         let isa_none = make_isa(OptLevel::None, opts.verifier)?;
         let mut jb = JITBuilder::with_isa(isa_speed.clone(), default_libcall_names());
@@ -248,6 +260,7 @@ impl JitProgram {
             kernels: Vec::new(),
             clif: String::new(),
             asm: String::new(),
+            isa,
         };
         let module = prog
             .module
@@ -256,6 +269,9 @@ impl JitProgram {
             .get_mut()
             .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
 
+        // Phase 0: the raw micro-kernels of a wide tier, one per distinct key.
+        let raw = define_micros(module, kernels, isa, opts.keep_asm.then_some(&mut prog.asm))?;
+
         // Phase 1: translate and declare.
         let mut fctx = FunctionBuilderContext::new();
         let mut work = Vec::with_capacity(kernels.len());
@@ -263,7 +279,7 @@ impl JitProgram {
             let mut ctx = module.make_context();
             ctx.func.signature = kernel_signature(module);
             ctx.set_disasm(opts.keep_asm);
-            translate(module, k, &mut ctx.func, &mut fctx)?;
+            translate(module, k, &mut ctx.func, &mut fctx, isa, &raw)?;
             if opts.keep_clif {
                 prog.clif.push_str(&format!(
                     "; kernel \"{}\"\n{}\n",
@@ -361,9 +377,21 @@ impl JitProgram {
                 code_size,
                 items,
                 parallel_safe: loops::verify::parallel_safe(k),
+                isa: kernel_tier(k, isa, &raw),
             });
         }
         Ok(prog)
+    }
+
+    /// The concrete tier the program was compiled for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The tier kernel `i` runs in: the program's wide tier if it calls raw micro-kernels,
+    /// `Portable` otherwise.
+    pub fn kernel_isa(&self, i: usize) -> Option<Isa> {
+        self.kernels.get(i).map(|k| k.isa)
     }
 
     pub fn num_kernels(&self) -> usize {
@@ -593,24 +621,79 @@ impl Drop for JitProgram {
     }
 }
 
-/// Compiles kernels only to return the Cranelift IR text of their functions (`--emit clif`).
-pub fn emit_clif(kernels: &[Kernel]) -> Result<String> {
+/// Assembles the raw kernel of every distinct micro-kernel of `kernels` for a wide `isa` and
+/// defines it in `module` (local linkage; no relocations); appends their disassembly to `asm`.
+/// Ops that do not fit the tier's addressing are left out (their portable body runs).
+fn define_micros(
+    module: &mut JITModule,
+    kernels: &[Kernel],
+    isa: Isa,
+    mut asm: Option<&mut String>,
+) -> Result<MicroFns> {
+    let mut raw = MicroFns::new();
+    if !isa.wide() {
+        return Ok(raw);
+    }
+    let sig = micro_signature(module);
+    for k in kernels {
+        for mc in micros(&k.body) {
+            let key = micro::key(isa, &mc.op);
+            if raw.contains_key(&key) {
+                continue;
+            }
+            let Some(bytes) = micro::assemble(isa, &mc.op)? else {
+                continue;
+            };
+            let id = module
+                .declare_function(&format!("micro_{key}"), Linkage::Local, &sig)
+                .map_err(|e| err(&format!("declaring micro-kernel {key}"), e))?;
+            module
+                .define_function_bytes(id, 64, &bytes, &[])
+                .map_err(|e| err(&format!("defining micro-kernel {key}"), e))?;
+            if let Some(out) = asm.as_deref_mut() {
+                out.push_str(&format!(
+                    "; micro-kernel {key} ({} bytes, {})\n{}\n",
+                    bytes.len(),
+                    isa.name(),
+                    micro::disassemble(&bytes)
+                ));
+            }
+            raw.insert(key, id);
+        }
+    }
+    Ok(raw)
+}
+
+/// The tier kernel `k` runs in (see [`JitProgram::kernel_isa`]).
+fn kernel_tier(k: &Kernel, isa: Isa, raw: &MicroFns) -> Isa {
+    let called = micros(&k.body)
+        .iter()
+        .any(|mc| raw.contains_key(&micro::key(isa, &mc.op)));
+    if called { isa } else { Isa::Portable }
+}
+
+/// Compiles kernels for `isa` only to return the Cranelift IR text of their functions
+/// (`--emit clif`).
+pub fn emit_clif(kernels: &[Kernel], isa: Isa) -> Result<String> {
     let p = JitProgram::compile_kernels(
         kernels,
         &JitOptions {
             keep_clif: true,
+            isa,
             ..JitOptions::default()
         },
     )?;
     Ok(p.clif.clone())
 }
 
-/// Compiles kernels only to return Cranelift's disassembly of their functions (`--emit asm`).
-pub fn emit_asm(kernels: &[Kernel]) -> Result<String> {
+/// Compiles kernels for `isa` only to return the disassembly of their functions and of the
+/// raw micro-kernels they call (`--emit asm`).
+pub fn emit_asm(kernels: &[Kernel], isa: Isa) -> Result<String> {
     let p = JitProgram::compile_kernels(
         kernels,
         &JitOptions {
             keep_asm: true,
+            isa,
             ..JitOptions::default()
         },
     )?;

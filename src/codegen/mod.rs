@@ -29,6 +29,7 @@
 
 #[allow(unsafe_code)]
 pub mod jit;
+pub mod micro;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -37,11 +38,16 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{Linkage, Module};
 
+use std::collections::BTreeMap;
+
+use cranelift_module::FuncId;
+
 use crate::loops::{Affine, BinOp, Expr, Kernel, LoopMode, Mem, Role, Stmt, UnOp, Var};
 use crate::{Error, Result};
 
 pub use crate::loops::MAX_KERNEL_BUFFERS;
 pub use jit::{Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, emit_asm, emit_clif};
+pub use micro::Isa;
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).
 pub extern "C" fn mnv2c_expf(x: f32) -> f32 {
@@ -62,6 +68,36 @@ pub fn kernel_signature<M: Module>(m: &M) -> Signature {
     sig
 }
 
+/// The signature of every raw micro-kernel: `(x, w, bias, res, out)` pointers (see [`micro`]).
+pub fn micro_signature<M: Module>(m: &M) -> Signature {
+    let mut sig = m.make_signature();
+    for _ in micro_slots() {
+        sig.params
+            .push(AbiParam::new(m.target_config().pointer_type()));
+    }
+    sig
+}
+
+fn micro_slots() -> [crate::loops::micro::Slot; 5] {
+    crate::loops::micro::Slot::ALL
+}
+
+/// The raw micro-kernels of a wide tier, by [`micro::key`], already defined in the module.
+pub type MicroFns = BTreeMap<String, FuncId>;
+
+/// Every micro-kernel statement of `body`, in program order.
+pub fn micros(body: &[Stmt]) -> Vec<&crate::loops::micro::Micro> {
+    let mut out = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Loop(l) => out.extend(micros(&l.body)),
+            Stmt::Micro(m) => out.push(&**m),
+            Stmt::Store { .. } => {}
+        }
+    }
+    out
+}
+
 fn expf_signature<M: Module>(m: &M) -> Signature {
     let mut sig = m.make_signature();
     sig.params.push(AbiParam::new(types::F32));
@@ -71,13 +107,27 @@ fn expf_signature<M: Module>(m: &M) -> Signature {
 
 /// Translates `k` into `func` (which must be empty and have [`kernel_signature`]). The kernel
 /// must have passed `loops::verify`; this function re-checks that to stay total.
+///
+/// A micro-kernel statement becomes a call to its raw kernel when `raw` has one for `isa` (a
+/// wide tier), else its portable body is translated in place.
 pub fn translate<M: Module>(
     m: &mut M,
     k: &Kernel,
     func: &mut cranelift_codegen::ir::Function,
     fctx: &mut FunctionBuilderContext,
+    isa: Isa,
+    raw: &MicroFns,
 ) -> Result<()> {
     crate::loops::verify(k)?;
+    let mut calls = BTreeMap::new();
+    for mc in micros(&k.body) {
+        let key = micro::key(isa, &mc.op);
+        if let Some(&id) = raw.get(&key)
+            && !calls.contains_key(&key)
+        {
+            calls.insert(key, m.declare_func_in_func(id, func));
+        }
+    }
     let expf = if uses_exp(&k.body) {
         let id = m
             .declare_function(EXPF_SYMBOL, Linkage::Import, &expf_signature(m))
@@ -131,6 +181,8 @@ pub fn translate<M: Module>(
         lane: None,
         addrs: vec![Vec::new()],
         loads: vec![Vec::new()],
+        isa,
+        calls,
     };
     let (begin, end) = (t.b.block_params(entry)[1], t.b.block_params(entry)[2]);
     t.top_level(&k.body, begin, end)?;
@@ -151,6 +203,7 @@ fn uses_exp(body: &[Stmt]) -> bool {
     }
     body.iter().any(|s| match s {
         Stmt::Loop(l) => uses_exp(&l.body),
+        Stmt::Micro(m) => uses_exp(&m.body),
         Stmt::Store { value, .. } => e(value),
     })
 }
@@ -185,6 +238,9 @@ struct Translator<'k, 'f> {
     /// same value; reusing it keeps `opt_level=none` code from reloading a weight vector or
     /// re-broadcasting an input scalar for every FMA of a register tile.
     loads: Vec<Vec<(Value, i32, LoadKind, Value)>>,
+    isa: Isa,
+    /// The raw micro-kernels this function calls, by key.
+    calls: BTreeMap<String, FuncRef>,
 }
 
 /// How a cached load was done.
@@ -223,6 +279,10 @@ impl Translator<'_, '_> {
                         self.lane = None;
                     }
                     LoopMode::Serial => self.serial_loop(l, None, vector)?,
+                },
+                Stmt::Micro(mc) => match self.calls.get(&micro::key(self.isa, &mc.op)) {
+                    Some(&f) => self.call_micro(f, mc)?,
+                    None => self.stmts(&mc.body, vector)?,
                 },
                 Stmt::Store { dst, value } => {
                     let v = self.expr(value, vector)?;
@@ -495,6 +555,27 @@ impl Translator<'_, '_> {
                 self.b.ins().fma(x, y, z)
             }
         })
+    }
+
+    /// A call of raw micro-kernel `f` with the addresses of `mc`'s operands (null for absent
+    /// ones, which the kernel never reads).
+    fn call_micro(&mut self, f: FuncRef, mc: &crate::loops::micro::Micro) -> Result<()> {
+        let mut args = Vec::with_capacity(5);
+        for slot in micro_slots() {
+            args.push(match mc.operand(slot) {
+                Some(o) => {
+                    let (addr, off) = self.address(o.buf.0, &o.base)?;
+                    if off == 0 {
+                        addr
+                    } else {
+                        self.b.ins().iadd_imm_s(addr, i64::from(off))
+                    }
+                }
+                None => self.b.ins().iconst(self.ptr, 0),
+            });
+        }
+        self.b.ins().call(f, &args);
+        Ok(())
     }
 
     /// `if l < r { t } else { f }`, lane-wise in a vector body.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{BinOp, BufferKind, Expr, Kernel, Mem, Program, Stmt, UnOp};
+use super::{BinOp, BufferKind, Expr, Kernel, Mem, Program, Stmt, UnOp, micro};
 use crate::{Error, Result};
 
 /// Runs `k` over `bufs` (one slice per declared buffer, of the declared length). The kernel is
@@ -75,6 +75,7 @@ impl Machine<'_, '_> {
                         self.stmts(&l.body);
                     }
                 }
+                Stmt::Micro(m) => self.micro(m),
                 Stmt::Store { dst, value } => {
                     let v = self.eval(value);
                     let i = self.index(&dst.index);
@@ -84,6 +85,32 @@ impl Machine<'_, '_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs a micro-kernel by its meaning ([`micro::reference`]), not its portable body.
+    fn micro(&mut self, m: &micro::Micro) {
+        let base = |slot| m.operand(slot).map(|o| (o.buf.0, self.index(&o.base)));
+        let bases: Vec<Option<(usize, usize)>> =
+            micro::Slot::ALL.iter().map(|&s| base(s)).collect();
+        let slot_of = |s: micro::Slot| micro::Slot::ALL.iter().position(|&t| t == s).unwrap_or(0);
+        let Some((ob, oi)) = bases[slot_of(micro::Slot::Out)] else {
+            return;
+        };
+        let micro::Op::Gemm(g) = &m.op;
+        // The output is written only after the reads of its own element (the residual may be
+        // the same buffer only in the sense of aliasing, which verified kernels exclude).
+        let mut writes: Vec<(usize, f32)> = Vec::new();
+        {
+            let bufs = &*self.bufs;
+            let get = |s: micro::Slot, i: usize| match bases[slot_of(s)] {
+                Some((b, at)) => bufs[b][at + i],
+                None => 0.0,
+            };
+            micro::reference(g, &get, &mut |i, v| writes.push((i, v)));
+        }
+        for (i, v) in writes {
+            self.bufs[ob][oi + i] = v;
         }
     }
 

@@ -16,7 +16,9 @@
 //!   (iterations write disjoint outputs) or a *reduction* (iterations accumulate into locals), and
 //!   is executed *serially*, *unrolled* (codegen repeats the body with `v` a constant), or as a
 //!   *vector* loop: exactly 4 lanes (`hi - lo == 4`), executed as one f32x4 operation.
-//! - **Statements** ([`Stmt`]): a loop, or a store of an expression to a buffer or local element.
+//! - **Statements** ([`Stmt`]): a loop, a store of an expression to a buffer or local element, or
+//!   a micro-kernel ([`micro::Micro`]: a GEMM strip; its operands' footprints are proved in
+//!   bounds like any access, and its body is verified as ordinary loop IR).
 //! - **Indices** ([`Affine`]): `sum(coef * var) + offset` over enclosing loop variables, in
 //!   elements.
 //!
@@ -55,6 +57,7 @@
 //! `exp` is `f32::exp`.
 
 pub mod interp;
+pub mod micro;
 pub mod print;
 pub mod verify;
 
@@ -310,7 +313,13 @@ pub struct Loop {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     Loop(Loop),
-    Store { dst: Access, value: Expr },
+    Store {
+        dst: Access,
+        value: Expr,
+    },
+    /// A micro-kernel (see [`micro`]): one register tile computed by hand-scheduled code in the
+    /// wide tiers, by its `body` in the portable one.
+    Micro(Box<micro::Micro>),
 }
 
 /// The Cranelift optimisation level a kernel is compiled at: a schedule decision (see

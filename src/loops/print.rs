@@ -71,6 +71,24 @@ impl Kernel {
                     self.stmts(&l.body, depth + 1, out)?;
                     writeln!(out, "{pad}}}")?;
                 }
+                Stmt::Micro(m) => {
+                    let args: Vec<String> = m
+                        .operands
+                        .iter()
+                        .map(|(slot, o)| {
+                            format!("{}={}", slot.name(), self.access(Mem::Buf(o.buf), &o.base))
+                        })
+                        .collect();
+                    let super::micro::Op::Gemm(g) = &m.op;
+                    writeln!(
+                        out,
+                        "{pad}micro {}({}) portable {{",
+                        g.key(),
+                        args.join(", ")
+                    )?;
+                    self.stmts(&m.body, depth + 1, out)?;
+                    writeln!(out, "{pad}}}")?;
+                }
                 Stmt::Store { dst, value } => {
                     writeln!(
                         out,

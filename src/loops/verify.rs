@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use super::{
     Access, Affine, Expr, Kernel, LoopKind, LoopMode, MAX_KERNEL_BUFFERS, Mem, Program, Stmt, UnOp,
-    Var,
+    Var, micro,
 };
 use crate::{Error, Result};
 
@@ -91,7 +91,7 @@ pub fn verify(k: &Kernel) -> Result<()> {
 pub fn work_items(k: &Kernel) -> Option<i64> {
     k.body.iter().try_fold(0i64, |acc, s| match s {
         Stmt::Loop(l) => acc.checked_add(l.hi.checked_sub(l.lo)?),
-        Stmt::Store { .. } => Some(acc),
+        Stmt::Store { .. } | Stmt::Micro(_) => Some(acc),
     })
 }
 
@@ -176,6 +176,17 @@ fn collect_accesses(body: &[Stmt], mem: Mem, out: &mut Vec<Affine>) {
     for s in body {
         match s {
             Stmt::Loop(l) => collect_accesses(&l.body, mem, out),
+            Stmt::Micro(m) => {
+                collect_accesses(&m.body, mem, out);
+                for (slot, o) in &m.operands {
+                    if Mem::Buf(o.buf) == mem
+                        && let Some((lo, hi, _)) = m.op.footprint(*slot)
+                    {
+                        out.push(o.base.clone() + lo as i64);
+                        out.push(o.base.clone() + hi as i64);
+                    }
+                }
+            }
             Stmt::Store { dst, value } => {
                 expr(value, mem, out);
                 if dst.mem == mem {
@@ -281,7 +292,40 @@ impl Checker<'_> {
                     self.expr(value)?;
                     self.access(dst, true)?;
                 }
+                Stmt::Micro(m) => {
+                    self.micro(m)?;
+                    self.stmts(&m.body)?;
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// A micro-kernel: valid parameters, not in a vector loop or a reduction loop, and each
+    /// operand's footprint (first and last element, by [`micro::Op::footprint`]) in bounds, with
+    /// the output written as any store is.
+    fn micro(&self, m: &micro::Micro) -> Result<(), String> {
+        m.op.check()?;
+        if self.lane().is_some() {
+            return Err("micro-kernel inside a vector loop".into());
+        }
+        for slot in micro::Slot::ALL {
+            let (fp, op) = (m.op.footprint(slot), m.operand(slot));
+            let (Some((lo, hi, write)), Some(o)) = (fp, op) else {
+                if fp.is_some() != op.is_some() {
+                    return Err(format!("micro-kernel operand {} mismatch", slot.name()));
+                }
+                continue;
+            };
+            let at = |off: usize| -> Result<Access, String> {
+                let off = i64::try_from(off).map_err(|_| "micro footprint overflows")?;
+                Ok(Access {
+                    mem: Mem::Buf(o.buf),
+                    index: o.base.clone() + off,
+                })
+            };
+            self.access(&at(lo)?, write)?;
+            self.access(&at(hi)?, write)?;
         }
         Ok(())
     }
@@ -327,6 +371,17 @@ impl Checker<'_> {
                     out.extend(self.access_ranges(&l.body, mem)?);
                     self.bound.remove(&l.var);
                 }
+                Stmt::Micro(m) => {
+                    out.extend(self.access_ranges(&m.body, mem)?);
+                    for (slot, o) in &m.operands {
+                        if Mem::Buf(o.buf) == mem
+                            && let Some((lo, hi, _)) = m.op.footprint(*slot)
+                        {
+                            let base = self.range(&self.inner_terms(&o.base)).ok()?;
+                            out.push((base.0 + lo as i128, base.1 + hi as i128));
+                        }
+                    }
+                }
                 Stmt::Store { dst, value } => {
                     let mut idx = Vec::new();
                     collect_accesses(
@@ -354,6 +409,19 @@ impl Checker<'_> {
             }
         }
         Some(out)
+    }
+
+    /// `a` without the terms of unbound (outer) variables.
+    fn inner_terms(&self, a: &Affine) -> Affine {
+        Affine {
+            terms: a
+                .terms
+                .iter()
+                .copied()
+                .filter(|(v, _)| self.bound.contains_key(v))
+                .collect(),
+            offset: a.offset,
+        }
     }
 
     /// The inclusive range of an affine index over the bound loop ranges.

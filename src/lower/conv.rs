@@ -5,9 +5,10 @@
 //! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
-use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule};
+use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, GEMM_STRIP, Schedule};
 use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
+use crate::loops::micro::{GEMM_PACK, GemmStrip, Micro, Op, Operand, Slot};
 use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, OptLevel, Stmt, Var};
 use crate::{Error, Result};
 
@@ -219,13 +220,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
         && conv.pads == Default::default()
         && g.groups == 1;
     if pointwise {
-        let sched = Schedule::pointwise(g.cout);
-        let packed = pack_pointwise(
-            cx.constant(&conv.weight)?.data(),
-            g.cin,
-            g.cout,
-            sched.channel_tile(),
-        )?;
+        let packed = pack_pointwise(cx.constant(&conv.weight)?.data(), g.cin, g.cout, GEMM_PACK)?;
         cx.repack_buffer(&mut k, p.w, "w_packed", packed);
         pointwise_gemm(k, conv, &p)
     } else {
@@ -256,8 +251,10 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost,
-/// weights packed by [`pack_pointwise`].
+/// 1x1 conv as a GEMM over `pixels x cout`: strips of [`GEMM_STRIP`] pixels (the work items,
+/// then one strip of the remaining pixels), each one [`Micro`] GEMM-strip statement whose
+/// portable body is 2x16 register tiles (then 1-pixel tiles for an odd pixel), reduction over
+/// `cin` innermost, weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::pointwise(p.geo.cout);
     k.schedule = sched.to_string();
@@ -268,98 +265,157 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
         .checked_mul(h)
         .and_then(|v| v.checked_mul(w))
         .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
+    let strip = GEMM_STRIP;
+    let full = npix / strip;
+    let mut body = Vec::new();
+    for (pixels, lo, hi) in [(strip, 0, full), (npix % strip, full, full + 1)] {
+        if pixels == 0 || lo >= hi {
+            continue;
+        }
+        let sv = k.new_var("strip");
+        let pix0 = Affine::var(sv) * c(strip)?;
+        let mut inner = Vec::new();
+        if pixels / 2 > 0 {
+            let pv = k.new_var("pt");
+            let tiles = gemm_tiles(
+                &mut k,
+                conv,
+                p,
+                &sched,
+                pix0.clone() + Affine::var(pv) * 2,
+                2,
+            )?;
+            inner.push(for_loop(
+                pv,
+                0,
+                pixels / 2,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                tiles,
+            ));
+        }
+        if pixels % 2 == 1 {
+            let last = pix0.clone() + c(pixels - 1)?;
+            inner.extend(gemm_tiles(&mut k, conv, p, &sched, last, 1)?);
+        }
+        let g = GemmStrip {
+            pixels,
+            k: cin,
+            n: cout,
+            x_stride: cin,
+            out_stride: cout,
+            bias: p.bias.is_some(),
+            residual: p.residual.is_some(),
+            clamp: conv.epilogue.has_relu6().then_some((0.0, 6.0)),
+        };
+        let at = |buf: BufId, base: Affine| Operand { buf, base };
+        let mut operands = vec![(Slot::X, at(p.x, pix0.clone() * c(cin)?))];
+        operands.push((Slot::W, at(p.w, Affine::default())));
+        if let Some(b) = p.bias {
+            operands.push((Slot::Bias, at(b, Affine::default())));
+        }
+        if let Some(r) = p.residual {
+            operands.push((Slot::Residual, at(r, pix0.clone() * c(cout)?)));
+        }
+        operands.push((Slot::Out, at(p.out, pix0 * c(cout)?)));
+        let micro = Stmt::Micro(Box::new(Micro {
+            op: Op::Gemm(g),
+            operands,
+            body: inner,
+        }));
+        body.push(for_loop(
+            sv,
+            lo,
+            hi,
+            LoopKind::Spatial,
+            LoopMode::Serial,
+            vec![micro],
+        ));
+    }
+    k.body = body;
+    Ok(k)
+}
+
+/// The register tiles of `tile_px` pixels starting at pixel `pix_base`, over all output
+/// channels: accumulators from the bias, reduction over `cin` (unrolled main nest, serial
+/// remainder), then the epilogue store.
+fn gemm_tiles(
+    k: &mut Kernel,
+    conv: &Conv2d,
+    p: &ConvParts,
+    sched: &Schedule,
+    pix_base: Affine,
+    tile_px: usize,
+) -> Result<Vec<Stmt>> {
+    let cin = p.xd[3];
+    let cout = p.geo.cout;
     let (ci64, co64) = (c(cin)?, c(cout)?);
     let relu6 = conv.epilogue.has_relu6();
-    let pt = sched.pixel_tile;
-    let full = npix / pt;
     let tile = c(sched.channel_tile())?;
     let full_tiles = co64 / tile;
     let rem = co64 % tile;
     let ku = sched.reduction_unroll.max(1);
     let ku64 = c(ku)?;
-    let mut body = Vec::new();
-    // Full pixel tiles, then the remaining pixels one at a time (tail policy).
-    for (tile_px, lo, hi) in [(pt, 0, full), (1, full * pt, npix)] {
-        if lo >= hi {
-            continue;
-        }
-        let pv = k.new_var(if tile_px > 1 { "pt" } else { "pix" });
-        let pix_base = Affine::var(pv) * c(tile_px)?;
-        let init = |_: &Affine, ch: &Affine| match p.bias {
-            Some(b) => load(b, ch.clone()),
-            None => Expr::Const(0.0),
+    let init = |_: &Affine, ch: &Affine| match p.bias {
+        Some(b) => load(b, ch.clone()),
+        None => Expr::Const(0.0),
+    };
+    let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+        let pix = pix_base.clone() + po.clone();
+        // The main nest runs `ci = ku * cio + cii` (`cii` unrolled), the remainder `ci`.
+        let ci = match r {
+            [cio, cii] => Affine::var(*cio) * ku64 + Affine::var(*cii),
+            _ => Affine::var(r[0]),
         };
-        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
-            let pix = pix_base.clone() + po.clone();
-            // The main nest runs `ci = ku * cio + cii` (`cii` unrolled), the remainder `ci`.
-            let ci = match r {
-                [cio, cii] => Affine::var(*cio) * ku64 + Affine::var(*cii),
-                _ => Affine::var(r[0]),
-            };
-            // The packed index (see `pack_pointwise`): in full tile `t`, channel
-            // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
-            // `full*K*T + ci*R + (ch - full*T)`.
-            let wi = match chan.tile {
-                Some(t) => {
-                    chan.ch.clone() + Affine::var(t) * (ci64 * tile - tile) + ci.clone() * tile
-                }
-                None => {
-                    chan.ch.clone()
-                        + ci.clone() * rem
-                        + (full_tiles * ci64 * tile - full_tiles * tile)
-                }
-            };
-            Expr::fma(load(p.x, pix * ci64 + ci), load(p.w, wi), acc)
-        };
-        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            p.store_result(
-                (pix_base.clone() + po.clone()) * co64 + ch.clone(),
-                acc,
-                relu6,
-            )
-        };
-        let main = cin / ku;
-        let unrolled = [
-            ("cio", 0, main, LoopMode::Serial),
-            ("cii", 0, ku, LoopMode::Unroll),
-        ];
-        let serial = [("ci", 0, cin, LoopMode::Serial)];
-        let tail = [("ci", main * ku, cin, LoopMode::Serial)];
-        let mut reds: Vec<&[super::Reduction<'_>]> = Vec::new();
-        if ku <= 1 {
-            reds.push(&serial);
-        } else {
-            if main > 0 {
-                reds.push(&unrolled);
+        // The packed index (see `pack_pointwise`): in full tile `t`, channel
+        // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
+        // `full*K*T + ci*R + (ch - full*T)`.
+        let wi = match chan.tile {
+            Some(t) => chan.ch.clone() + Affine::var(t) * (ci64 * tile - tile) + ci.clone() * tile,
+            None => {
+                chan.ch.clone() + ci.clone() * rem + (full_tiles * ci64 * tile - full_tiles * tile)
             }
-            if main * ku < cin {
-                reds.push(&tail);
-            }
+        };
+        Expr::fma(load(p.x, pix * ci64 + ci), load(p.w, wi), acc)
+    };
+    let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+        p.store_result(
+            (pix_base.clone() + po.clone()) * co64 + ch.clone(),
+            acc,
+            relu6,
+        )
+    };
+    let main = cin / ku;
+    let unrolled = [
+        ("cio", 0, main, LoopMode::Serial),
+        ("cii", 0, ku, LoopMode::Unroll),
+    ];
+    let serial = [("ci", 0, cin, LoopMode::Serial)];
+    let tail = [("ci", main * ku, cin, LoopMode::Serial)];
+    let mut reds: Vec<&[super::Reduction<'_>]> = Vec::new();
+    if ku <= 1 {
+        reds.push(&serial);
+    } else {
+        if main > 0 {
+            reds.push(&unrolled);
         }
-        let tiles = tile_nest_multi(
-            &mut k,
-            tile_px,
-            sched.channel_vectors,
-            cout,
-            &Affine::default(),
-            &reds,
-            &TileBody {
-                init: &init,
-                update: &update,
-                finish: &finish,
-            },
-        )?;
-        body.push(for_loop(
-            pv,
-            lo,
-            hi,
-            LoopKind::Spatial,
-            LoopMode::Serial,
-            tiles,
-        ));
+        if main * ku < cin {
+            reds.push(&tail);
+        }
     }
-    k.body = body;
-    Ok(k)
+    tile_nest_multi(
+        k,
+        tile_px,
+        sched.channel_vectors,
+        cout,
+        &Affine::default(),
+        &reds,
+        &TileBody {
+            init: &init,
+            update: &update,
+            finish: &finish,
+        },
+    )
 }
 
 /// Direct convolution: per output pixel (and group), register tiles over output channels,

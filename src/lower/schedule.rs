@@ -33,9 +33,10 @@
 //! Whole model (`mnv2c bench --runs 30`, interleaved): 1x1 family 81% of peak with 4x8 against
 //! 84% with 2x16 (2 broadcasts instead of 4 per step).
 //!
-//! A layer whose output channels leave a remainder of exactly 8 (24 in MobileNetV2) uses the
-//! 4x8 tile instead: its 2x8 remainder tile would have only 4 accumulators. 56x56 144->24:
-//! 42.5 -> 49-51 GFLOP/s (`mnv2c bench` per-layer rows of `res3_*/pw_linear`, interleaved).
+//! A layer whose output channels leave a remainder of exactly 8 (24 in MobileNetV2) used the
+//! 4x8 tile (42.5 -> 49-51 GFLOP/s on `res3_*/pw_linear`); since the 1x1 kernels are GEMM-strip
+//! micro-kernels with one weight packing for every tier (16-channel panels), the portable body
+//! uses 2x16 for them too.
 //!
 //! Depthwise kernels are compiled at `opt_level=none` too (taps unrolled, 4x8 tiles): 3x3 s1
 //! 56x56x144 21 -> 36 GFLOP/s, s2 112x112x96 20 -> 29, against `speed` in the same runs.
@@ -57,6 +58,12 @@
 use std::fmt;
 
 use crate::loops::{LoopMode, OptLevel};
+
+/// Output pixels per GEMM strip (the 1x1 micro-kernel statement and the 1x1 kernels' work
+/// item): 14 = 2 x 7 divides every MobileNetV2 feature map but 7x7 (112, 56, 28 and 14 squared)
+/// and gives the 512-bit tier two 7-pixel x 48-channel register blocks (21 zmm accumulators),
+/// the portable tier seven 2x16 tiles.
+pub const GEMM_STRIP: usize = 14;
 
 /// The kernel family a schedule is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,16 +134,11 @@ impl Schedule {
         }
     }
 
-    /// The 1x1 GEMM schedule for `cout` output channels: the 2x16 tile, unless `cout` leaves a
-    /// remainder of 8 channels that 4x8 tiles would cover exactly (e.g. 24): a 2-pixel x
-    /// 8-channel remainder tile has only 4 accumulators, too few chains to hide the FMA latency.
-    pub fn pointwise(cout: usize) -> Schedule {
-        let mut s = Schedule::choose(Family::Pointwise);
-        if !cout.is_multiple_of(16) && cout.is_multiple_of(8) {
-            s.pixel_tile = 4;
-            s.channel_vectors = 2;
-        }
-        s
+    /// The 1x1 GEMM schedule (the portable body of its micro-kernel strips): the 2x16 tile for
+    /// every `cout`. (It used 4x8 tiles when `cout % 16 == 8`; the micro-kernel's weight packing
+    /// is per 16 channels for every tier, see `loops::micro::GEMM_PACK`, so that is gone.)
+    pub fn pointwise(_cout: usize) -> Schedule {
+        Schedule::choose(Family::Pointwise)
     }
 
     /// The mode of a tap reduction loop.

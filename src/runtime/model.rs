@@ -26,10 +26,10 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use super::memplan::{self, MemPlan, Request};
-use crate::codegen::{Arg, JitProgram};
+use crate::codegen::{Arg, Isa, JitOptions, JitProgram};
 use crate::frontend::weights;
 use crate::graph::{self, Graph};
-use crate::loops::{BufferKind, Program, Role};
+use crate::loops::{self, BufferKind, Program, Role};
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
 /// How to compile.
@@ -40,6 +40,9 @@ pub struct Options {
     /// Threads that run each call (1 = the calling thread only). With more, the model owns a
     /// pool of that many threads and splits every kernel it can over them.
     pub threads: usize,
+    /// The vector tier of the 1x1 micro-kernels (`Auto`: the widest this CPU runs; a tier the
+    /// CPU lacks is a usage error). Every tier gives bit-identical results.
+    pub isa: Isa,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
         Options {
             optimize: true,
             threads: 1,
+            isa: Isa::Auto,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Layer {
     pub kind: LayerKind,
     /// Floating-point operations (2 per multiply-add of a convolution; 0 for other ops).
     pub flops: u64,
+    /// The vector tier its kernel runs in (`Portable` unless it calls wide micro-kernels).
+    pub isa: Isa,
 }
 
 /// The kernel families benchmarks report separately.
@@ -169,6 +175,7 @@ fn layer_of(graph: &Graph, name: &str) -> Result<Layer> {
         name: name.to_string(),
         kind,
         flops,
+        isa: Isa::Portable,
     })
 }
 
@@ -253,11 +260,23 @@ impl CompiledModel {
         }
         let consts = weights::bind(&graph, weights)?;
         let program = lower::lower(&graph, &consts)?;
-        let jit = JitProgram::compile(&program)?;
+        loops::verify_program(&program)?;
+        let jit = JitProgram::compile_kernels(
+            &program.kernels,
+            &JitOptions {
+                isa: options.isa,
+                ..JitOptions::default()
+            },
+        )?;
         let layers = program
             .kernels
             .iter()
-            .map(|k| layer_of(&graph, &k.name))
+            .enumerate()
+            .map(|(i, k)| {
+                let mut l = layer_of(&graph, &k.name)?;
+                l.isa = jit.kernel_isa(i).unwrap_or(Isa::Portable);
+                Ok(l)
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut model = CompiledModel::assemble(jit, program, layers)?;
         if options.threads > 1 {

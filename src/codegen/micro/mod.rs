@@ -1,0 +1,308 @@
+//! The wide tiers: machine code for micro-kernel statements (`loops::micro`), assembled at
+//! compile time with iced-x86 and placed in the JIT module next to the Cranelift kernels that
+//! call them.
+//!
+//! ## What must hold
+//! - **ABI.** Every raw kernel is `extern "sysv64" fn(x, w, bias, res, out)` (pointers to the
+//!   first element of each operand; an absent operand is never read). Shapes, strides and masks
+//!   are compiled in. Kernels use only caller-saved registers (rax, rcx, rdx, rsi, rdi, r8-r11,
+//!   all vector and mask registers), no stack, and end with `vzeroupper` (Cranelift's spills are
+//!   legacy-SSE moves, which stall after dirty upper halves). No relocations: constants are
+//!   built in registers or placed after `ret` and read RIP-relative.
+//! - **Bounds.** A kernel touches exactly its op's footprint (`Op::footprint`): channel tails
+//!   use masked loads and stores (opmasks on AVX-512, `vmaskmovps` on AVX2), whose masked-off
+//!   lanes do not access memory; so for any shape the verifier accepted, no byte outside the
+//!   operands is read or written.
+//! - **Bit identity.** Each output element is computed as `loops::micro` specifies: one
+//!   accumulator, initialised from the bias (or `vxorps` = +0.0), `vfmadd231ps` over `ci`
+//!   ascending, then `vaddps` of the residual, then `vmaxps(lo, acc)` and `vminps(hi, acc)`
+//!   (the operand order that returns `acc` when it is NaN, as the IR's max/min do). MXCSR is
+//!   left alone (no flush-to-zero).
+//! - **Sharing.** Kernels are keyed by [`key`] (tier + op parameters); identical keys are
+//!   assembled once.
+
+mod avx2;
+mod avx512;
+
+use iced_x86::code_asm::CodeAssembler;
+
+use crate::loops::micro::{GEMM_PACK, GemmStrip, Op};
+use crate::{Error, Result};
+
+/// The vector tier a program is compiled for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// The best tier the running CPU has (avx512, then avx2, then portable).
+    #[default]
+    Auto,
+    /// 512-bit FMA micro-kernels (zmm0-31, opmasks); needs AVX-512F.
+    Avx512,
+    /// 256-bit FMA micro-kernels (ymm); needs AVX2 and FMA.
+    Avx2,
+    /// Cranelift's 128-bit code only: the reference, and the path on every other CPU.
+    Portable,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Auto => "auto",
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// The vector width in bits (0 for `Auto`).
+    pub fn bits(self) -> usize {
+        match self {
+            Isa::Auto => 0,
+            Isa::Avx512 => 512,
+            Isa::Avx2 => 256,
+            Isa::Portable => 128,
+        }
+    }
+
+    /// Why the running CPU cannot run this tier, if it cannot.
+    pub fn missing(self) -> Option<&'static str> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx512 if !std::arch::is_x86_feature_detected!("avx512f") => Some("avx512f"),
+                Isa::Avx2 if !std::arch::is_x86_feature_detected!("avx2") => Some("avx2"),
+                Isa::Avx2 if !std::arch::is_x86_feature_detected!("fma") => Some("fma"),
+                _ => None,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            match self {
+                Isa::Avx512 | Isa::Avx2 => Some("x86-64"),
+                _ => None,
+            }
+        }
+    }
+
+    /// The concrete tier to compile for on this CPU: `Auto` picks the widest available; an
+    /// explicit tier the CPU lacks is a usage error (running it would be SIGILL).
+    pub fn resolve(self) -> Result<Isa> {
+        match self {
+            Isa::Auto => Ok([Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|i| i.missing().is_none())
+                .unwrap_or(Isa::Portable)),
+            i => match i.missing() {
+                Some(f) => Err(Error::Usage(format!(
+                    "--isa {}: this CPU lacks {f} (available: {})",
+                    i.name(),
+                    Isa::available()
+                        .iter()
+                        .map(|i| i.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+                None => Ok(i),
+            },
+        }
+    }
+
+    /// The concrete tiers this CPU runs, widest first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .filter(|i| i.missing().is_none())
+            .collect()
+    }
+
+    /// Whether micro-kernels are raw machine code in this tier.
+    pub fn wide(self) -> bool {
+        matches!(self, Isa::Avx512 | Isa::Avx2)
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Isa> {
+        match s {
+            "auto" => Ok(Isa::Auto),
+            "avx512" => Ok(Isa::Avx512),
+            "avx2" => Ok(Isa::Avx2),
+            "portable" => Ok(Isa::Portable),
+            _ => Err(Error::Usage(format!(
+                "unknown isa '{s}' (auto, avx512, avx2, portable)"
+            ))),
+        }
+    }
+}
+
+/// The symbol-safe key of the raw kernel for `op` in `isa` (identical keys share code).
+pub fn key(isa: Isa, op: &Op) -> String {
+    let Op::Gemm(g) = op;
+    format!("{}_{}", isa.name(), g.key())
+}
+
+/// Assembles the raw kernel for `op` in a wide tier. `Ok(None)` when the op does not fit the
+/// tier's addressing (a displacement past 2 GiB): the portable body runs instead.
+pub fn assemble(isa: Isa, op: &Op) -> Result<Option<Vec<u8>>> {
+    let Op::Gemm(g) = op;
+    op.check().map_err(Error::Codegen)?;
+    let Some(plan) = Plan::new(g, lanes(isa)) else {
+        return Ok(None);
+    };
+    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    match isa {
+        Isa::Avx512 => avx512::gemm(&mut a, g, &plan).map_err(asm_err)?,
+        Isa::Avx2 => avx2::gemm(&mut a, g, &plan).map_err(asm_err)?,
+        _ => return Ok(None),
+    }
+    a.assemble(0).map(Some).map_err(asm_err)
+}
+
+fn lanes(isa: Isa) -> usize {
+    if isa == Isa::Avx512 { 16 } else { 8 }
+}
+
+fn asm_err(e: iced_x86::IcedError) -> Error {
+    Error::Codegen(format!("assembling a micro-kernel: {e}"))
+}
+
+/// One vector of a channel block: where its weights are and how many lanes it has.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vector {
+    /// Byte displacement of its weights from the block's weight pointer.
+    pub w_disp: i32,
+    /// Channel of its first lane, from the block's first channel.
+    pub ch: usize,
+    /// Active lanes (a partial vector is masked).
+    pub lanes: usize,
+}
+
+/// A run of channel blocks with the same vectors.
+#[derive(Clone, Debug)]
+pub(crate) struct ChannelBlocks {
+    /// How many (a runtime loop when more than one).
+    pub count: usize,
+    pub vectors: Vec<Vector>,
+    /// Byte offset of the first block's weight pointer from `w`, and the weight pointer's step
+    /// per reduction step.
+    pub w_start: i64,
+    pub w_step: i32,
+    /// Channels per block (the step of the bias, residual and output pointers).
+    pub width: usize,
+}
+
+/// The shape of a GEMM strip's code, shared by both tiers: pixel blocks (unrolled), channel
+/// blocks (full ones in a loop, then the tail), and the byte displacements, all checked to fit
+/// an `i32`.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    /// `(first pixel, pixels)` of each register block.
+    pub pixel_blocks: Vec<(usize, usize)>,
+    pub channels: Vec<ChannelBlocks>,
+}
+
+impl Plan {
+    /// `lanes` = f32 per vector register (16 or 8).
+    fn new(g: &GemmStrip, lanes: usize) -> Option<Plan> {
+        // Register budget: avx512 7 px x 3 zmm (21 accumulators of 32), avx2 6 px x 2 ymm (12
+        // of 16: 2 weights, 1 broadcast, 1 mask).
+        let (mr, nv) = if lanes == 16 { (7, 3) } else { (6, 2) };
+        let nblocks = g.pixels.div_ceil(mr);
+        let mut pixel_blocks = Vec::new();
+        let mut start = 0;
+        for b in 0..nblocks {
+            let len = (g.pixels - start) / (nblocks - b);
+            pixel_blocks.push((start, len));
+            start += len;
+        }
+        let t = GEMM_PACK;
+        let panel = i64::try_from(g.k.checked_mul(t * 4)?).ok()?;
+        let tiles = g.n / t;
+        let rem = g.n % t;
+        let mut channels = Vec::new();
+        // Full channel blocks: `nv * lanes` channels from consecutive 16-channel tiles.
+        let width = nv * lanes;
+        let full = g.n / width;
+        let per_tile = t / lanes;
+        let vec_in_tiles = |v: usize| -> Option<Vector> {
+            let (tile, part) = (v / per_tile, v % per_tile);
+            Some(Vector {
+                w_disp: i32::try_from(panel * tile as i64 + (part * lanes * 4) as i64).ok()?,
+                ch: v * lanes,
+                lanes,
+            })
+        };
+        if full > 0 {
+            channels.push(ChannelBlocks {
+                count: full,
+                vectors: (0..nv).map(vec_in_tiles).collect::<Option<_>>()?,
+                w_start: 0,
+                w_step: (t * 4) as i32,
+                width,
+            });
+        }
+        // The tail: the remaining full tiles, then the remainder panel `[ci][rem]`.
+        let left_tiles = tiles - full * width / t;
+        let tail_start = panel.checked_mul((full * width / t) as i64)?;
+        if left_tiles > 0 {
+            channels.push(ChannelBlocks {
+                count: 1,
+                vectors: (0..left_tiles * per_tile)
+                    .map(vec_in_tiles)
+                    .collect::<Option<_>>()?,
+                w_start: tail_start,
+                w_step: (t * 4) as i32,
+                width: left_tiles * t,
+            });
+        }
+        if rem > 0 {
+            let vectors = (0..rem.div_ceil(lanes))
+                .map(|v| Vector {
+                    w_disp: (v * lanes * 4) as i32,
+                    ch: v * lanes,
+                    lanes: (rem - v * lanes).min(lanes),
+                })
+                .collect();
+            channels.push(ChannelBlocks {
+                count: 1,
+                vectors,
+                w_start: panel.checked_mul(tiles as i64)?,
+                w_step: i32::try_from(rem * 4).ok()?,
+                width: rem,
+            });
+        }
+        // Every displacement the emitters form must fit an i32.
+        let fits = |v: usize| i32::try_from(v).is_ok();
+        let last_px = g.pixels - 1;
+        let ok = fits(last_px.checked_mul(g.x_stride)?.checked_mul(4)?)
+            && fits(
+                last_px
+                    .checked_mul(g.out_stride)?
+                    .checked_add(g.n)?
+                    .checked_mul(4)?,
+            )
+            && fits(g.n.checked_mul(4)?)
+            && channels
+                .iter()
+                .all(|c| i32::try_from(c.w_start).is_ok() || c.count == 1);
+        ok.then_some(Plan {
+            pixel_blocks,
+            channels,
+        })
+    }
+}
+
+/// Intel-syntax listing of raw kernel bytes (for `--emit asm`).
+pub fn disassemble(bytes: &[u8]) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut f = IntelFormatter::new();
+    let mut out = String::new();
+    let mut line = String::new();
+    for ins in &mut d {
+        line.clear();
+        f.format(&ins, &mut line);
+        out.push_str(&format!("  {:04x}  {line}\n", ins.ip()));
+    }
+    out
+}
