@@ -1,10 +1,11 @@
-//! Benchmarks: whole-model latency, a per-layer table, and the machine's 128-bit FMA peak
-//! measured in the same run, so every "% of peak" compares numbers from one sitting.
+//! Benchmarks: whole-model latency, a per-layer table, and the FMA peak of the model's vector
+//! tier measured in the same run, so every "% of peak" compares numbers from one sitting.
 //!
-//! The peak is measured with mnv2c's own code generator: a loop-IR kernel of
-//! [`PEAK_ACCUMULATORS`] independent f32x4 FMA chains (enough to cover the FMA latency on two
-//! ports), JIT-compiled like every model kernel. It is what Cranelift's 128-bit code can reach
-//! here, the ceiling the targets are stated against.
+//! The peak is measured with mnv2c's own code generators: for the portable tier a loop-IR
+//! kernel of [`PEAK_ACCUMULATORS`] independent f32x4 FMA chains (enough to cover the FMA
+//! latency on two ports), JIT-compiled like every model kernel; for the avx2 / avx512 tiers the
+//! same chains in ymm / zmm registers, assembled like their micro-kernels
+//! (`codegen::micro::peak`). It is the ceiling the targets are stated against.
 //!
 //! Latencies are wall-clock medians and 90th percentiles over many runs after a warm-up; the
 //! machine is shared and its clock drifts, so only same-run ratios mean much.
@@ -13,7 +14,8 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::TensorMap;
-use crate::codegen::{Arg, JitOptions, JitProgram};
+use crate::codegen::micro::peak::PEAK_CHAINS;
+use crate::codegen::{Arg, Isa, JitOptions, JitProgram, WidePeak};
 use crate::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
 use crate::loops::{Affine, BufId, Expr, Kernel, Loop, LoopKind, LoopMode, Mem, Role, Stmt};
 use crate::runtime::{CompiledModel, LayerKind};
@@ -24,31 +26,60 @@ pub const PEAK_ACCUMULATORS: usize = 12;
 /// Reduction steps of one peak-kernel call: 12 x 4 x 2 x 2^18 = 25 M FLOP, a few ms.
 const PEAK_STEPS: i64 = 1 << 18;
 
-/// A compiled FMA-throughput kernel.
+/// A compiled FMA-throughput kernel: the portable loop-IR one, or a wide tier's.
 #[derive(Debug)]
 pub struct Peak {
     jit: JitProgram,
+    wide: Option<WidePeak>,
 }
 
 impl Peak {
+    /// The portable (128-bit) peak kernel.
     pub fn new() -> Result<Peak> {
+        Peak::for_isa(Isa::Portable)
+    }
+
+    /// The peak kernel of `isa` (resolved: `Auto` is the widest tier of this CPU).
+    pub fn for_isa(isa: Isa) -> Result<Peak> {
+        let opts = JitOptions {
+            isa: Isa::Portable,
+            ..JitOptions::default()
+        };
         Ok(Peak {
-            jit: JitProgram::compile_kernels(&[peak_kernel()], &JitOptions::default())?,
+            jit: JitProgram::compile_kernels(&[peak_kernel()], &opts)?,
+            wide: WidePeak::new(isa)?,
         })
     }
 
+    /// The vector width measured, in bits.
+    pub fn bits(&self) -> usize {
+        self.wide
+            .as_ref()
+            .map_or(128, |w| w.lanes() * 32 / PEAK_CHAINS)
+    }
+
     /// FLOP per call.
-    pub fn flops() -> f64 {
-        (PEAK_ACCUMULATORS * 4 * 2) as f64 * PEAK_STEPS as f64
+    pub fn flops(&self) -> f64 {
+        let lanes = self
+            .wide
+            .as_ref()
+            .map_or(PEAK_ACCUMULATORS * 4, WidePeak::lanes);
+        (lanes * 2) as f64 * PEAK_STEPS as f64
     }
 
     /// GFLOP/s of one call, on one thread.
     pub fn measure(&self) -> Result<f64> {
-        let coefficients = [0.999_f32, 0.999, 0.999, 0.999, 1e-3, 1e-3, 1e-3, 1e-3];
-        let mut out = vec![0.0f32; PEAK_ACCUMULATORS * 4];
         let start = Instant::now();
-        self.jit
-            .run_kernel(0, &mut [Arg::Read(&coefficients), Arg::Write(&mut out)])?;
+        let out = match &self.wide {
+            Some(w) => w.run(0.999, 1e-3, PEAK_STEPS)?,
+            None => {
+                let coefficients = [0.999_f32, 0.999, 0.999, 0.999, 1e-3, 1e-3, 1e-3, 1e-3];
+                let mut out = vec![0.0f32; PEAK_ACCUMULATORS * 4];
+                self.jit
+                    .run_kernel(0, &mut [Arg::Read(&coefficients), Arg::Write(&mut out)])?;
+                out
+            }
+        };
         let secs = start.elapsed().as_secs_f64();
         // The chains converge to 1e-3 / (1 - 0.999) = 1: anything else means the kernel is wrong.
         if out.iter().any(|v| !(0.5..=1.5).contains(v)) {
@@ -56,7 +87,7 @@ impl Peak {
                 "the FMA peak kernel computed {out:?}"
             )));
         }
-        Ok(Peak::flops() / secs / 1e9)
+        Ok(self.flops() / secs / 1e9)
     }
 }
 
@@ -153,6 +184,8 @@ pub struct LayerRow {
     pub seconds: f64,
     /// Whether the kernel splits over threads (its work items were proven disjoint).
     pub splits: bool,
+    /// The vector tier the kernel runs in.
+    pub isa: Isa,
 }
 
 /// Totals of one kernel family.
@@ -174,8 +207,12 @@ pub struct Report {
     pub median_ms: f64,
     pub p90_ms: f64,
     pub flops: u64,
-    /// The 128-bit FMA peak of one core, measured in this run (best of several calls).
+    /// The FMA peak of one core at the width of the model's tier, measured in this run (best
+    /// of several calls).
     pub peak_gflops: f64,
+    /// The model's vector tier, and the width its peak was measured at.
+    pub isa: Isa,
+    pub peak_bits: usize,
     pub layers: Vec<LayerRow>,
     pub families: Vec<FamilyRow>,
 }
@@ -199,7 +236,8 @@ pub fn run(
     settings: &Settings,
 ) -> Result<Report> {
     let threads = model.threads();
-    let peak = Peak::new()?;
+    let isa = model.jit().isa();
+    let peak = Peak::for_isa(isa)?;
     let mut peaks = vec![peak.measure()?];
     let inputs = std::slice::from_ref(input);
     for _ in 0..settings.warmup {
@@ -238,6 +276,7 @@ pub fn run(
             seconds: quantile(t, 0.5),
             splits: model.jit().parallel_safe(i).unwrap_or(false)
                 && model.jit().work_items(i).unwrap_or(0) > 1,
+            isa: l.isa,
         })
         .collect();
     let mut families: Vec<FamilyRow> = Vec::new();
@@ -268,6 +307,8 @@ pub fn run(
         p90_ms,
         flops: rows.iter().map(|r| r.flops).sum(),
         peak_gflops: peaks.iter().copied().fold(0.0, f64::max),
+        isa,
+        peak_bits: peak.bits(),
         layers: rows,
         families,
     })
@@ -288,7 +329,7 @@ impl Report {
         Some(gflops(f.flops, f.seconds))
     }
 
-    /// Percent of the one-core 128-bit FMA peak (per thread: the peak is per core).
+    /// Percent of the one-core FMA peak of the tier (per thread: the peak is per core).
     fn percent_of_peak(&self, gflops: f64) -> f64 {
         100.0 * gflops / (self.peak_gflops * self.threads as f64)
     }
@@ -310,7 +351,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "128-bit FMA peak measured in this run: {:.1} GFLOP/s per core",
+            "isa {}: {}-bit FMA peak measured in this run: {:.1} GFLOP/s per core",
+            self.isa.name(),
+            self.peak_bits,
             self.peak_gflops
         );
         let _ = writeln!(
@@ -333,21 +376,22 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n{:<28} {:<12} {:>10} {:>10} {:>9} {:>7}  splits",
+            "\n{:<28} {:<12} {:>10} {:>10} {:>9} {:>7}  splits  isa",
             "layer", "family", "MFLOP", "ms", "GFLOP/s", "% peak"
         );
         for r in &self.layers {
             let g = gflops(r.flops, r.seconds);
             let _ = writeln!(
                 s,
-                "{:<28} {:<12} {:>10.2} {:>10.4} {:>9.1} {:>6.1}%  {}",
+                "{:<28} {:<12} {:>10.2} {:>10.4} {:>9.1} {:>6.1}%  {:<6}  {}",
                 r.name,
                 r.kind.name(),
                 r.flops as f64 / 1e6,
                 r.seconds * 1e3,
                 g,
                 self.percent_of_peak(g),
-                if r.splits { "yes" } else { "no" }
+                if r.splits { "yes" } else { "no" },
+                r.isa.name()
             );
         }
         s
@@ -358,8 +402,10 @@ impl Report {
         let mut s = String::new();
         let _ = write!(
             s,
-            "{{\"model\":{},\"threads\":{},\"runs\":{},\"compile_ms\":{:.3},\"median_ms\":{:.4},\"p90_ms\":{:.4},\"gflop\":{:.6},\"peak_gflops_per_core\":{:.2}",
+            "{{\"model\":{},\"isa\":\"{}\",\"peak_bits\":{},\"threads\":{},\"runs\":{},\"compile_ms\":{:.3},\"median_ms\":{:.4},\"p90_ms\":{:.4},\"gflop\":{:.6},\"peak_gflops_per_core\":{:.2}",
             json_string(&self.model),
+            self.isa.name(),
+            self.peak_bits,
             self.threads,
             self.runs,
             self.compile_ms,
@@ -388,7 +434,7 @@ impl Report {
             let g = gflops(r.flops, r.seconds);
             let _ = write!(
                 s,
-                "{}{{\"name\":{},\"family\":\"{}\",\"mflop\":{:.4},\"ms\":{:.5},\"gflops\":{:.2},\"percent_of_peak\":{:.2},\"splits\":{}}}",
+                "{}{{\"name\":{},\"family\":\"{}\",\"mflop\":{:.4},\"ms\":{:.5},\"gflops\":{:.2},\"percent_of_peak\":{:.2},\"splits\":{},\"isa\":\"{}\"}}",
                 if i > 0 { "," } else { "" },
                 json_string(&r.name),
                 r.kind.name(),
@@ -396,7 +442,8 @@ impl Report {
                 r.seconds * 1e3,
                 g,
                 self.percent_of_peak(g),
-                r.splits
+                r.splits,
+                r.isa.name()
             );
         }
         s.push_str("]}\n");

@@ -672,6 +672,103 @@ fn kernel_tier(k: &Kernel, isa: Isa, raw: &MicroFns) -> Isa {
     if called { isa } else { Isa::Portable }
 }
 
+/// The FMA-throughput kernel of a wide tier (`micro::peak`), in its own JIT module.
+pub struct WidePeak {
+    module: Option<Mutex<JITModule>>,
+    f: PeakFn,
+    /// f32 the kernel writes: `PEAK_CHAINS` vectors.
+    out_len: usize,
+}
+
+/// `fn(coefficients [m, c], out, steps)`, see `micro::peak`.
+type PeakFn = unsafe extern "C" fn(*const f32, *mut f32, i64);
+
+impl WidePeak {
+    /// The peak kernel of `isa` (resolved first: a tier the CPU lacks is an error); `None` for
+    /// the portable tier.
+    pub fn new(isa: Isa) -> Result<Option<WidePeak>> {
+        let isa = isa.resolve()?;
+        let Some(bytes) =
+            micro::peak::assemble(isa).map_err(|e| err("assembling the FMA peak kernel", e))?
+        else {
+            return Ok(None);
+        };
+        let jb = JITBuilder::with_isa(make_isa(OptLevel::Speed, false)?, default_libcall_names());
+        let mut module = JITModule::new(jb);
+        let mut sig = module.make_signature();
+        let ptr = module.target_config().pointer_type();
+        sig.params.push(cranelift_codegen::ir::AbiParam::new(ptr));
+        sig.params.push(cranelift_codegen::ir::AbiParam::new(ptr));
+        sig.params.push(cranelift_codegen::ir::AbiParam::new(
+            cranelift_codegen::ir::types::I64,
+        ));
+        let defined = module
+            .declare_function("fma_peak", Linkage::Local, &sig)
+            .and_then(|id| {
+                module.define_function_bytes(id, 64, &bytes, &[])?;
+                module.finalize_definitions()?;
+                Ok(id)
+            });
+        let id = match defined {
+            Ok(id) => id,
+            Err(e) => {
+                // SAFETY: nothing of the module was finalized or handed out.
+                unsafe { module.free_memory() };
+                return Err(err("defining the FMA peak kernel", e));
+            }
+        };
+        let code = module.get_finalized_function(id);
+        // SAFETY: `code` is the entry of the bytes just defined and finalized, assembled by
+        // `micro::peak::assemble` as a System V function of `(ptr, ptr, i64)` returning nothing,
+        // which is `PeakFn`. It stays valid until `free_memory` in `Drop`.
+        let f = unsafe { std::mem::transmute::<*const u8, PeakFn>(code) };
+        Ok(Some(WidePeak {
+            module: Some(Mutex::new(module)),
+            f,
+            out_len: micro::peak::PEAK_CHAINS * isa.bits() / 32,
+        }))
+    }
+
+    /// f32 lanes over all chains (FLOP per step = 2 x this).
+    pub fn lanes(&self) -> usize {
+        self.out_len
+    }
+
+    /// Runs `steps` (at least 1) steps of every chain; returns the accumulators.
+    pub fn run(&self, m: f32, c: f32, steps: i64) -> Result<Vec<f32>> {
+        if steps < 1 {
+            return Err(Error::Codegen(format!("peak kernel: {steps} steps")));
+        }
+        let coefficients = [m, c];
+        let mut out = vec![0.0f32; self.out_len];
+        // SAFETY: `f` is live code (see `new`) that reads the two floats of `coefficients` and
+        // writes `PEAK_CHAINS` vectors = `out_len` floats to `out`, which has exactly that many;
+        // it loops `steps >= 1` times and touches nothing else.
+        unsafe { (self.f)(coefficients.as_ptr(), out.as_mut_ptr(), steps) };
+        Ok(out)
+    }
+}
+
+impl Drop for WidePeak {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            let module = m
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // SAFETY: `&mut self`: no call is running, and `f` dies with `self`.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl std::fmt::Debug for WidePeak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WidePeak")
+            .field("lanes", &self.out_len)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Compiles kernels for `isa` only to return the Cranelift IR text of their functions
 /// (`--emit clif`).
 pub fn emit_clif(kernels: &[Kernel], isa: Isa) -> Result<String> {

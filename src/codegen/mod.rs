@@ -46,7 +46,9 @@ use crate::loops::{Affine, BinOp, Expr, Kernel, LoopMode, Mem, Role, Stmt, UnOp,
 use crate::{Error, Result};
 
 pub use crate::loops::MAX_KERNEL_BUFFERS;
-pub use jit::{Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, emit_asm, emit_clif};
+pub use jit::{
+    Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, WidePeak, emit_asm, emit_clif,
+};
 pub use micro::Isa;
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).

@@ -23,6 +23,7 @@
 
 mod avx2;
 mod avx512;
+pub mod peak;
 
 use iced_x86::code_asm::CodeAssembler;
 
