@@ -708,7 +708,8 @@ impl WidePeak {
                 module.define_function_bytes(id, 64, &bytes, &[])?;
                 module.finalize_definitions()?;
                 Ok(id)
-            });
+            })
+            .map_err(Box::new);
         let id = match defined {
             Ok(id) => id,
             Err(e) => {
