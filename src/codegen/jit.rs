@@ -702,14 +702,17 @@ impl WidePeak {
         sig.params.push(cranelift_codegen::ir::AbiParam::new(
             cranelift_codegen::ir::types::I64,
         ));
-        let defined = module
-            .declare_function("fma_peak", Linkage::Local, &sig)
-            .and_then(|id| {
-                module.define_function_bytes(id, 64, &bytes, &[])?;
-                module.finalize_definitions()?;
-                Ok(id)
-            })
-            .map_err(Box::new);
+        let define = |module: &mut JITModule| -> std::result::Result<FuncId, String> {
+            let id = module
+                .declare_function("fma_peak", Linkage::Local, &sig)
+                .map_err(|e| e.to_string())?;
+            module
+                .define_function_bytes(id, 64, &bytes, &[])
+                .map_err(|e| e.to_string())?;
+            module.finalize_definitions().map_err(|e| e.to_string())?;
+            Ok(id)
+        };
+        let defined = define(&mut module);
         let id = match defined {
             Ok(id) => id,
             Err(e) => {
