@@ -1,14 +1,23 @@
 //! Prints the loop IR, Cranelift IR or disassembly of a small conv graph, and times its kernels
-//! on MobileNetV2 shapes: `cargo run --release --example emit_kernels -- loops|clif|asm|bench`.
+//! on MobileNetV2 shapes: `cargo run --release --example emit_kernels -- loops|clif|asm|bench
+//! [auto|avx512|avx2|portable]` (the tier of the micro-kernels, and of the peak in `bench`).
 
 use std::time::Instant;
 
 use mnv2c::bench::conv_graph;
-use mnv2c::codegen::{Arg, JitProgram};
+use mnv2c::codegen::{Arg, Isa, JitOptions, JitProgram};
 use mnv2c::{Tensor, TensorMap};
 
 fn main() -> mnv2c::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "loops".into());
+    let isa: Isa = match std::env::args().nth(2) {
+        Some(s) => s.parse()?,
+        None => Isa::Auto,
+    };
+    let opts = JitOptions {
+        isa,
+        ..JitOptions::default()
+    };
     if what == "model" {
         return model();
     }
@@ -19,19 +28,23 @@ fn main() -> mnv2c::Result<()> {
             ("pw 28x28 192->64", 28, 192, 64, 1, 1, false),
             ("pw 7x7 320->1280", 7, 320, 1280, 1, 1, false),
             ("pw 56x56 144->24", 56, 144, 24, 1, 1, false),
+            ("pw 112x112 32->16", 112, 32, 16, 1, 1, false),
+            ("pw 56x56 24->144", 56, 24, 144, 1, 1, false),
+            ("pw 14x14 96->576", 14, 96, 576, 1, 1, false),
+            ("pw 7x7 960->160", 7, 960, 160, 1, 1, false),
             ("dw 3x3 s1 56x56x144", 56, 144, 144, 3, 1, true),
             ("dw 3x3 s2 112x112x96", 112, 96, 96, 3, 2, true),
             ("full 3x3 s2 224x224 3->32", 224, 3, 32, 3, 2, false),
         ];
-        let peak = mnv2c::bench::Peak::new()?;
+        let peak = mnv2c::bench::Peak::for_isa(isa)?;
         let peak_g = (0..5)
             .map(|_| peak.measure().unwrap_or(0.0))
             .fold(0.0, f64::max);
-        println!("128-bit FMA peak {peak_g:.1} GFLOP/s");
+        println!("{}-bit FMA peak {peak_g:.1} GFLOP/s", peak.bits());
         for (name, h, cin, cout, k, s, dw) in cases {
             let (g, consts) = conv_graph(h, cin, cout, k, s, dw)?;
             let p = mnv2c::lower::lower(&g, &consts)?;
-            let jit = JitProgram::compile(&p)?;
+            let jit = JitProgram::compile_kernels(&p.kernels, &opts)?;
             let kern = &p.kernels[0];
             let x = vec![0.5f32; kern.buffers[0].len().unwrap_or(0)];
             let w = p.constants[&kern.buffers[1].name].clone();

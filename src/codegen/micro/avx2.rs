@@ -40,7 +40,7 @@ pub(super) fn gemm(a: &mut CodeAssembler, g: &GemmStrip, plan: &Plan) -> R {
             a.mov(r11, cb.count as u64)?;
             a.set_label(&mut top)?;
         }
-        for &(p0, mr) in &plan.pixel_blocks {
+        for &(p0, mr) in &cb.pixel_blocks {
             block(a, g, cb, p0, mr)?;
         }
         let step = (cb.width * 4) as i32;
@@ -52,8 +52,7 @@ pub(super) fn gemm(a: &mut CodeAssembler, g: &GemmStrip, plan: &Plan) -> R {
         }
         a.add(r8, step)?;
         if cb.count > 1 {
-            let panels = (cb.width / 16) as u64 * (g.k as u64) * 64;
-            a.mov(rax, panels)?;
+            a.mov(rax, cb.w_next)?;
             a.add(r9, rax)?;
             a.dec(r11)?;
             a.jnz(top)?;

@@ -1,7 +1,8 @@
-//! The 512-bit GEMM strip: per channel block (3 zmm = 48 channels, a runtime loop) and pixel
-//! block (up to 7 pixels, unrolled), 21 zmm accumulators (zmm0-20) start from the bias, each
-//! reduction step loads 3 weight vectors (zmm24-26) and per pixel broadcasts one input
-//! (zmm27/28, alternating) for 3 `vfmadd231ps`; then residual, clamp (zmm29/30) and the store.
+//! The 512-bit GEMM strip: per channel block (up to 3 zmm = 48 channels, a runtime loop) and
+//! pixel block (9 pixels for 3 vectors, 14 for 2, unrolled), up to 28 zmm accumulators (from
+//! zmm0) start from the bias; each reduction step loads the weight vectors (the registers after
+//! the accumulators) and per pixel broadcasts one input (zmm30/31, alternating) for one
+//! `vfmadd231ps` per vector; then residual, clamp (bounds in zmm30/31) and the store.
 //! A partial vector (the last `cout % 16` channels) uses opmask k1 with zeroing loads and
 //! masked stores. See [`super`] for the ABI and the rules.
 
@@ -22,13 +23,7 @@ fn z(i: usize) -> AsmRegisterZmm {
 
 /// Emits the whole kernel into `a`.
 pub(super) fn gemm(a: &mut CodeAssembler, g: &GemmStrip, plan: &Plan) -> R {
-    // Constants first, while rax is free: the clamp bounds and the tail mask.
-    if let Some((lo, hi)) = g.clamp {
-        a.mov(eax, lo.to_bits())?;
-        a.vpbroadcastd(zmm29, eax)?;
-        a.mov(eax, hi.to_bits())?;
-        a.vpbroadcastd(zmm30, eax)?;
-    }
+    // The tail mask first, while rax is free.
     if let Some(lanes) = plan
         .channels
         .iter()
@@ -49,14 +44,13 @@ pub(super) fn gemm(a: &mut CodeAssembler, g: &GemmStrip, plan: &Plan) -> R {
             a.mov(r11, cb.count as u64)?;
             a.set_label(&mut top)?;
         }
-        for &(p0, mr) in &plan.pixel_blocks {
+        for &(p0, mr) in &cb.pixel_blocks {
             block(a, g, cb, p0, mr)?;
         }
         let step = (cb.width * 4) as i32;
         if cb.count > 1 {
             // Next block: weights `width / 16` panels further.
-            let panels = (cb.width / 16) as u64 * (g.k as u64) * 64;
-            a.mov(rax, panels)?;
+            a.mov(rax, cb.w_next)?;
             a.add(r9, rax)?;
             advance(a, g, step)?;
             a.dec(r11)?;
@@ -84,6 +78,7 @@ fn advance(a: &mut CodeAssembler, g: &GemmStrip, step: i32) -> R {
 fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr: usize) -> R {
     let nv = cb.vectors.len();
     let acc = |p: usize, v: usize| z(p * nv + v);
+    let wreg = |v: usize| z(30 - nv + v);
     for p in 0..mr {
         for (v, vec) in cb.vectors.iter().enumerate() {
             let r = acc(p, v);
@@ -103,17 +98,17 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
     for (v, vec) in cb.vectors.iter().enumerate() {
         let at = zmmword_ptr(rax + vec.w_disp);
         if vec.lanes < 16 {
-            a.vmovups(z(24 + v).k1().z(), at)?;
+            a.vmovups(wreg(v).k1().z(), at)?;
         } else {
-            a.vmovups(z(24 + v), at)?;
+            a.vmovups(wreg(v), at)?;
         }
     }
     for p in 0..mr {
-        let bc = z(27 + p % 2);
+        let bc = z(30 + p % 2);
         let xd = ((p0 + p) * g.x_stride * 4) as i32;
         a.vbroadcastss(bc, dword_ptr(rdi + r10 * 4 + xd))?;
         for v in 0..nv {
-            a.vfmadd231ps(acc(p, v), z(24 + v), bc)?;
+            a.vfmadd231ps(acc(p, v), wreg(v), bc)?;
         }
     }
     a.add(rax, cb.w_step)?;
@@ -121,6 +116,12 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
     a.cmp(r10, g.k as i32)?;
     a.jl(step)?;
     // Epilogue: residual, clamp, store (masked for a partial vector).
+    if let Some((lo, hi)) = g.clamp {
+        a.mov(eax, lo.to_bits())?;
+        a.vpbroadcastd(zmm30, eax)?;
+        a.mov(eax, hi.to_bits())?;
+        a.vpbroadcastd(zmm31, eax)?;
+    }
     for p in 0..mr {
         let row = ((p0 + p) * g.out_stride * 4) as i32;
         for (v, vec) in cb.vectors.iter().enumerate() {
@@ -136,8 +137,8 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
                 }
             }
             if g.clamp.is_some() {
-                a.vmaxps(r, zmm29, r)?;
-                a.vminps(r, zmm30, r)?;
+                a.vmaxps(r, zmm30, r)?;
+                a.vminps(r, zmm31, r)?;
             }
             let at = zmmword_ptr(r8 + off);
             if masked {

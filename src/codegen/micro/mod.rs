@@ -190,71 +190,74 @@ pub(crate) struct ChannelBlocks {
     pub w_step: i32,
     /// Channels per block (the step of the bias, residual and output pointers).
     pub width: usize,
+    /// Bytes from one block's weights to the next one's.
+    pub w_next: u64,
+    /// `(first pixel, pixels)` of each register block (unrolled), sized to the register budget
+    /// for this many vectors.
+    pub pixel_blocks: Vec<(usize, usize)>,
 }
 
-/// The shape of a GEMM strip's code, shared by both tiers: pixel blocks (unrolled), channel
-/// blocks (full ones in a loop, then the tail), and the byte displacements, all checked to fit
-/// an `i32`.
+/// The shape of a GEMM strip's code, shared by both tiers: runs of channel blocks (a loop
+/// each), register blocks of pixels inside, and byte displacements checked to fit an `i32`.
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
-    /// `(first pixel, pixels)` of each register block.
-    pub pixel_blocks: Vec<(usize, usize)>,
     pub channels: Vec<ChannelBlocks>,
+}
+
+/// `n` split into `ceil(n / most)` nearly equal parts: `(count, size)` runs, larger first.
+fn balanced(n: usize, most: usize) -> Vec<(usize, usize)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let parts = n.div_ceil(most);
+    let (base, extra) = (n / parts, n % parts);
+    [(extra, base + 1), (parts - extra, base)]
+        .into_iter()
+        .filter(|&(c, sz)| c > 0 && sz > 0)
+        .collect()
 }
 
 impl Plan {
     /// `lanes` = f32 per vector register (16 or 8).
+    ///
+    /// Register budget per block: accumulators `pixels x vectors`, plus the weight vectors and
+    /// the broadcasts (two on avx512, where the clamp bounds reuse them in the epilogue; one and
+    /// the mask on avx2). avx512 (32 zmm): 3 vectors x 9 pixels or 2 x 14; avx2 (16 ymm): 2 x 6.
     fn new(g: &GemmStrip, lanes: usize) -> Option<Plan> {
-        // Register budget: avx512 7 px x 3 zmm (21 accumulators of 32), avx2 6 px x 2 ymm (12
-        // of 16: 2 weights, 1 broadcast, 1 mask).
-        let (mr, nv) = if lanes == 16 { (7, 3) } else { (6, 2) };
-        let nblocks = g.pixels.div_ceil(mr);
-        let mut pixel_blocks = Vec::new();
-        let mut start = 0;
-        for b in 0..nblocks {
-            let len = (g.pixels - start) / (nblocks - b);
-            pixel_blocks.push((start, len));
-            start += len;
-        }
+        let (most_vectors, regs, spare) = if lanes == 16 { (3, 32, 2) } else { (2, 16, 2) };
         let t = GEMM_PACK;
-        let panel = i64::try_from(g.k.checked_mul(t * 4)?).ok()?;
+        let per_tile = t / lanes;
+        let panel = g.k.checked_mul(t * 4)?;
         let tiles = g.n / t;
         let rem = g.n % t;
         let mut channels = Vec::new();
-        // Full channel blocks: `nv * lanes` channels from consecutive 16-channel tiles.
-        let width = nv * lanes;
-        let full = g.n / width;
-        let per_tile = t / lanes;
-        let vec_in_tiles = |v: usize| -> Option<Vector> {
-            let (tile, part) = (v / per_tile, v % per_tile);
-            Some(Vector {
-                w_disp: i32::try_from(panel * tile as i64 + (part * lanes * 4) as i64).ok()?,
-                ch: v * lanes,
-                lanes,
-            })
-        };
-        if full > 0 {
+        let mut tile0 = 0;
+        // Full 16-channel tiles in balanced blocks of up to `most_vectors` vectors.
+        for (count, tiles_per) in balanced(tiles * per_tile, most_vectors)
+            .into_iter()
+            .map(|(c, v)| (c, v / per_tile.max(1)))
+        {
+            let nv = tiles_per * per_tile;
+            let vectors = (0..nv)
+                .map(|v| {
+                    let (tile, part) = (v / per_tile, v % per_tile);
+                    Some(Vector {
+                        w_disp: i32::try_from(panel * tile + part * lanes * 4).ok()?,
+                        ch: v * lanes,
+                        lanes,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
             channels.push(ChannelBlocks {
-                count: full,
-                vectors: (0..nv).map(vec_in_tiles).collect::<Option<_>>()?,
-                w_start: 0,
+                count,
+                vectors,
+                w_start: i64::try_from(panel.checked_mul(tile0)?).ok()?,
                 w_step: (t * 4) as i32,
-                width,
+                width: tiles_per * t,
+                w_next: u64::try_from(panel.checked_mul(tiles_per)?).ok()?,
+                pixel_blocks: Vec::new(),
             });
-        }
-        // The tail: the remaining full tiles, then the remainder panel `[ci][rem]`.
-        let left_tiles = tiles - full * width / t;
-        let tail_start = panel.checked_mul((full * width / t) as i64)?;
-        if left_tiles > 0 {
-            channels.push(ChannelBlocks {
-                count: 1,
-                vectors: (0..left_tiles * per_tile)
-                    .map(vec_in_tiles)
-                    .collect::<Option<_>>()?,
-                w_start: tail_start,
-                w_step: (t * 4) as i32,
-                width: left_tiles * t,
-            });
+            tile0 += count * tiles_per;
         }
         if rem > 0 {
             let vectors = (0..rem.div_ceil(lanes))
@@ -267,10 +270,23 @@ impl Plan {
             channels.push(ChannelBlocks {
                 count: 1,
                 vectors,
-                w_start: panel.checked_mul(tiles as i64)?,
+                w_start: i64::try_from(panel.checked_mul(tiles)?).ok()?,
                 w_step: i32::try_from(rem * 4).ok()?,
                 width: rem,
+                w_next: 0,
+                pixel_blocks: Vec::new(),
             });
+        }
+        for cb in &mut channels {
+            let nv = cb.vectors.len();
+            let mr = ((regs - spare - nv) / nv).max(1);
+            let mut start = 0;
+            for (count, len) in balanced(g.pixels, mr) {
+                for _ in 0..count {
+                    cb.pixel_blocks.push((start, len));
+                    start += len;
+                }
+            }
         }
         // Every displacement the emitters form must fit an i32.
         let fits = |v: usize| i32::try_from(v).is_ok();
@@ -282,14 +298,8 @@ impl Plan {
                     .checked_add(g.n)?
                     .checked_mul(4)?,
             )
-            && fits(g.n.checked_mul(4)?)
-            && channels
-                .iter()
-                .all(|c| i32::try_from(c.w_start).is_ok() || c.count == 1);
-        ok.then_some(Plan {
-            pixel_blocks,
-            channels,
-        })
+            && fits(g.n.checked_mul(4)?);
+        ok.then_some(Plan { channels })
     }
 }
 
