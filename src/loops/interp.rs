@@ -97,7 +97,6 @@ impl Machine<'_, '_> {
         let Some((ob, oi)) = bases[slot_of(micro::Slot::Out)] else {
             return;
         };
-        let micro::Op::Gemm(g) = &m.op;
         // The output is written only after the reads of its own element (the residual may be
         // the same buffer only in the sense of aliasing, which verified kernels exclude).
         let mut writes: Vec<(usize, f32)> = Vec::new();
@@ -107,7 +106,7 @@ impl Machine<'_, '_> {
                 Some((b, at)) => bufs[b][at + i],
                 None => 0.0,
             };
-            micro::reference(g, &get, &mut |i, v| writes.push((i, v)));
+            micro::run(&m.op, &get, &mut |i, v| writes.push((i, v)));
         }
         for (i, v) in writes {
             self.bufs[ob][oi + i] = v;

@@ -80,10 +80,62 @@ impl GemmStrip {
     }
 }
 
+/// A depthwise row: `cols` output columns of one output row, all `c` channels, over the valid
+/// taps `ny x nx` of the window (padding taps are not in the range: skipped, not multiplied by
+/// zero). The input operand starts at the first valid tap of column 0, the weight operand at
+/// that tap's weights (`w[(ky * kw + kx) * c + ch]`, unpacked).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DwRow {
+    pub cols: usize,
+    pub c: usize,
+    /// Valid taps: rows and columns of the window.
+    pub ny: usize,
+    pub nx: usize,
+    /// Input elements between output columns (`stride * c`) and between window rows
+    /// (`width * c`).
+    pub x_col: usize,
+    pub x_row: usize,
+    /// Weight elements between window rows (`kw * c`).
+    pub w_row: usize,
+    pub bias: bool,
+    pub residual: bool,
+    pub clamp: Option<(f32, f32)>,
+}
+
+impl DwRow {
+    pub fn key(&self) -> String {
+        format!(
+            "dw_c{}_ch{}_t{}x{}_xc{}_xr{}_wr{}_b{}_r{}_c{}",
+            self.cols,
+            self.c,
+            self.ny,
+            self.nx,
+            self.x_col,
+            self.x_row,
+            self.w_row,
+            u8::from(self.bias),
+            u8::from(self.residual),
+            clamp_key(self.clamp)
+        )
+    }
+
+    /// Offsets of tap `(i, j)` (relative to the first valid tap) in the input and the weights.
+    pub fn tap(&self, i: usize, j: usize) -> (usize, usize) {
+        (i * self.x_row + j * self.c, i * self.w_row + j * self.c)
+    }
+}
+
+fn clamp_key(clamp: Option<(f32, f32)>) -> String {
+    clamp.map_or("none".to_string(), |(l, h)| {
+        format!("{:08x}_{:08x}", l.to_bits(), h.to_bits())
+    })
+}
+
 /// What a micro-kernel computes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Gemm(GemmStrip),
+    Depthwise(DwRow),
 }
 
 /// Which operand of a micro-kernel.
@@ -111,10 +163,21 @@ impl Slot {
 }
 
 impl Op {
+    /// A key that identifies the generated code.
+    pub fn key(&self) -> String {
+        match self {
+            Op::Gemm(g) => g.key(),
+            Op::Depthwise(d) => d.key(),
+        }
+    }
+
     /// The inclusive element range past its base that the op touches in `slot`, and whether it
     /// writes there; `None` if the op has no such operand.
     pub fn footprint(&self, slot: Slot) -> Option<(usize, usize, bool)> {
-        let Op::Gemm(g) = self;
+        let g = match self {
+            Op::Gemm(g) => g,
+            Op::Depthwise(d) => return d.footprint(slot),
+        };
         let rows = |stride: usize, width: usize| {
             (g.pixels - 1)
                 .checked_mul(stride)
@@ -132,7 +195,15 @@ impl Op {
 
     /// Why the parameters make no valid op, if they do not.
     pub fn check(&self) -> Result<(), String> {
-        let Op::Gemm(g) = self;
+        let g = match self {
+            Op::Gemm(g) => g,
+            Op::Depthwise(d) => {
+                if d.cols == 0 || d.c == 0 || d.ny == 0 || d.nx == 0 {
+                    return Err(format!("depthwise row has an empty extent: {}", d.key()));
+                }
+                return Ok(());
+            }
+        };
         if g.pixels == 0 || g.k == 0 || g.n == 0 {
             return Err(format!("gemm strip has an empty extent: {}", g.key()));
         }
@@ -140,6 +211,32 @@ impl Op {
             return Err(format!("gemm strip rows overlap: {}", g.key()));
         }
         Ok(())
+    }
+}
+
+impl DwRow {
+    fn footprint(&self, slot: Slot) -> Option<(usize, usize, bool)> {
+        let last = |a: usize, b: usize, c: usize| -> Option<usize> {
+            a.checked_add(b)?.checked_add(c)?.checked_add(self.c - 1)
+        };
+        let (xi, wi) = (self.ny - 1, self.nx - 1);
+        match slot {
+            Slot::X => last(
+                (self.cols - 1).checked_mul(self.x_col)?,
+                xi.checked_mul(self.x_row)?,
+                wi.checked_mul(self.c)?,
+            )
+            .map(|h| (0, h, false)),
+            Slot::W => {
+                last(xi.checked_mul(self.w_row)?, wi.checked_mul(self.c)?, 0).map(|h| (0, h, false))
+            }
+            Slot::Bias => self.bias.then_some((0, self.c - 1, false)),
+            Slot::Residual if !self.residual => None,
+            Slot::Residual | Slot::Out => {
+                let h = last((self.cols - 1).checked_mul(self.c)?, 0, 0)?;
+                Some((0, h, slot == Slot::Out))
+            }
+        }
     }
 }
 
@@ -170,6 +267,46 @@ fn min_ir(a: f32, b: f32) -> f32 {
     if b < a { b } else { a }
 }
 
+/// The meaning of a micro-kernel (the interpreter's): `get(slot, i)` reads element `base + i`
+/// of an operand, `put(i, v)` writes element `base + i` of the output.
+pub fn run(op: &Op, get: &dyn Fn(Slot, usize) -> f32, put: &mut dyn FnMut(usize, f32)) {
+    match op {
+        Op::Gemm(g) => reference(g, get, put),
+        Op::Depthwise(d) => depthwise(d, get, put),
+    }
+}
+
+/// The epilogue every micro-kernel applies to a finished accumulator: the residual at the
+/// output element, then the clamp.
+fn epilogue(acc: f32, residual: Option<f32>, clamp: Option<(f32, f32)>) -> f32 {
+    let mut acc = acc;
+    if let Some(r) = residual {
+        acc += r;
+    }
+    if let Some((lo, hi)) = clamp {
+        acc = min_ir(max_ir(acc, lo), hi);
+    }
+    acc
+}
+
+/// The meaning of a depthwise row: taps row-major, each one fused multiply-add.
+pub fn depthwise(d: &DwRow, get: &dyn Fn(Slot, usize) -> f32, put: &mut dyn FnMut(usize, f32)) {
+    for col in 0..d.cols {
+        for ch in 0..d.c {
+            let mut acc = if d.bias { get(Slot::Bias, ch) } else { 0.0 };
+            for i in 0..d.ny {
+                for j in 0..d.nx {
+                    let (xo, wo) = d.tap(i, j);
+                    acc = get(Slot::X, col * d.x_col + xo + ch).mul_add(get(Slot::W, wo + ch), acc);
+                }
+            }
+            let o = col * d.c + ch;
+            let res = d.residual.then(|| get(Slot::Residual, o));
+            put(o, epilogue(acc, res, d.clamp));
+        }
+    }
+}
+
 /// The meaning of a GEMM strip (the interpreter's): `get(slot, i)` reads element `base + i` of an
 /// operand, `put(i, v)` writes element `base + i` of the output.
 pub fn reference(g: &GemmStrip, get: &dyn Fn(Slot, usize) -> f32, put: &mut dyn FnMut(usize, f32)) {
@@ -181,13 +318,8 @@ pub fn reference(g: &GemmStrip, get: &dyn Fn(Slot, usize) -> f32, put: &mut dyn 
                     get(Slot::X, p * g.x_stride + ci).mul_add(get(Slot::W, g.packed(ci, co)), acc);
             }
             let o = p * g.out_stride + co;
-            if g.residual {
-                acc += get(Slot::Residual, o);
-            }
-            if let Some((lo, hi)) = g.clamp {
-                acc = min_ir(max_ir(acc, lo), hi);
-            }
-            put(o, acc);
+            let res = g.residual.then(|| get(Slot::Residual, o));
+            put(o, epilogue(acc, res, g.clamp));
         }
     }
 }

@@ -79,11 +79,10 @@ impl Kernel {
                             format!("{}={}", slot.name(), self.access(Mem::Buf(o.buf), &o.base))
                         })
                         .collect();
-                    let super::micro::Op::Gemm(g) = &m.op;
                     writeln!(
                         out,
                         "{pad}micro {}({}) portable {{",
-                        g.key(),
+                        m.op.key(),
                         args.join(", ")
                     )?;
                     self.stmts(&m.body, depth + 1, out)?;

@@ -114,6 +114,12 @@ pub(crate) fn conv_parts(cx: &Cx<'_>, k: &mut Kernel, conv: &Conv2d) -> Result<C
 pub(crate) type SegmentBody<'a> =
     dyn FnMut(&mut Kernel, &Nest, Segment, Segment) -> Result<Vec<Stmt>> + 'a;
 
+/// Wraps the statements of one column segment of an output row (the `Nest` gives the segment's
+/// first column as `ow_base`, with `pixel_tile` its column count): identity for most families,
+/// a micro-kernel statement around them for the depthwise rows.
+pub(crate) type SegmentWrap<'a> =
+    dyn FnMut(&mut Kernel, &Nest, Segment, Segment, Vec<Stmt>) -> Result<Vec<Stmt>> + 'a;
+
 /// Where a segment nest's body is: image `n` (a variable, or 0 for a batch of one), output row
 /// `oh`, and `pixel_tile` output columns `ow_base + p` for `p` in `0..pixel_tile`.
 pub(crate) struct Nest {
@@ -133,6 +139,7 @@ pub(crate) fn spatial_nest(
     p: &ConvParts,
     pixel_tile: usize,
     inner: &mut SegmentBody<'_>,
+    wrap: &mut SegmentWrap<'_>,
 ) -> Result<Vec<Stmt>> {
     let [n, h, w, _] = p.xd;
     let [_, oh, ow, _] = p.od;
@@ -145,6 +152,7 @@ pub(crate) fn spatial_nest(
         let ohv = k.new_var("oh");
         let mut per_row = Vec::new();
         for cs in &cols {
+            let mut seg = Vec::new();
             let pt = pixel_tile.max(1);
             let full = if pt > 1 { (cs.hi - cs.lo) / pt } else { 0 };
             if full > 0 {
@@ -156,7 +164,7 @@ pub(crate) fn spatial_nest(
                     pixel_tile: pt,
                 };
                 let body = inner(k, &nest, *rs, *cs)?;
-                per_row.push(for_loop(
+                seg.push(for_loop(
                     owt,
                     0,
                     full,
@@ -174,7 +182,7 @@ pub(crate) fn spatial_nest(
                     pixel_tile: 1,
                 };
                 let body = inner(k, &nest, *rs, *cs)?;
-                per_row.push(for_loop(
+                seg.push(for_loop(
                     owv,
                     cs.lo + full * pt,
                     cs.hi,
@@ -183,6 +191,13 @@ pub(crate) fn spatial_nest(
                     body,
                 ));
             }
+            let at = Nest {
+                n: na.clone(),
+                oh: ohv,
+                ow_base: Affine::constant(c(cs.lo)?),
+                pixel_tile: cs.hi - cs.lo,
+            };
+            per_row.extend(wrap(k, &at, *rs, *cs, seg)?);
         }
         per_n.push(for_loop(
             ohv,
@@ -447,70 +462,79 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     } else {
         LoopMode::Serial
     };
-    k.body = spatial_nest(&mut k, conv, p, px, &mut |k, nest, rs, cs| {
-        let gv = (groups > 1).then(|| k.new_var("g"));
-        let ga = gv.map_or_else(Affine::default, Affine::var);
-        let ohv = Affine::var(nest.oh);
-        // Output pixel `p` of the tile is column `ow_base + p`: `cout` further in the output,
-        // `sw * cin` further in the input.
-        let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cout;
-        // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
-        // where the clamped tap ranges keep every actual read inside the input.
-        let x_base =
-            ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl)) * cin
-                + ga.clone() * c(cin_g)?;
-        let init = |_: &Affine, ch: &Affine| match p.bias {
-            Some(b) => load(b, ch.clone()),
-            None => Expr::Const(0.0),
-        };
-        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
-            let ch = &chan.ch;
-            let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
-            let xi = x_base.clone()
-                + po.clone() * (sw * cin)
-                + ky.clone() * (w * cin)
-                + kx.clone() * cin
-                + ci.clone();
-            let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();
-            Expr::fma(load(p.x, xi), load(p.w, wi), acc)
-        };
-        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
-        };
-        let red = [
-            ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
-            ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
-            ("ci", 0, cin_g, ci_mode),
-        ];
-        let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
-            &[]
-        } else {
-            &red
-        };
-        let tiles = tile_nest(
-            k,
-            nest.pixel_tile,
-            sched.channel_vectors,
-            cout_g,
-            &(ga * c(cout_g)?),
-            red,
-            &TileBody {
-                init: &init,
-                update: &update,
-                finish: &finish,
-            },
-        )?;
-        Ok(match gv {
-            Some(gv) => vec![for_loop(
-                gv,
-                0,
-                groups,
-                LoopKind::Spatial,
-                LoopMode::Serial,
-                tiles,
-            )],
-            None => tiles,
-        })
-    })?;
+    let mut same = |_: &mut Kernel, _: &Nest, _: Segment, _: Segment, s: Vec<Stmt>| Ok(s);
+    k.body = spatial_nest(
+        &mut k,
+        conv,
+        p,
+        px,
+        &mut |k, nest, rs, cs| {
+            let gv = (groups > 1).then(|| k.new_var("g"));
+            let ga = gv.map_or_else(Affine::default, Affine::var);
+            let ohv = Affine::var(nest.oh);
+            // Output pixel `p` of the tile is column `ow_base + p`: `cout` further in the output,
+            // `sw * cin` further in the input.
+            let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cout;
+            // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
+            // where the clamped tap ranges keep every actual read inside the input.
+            let x_base =
+                ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl))
+                    * cin
+                    + ga.clone() * c(cin_g)?;
+            let init = |_: &Affine, ch: &Affine| match p.bias {
+                Some(b) => load(b, ch.clone()),
+                None => Expr::Const(0.0),
+            };
+            let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+                let ch = &chan.ch;
+                let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
+                let xi = x_base.clone()
+                    + po.clone() * (sw * cin)
+                    + ky.clone() * (w * cin)
+                    + kx.clone() * cin
+                    + ci.clone();
+                let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();
+                Expr::fma(load(p.x, xi), load(p.w, wi), acc)
+            };
+            let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+                p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
+            };
+            let red = [
+                ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+                ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+                ("ci", 0, cin_g, ci_mode),
+            ];
+            let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
+                &[]
+            } else {
+                &red
+            };
+            let tiles = tile_nest(
+                k,
+                nest.pixel_tile,
+                sched.channel_vectors,
+                cout_g,
+                &(ga * c(cout_g)?),
+                red,
+                &TileBody {
+                    init: &init,
+                    update: &update,
+                    finish: &finish,
+                },
+            )?;
+            Ok(match gv {
+                Some(gv) => vec![for_loop(
+                    gv,
+                    0,
+                    groups,
+                    LoopKind::Spatial,
+                    LoopMode::Serial,
+                    tiles,
+                )],
+                None => tiles,
+            })
+        },
+        &mut same,
+    )?;
     Ok(k)
 }

@@ -1,17 +1,20 @@
 //! Depthwise convolution (groups = channels, multiplier 1): memory bound, so it is vectorised
 //! over channels (never treated as a grouped GEMM): per output pixel, register tiles of 8
-//! channels accumulate the valid taps of the 3x3 (or any) window.
+//! channels accumulate the valid taps of the 3x3 (or any) window. Each column segment of an
+//! output row (columns with the same valid taps) is one depthwise-row micro-kernel statement
+//! (`loops::micro::DwRow`) whose portable body is those register tiles.
 //!
 //! Semantics: `y[n,oh,ow,c] = act(sum_{ky,kx} x[n, oh*sh+ky-pt, ow*sw+kx-pl, c] *
 //! w[ky,kx,c] + bias[c] + residual[n,oh,ow,c])`; the weight `[kh,kw,1,C]` or `[kh,kw,C,1]` has
 //! the element of tap `(ky,kx)`, channel `c` at `(ky*kw + kx)*C + c` either way.
 
-use super::conv::{ConvParts, spatial_nest};
+use super::conv::{ConvParts, Nest, Segment, spatial_nest};
 use super::schedule::{Family, Schedule};
 use super::{Chan, TileBody, c, load, tile_nest};
 use crate::Result;
 use crate::graph::Conv2d;
-use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
+use crate::loops::micro::{DwRow, Micro, Op, Operand, Slot};
+use crate::loops::{Affine, Expr, Kernel, LoopMode, Stmt, Var};
 
 pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Depthwise);
@@ -24,7 +27,7 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
     let (pt, pl) = (c(conv.pads.top)?, c(conv.pads.left)?);
     let kw = c(p.geo.kw)?;
     let relu6 = conv.epilogue.has_relu6();
-    k.body = spatial_nest(&mut k, conv, p, sched.pixel_tile, &mut |k, nest, rs, cs| {
+    let mut tiles = |k: &mut Kernel, nest: &Nest, rs: Segment, cs: Segment| {
         let ohv = Affine::var(nest.oh);
         // Pixel `p` of the tile is column `ow_base + p` (`cn` further in the output, `sw * cn`
         // in the input).
@@ -72,6 +75,63 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
                 finish: &finish,
             },
         )
-    })?;
+    };
+    let mut row = |k: &mut Kernel, at: &Nest, rs: Segment, cs: Segment, body: Vec<Stmt>| {
+        micro_row(k, conv, p, at, rs, cs, body)
+    };
+    k.body = spatial_nest(&mut k, conv, p, sched.pixel_tile, &mut tiles, &mut row)?;
     Ok(k)
+}
+
+/// The depthwise row of one column segment (`at.ow_base` its first column, `at.pixel_tile`
+/// its width) as a micro-kernel statement around its portable `body`. A segment without valid
+/// taps (a window entirely in the padding) stays plain loop IR.
+fn micro_row(
+    _k: &mut Kernel,
+    conv: &Conv2d,
+    p: &ConvParts,
+    at: &Nest,
+    rs: Segment,
+    cs: Segment,
+    body: Vec<Stmt>,
+) -> Result<Vec<Stmt>> {
+    if rs.k_lo >= rs.k_hi || cs.k_lo >= cs.k_hi {
+        return Ok(body);
+    }
+    let [_, h, w, cn] = p.xd;
+    let [_, oh, ow, _] = p.od;
+    let (sh, sw) = (conv.stride[0], conv.stride[1]);
+    let d = DwRow {
+        cols: at.pixel_tile,
+        c: cn,
+        ny: rs.k_hi - rs.k_lo,
+        nx: cs.k_hi - cs.k_lo,
+        x_col: sw * cn,
+        x_row: w * cn,
+        w_row: p.geo.kw * cn,
+        bias: p.bias.is_some(),
+        residual: p.residual.is_some(),
+        clamp: conv.epilogue.has_relu6().then_some((0.0, 6.0)),
+    };
+    let ohv = Affine::var(at.oh);
+    // The first valid tap of the segment's first column.
+    let row0 = at.n.clone() * c(h)? + ohv.clone() * c(sh)? + (c(rs.k_lo)? - c(conv.pads.top)?);
+    let col0 = c(cs.lo * sw + cs.k_lo)? - c(conv.pads.left)?;
+    let x = (row0 * c(w)? + col0) * c(cn)?;
+    let wt = Affine::constant(c((rs.k_lo * p.geo.kw + cs.k_lo) * cn)?);
+    let out = ((at.n.clone() * c(oh)? + ohv) * c(ow)? + c(cs.lo)?) * c(cn)?;
+    let operand = |buf, base| Operand { buf, base };
+    let mut operands = vec![(Slot::X, operand(p.x, x)), (Slot::W, operand(p.w, wt))];
+    if let Some(b) = p.bias {
+        operands.push((Slot::Bias, operand(b, Affine::default())));
+    }
+    if let Some(r) = p.residual {
+        operands.push((Slot::Residual, operand(r, out.clone())));
+    }
+    operands.push((Slot::Out, operand(p.out, out)));
+    Ok(vec![Stmt::Micro(Box::new(Micro {
+        op: Op::Depthwise(d),
+        operands,
+        body,
+    }))])
 }

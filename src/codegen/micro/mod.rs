@@ -23,6 +23,7 @@
 
 mod avx2;
 mod avx512;
+mod depthwise;
 pub mod peak;
 
 use iced_x86::code_asm::CodeAssembler;
@@ -138,23 +139,31 @@ impl std::str::FromStr for Isa {
 
 /// The symbol-safe key of the raw kernel for `op` in `isa` (identical keys share code).
 pub fn key(isa: Isa, op: &Op) -> String {
-    let Op::Gemm(g) = op;
-    format!("{}_{}", isa.name(), g.key())
+    format!("{}_{}", isa.name(), op.key())
 }
 
 /// Assembles the raw kernel for `op` in a wide tier. `Ok(None)` when the op does not fit the
 /// tier's addressing (a displacement past 2 GiB): the portable body runs instead.
 pub fn assemble(isa: Isa, op: &Op) -> Result<Option<Vec<u8>>> {
-    let Op::Gemm(g) = op;
     op.check().map_err(Error::Codegen)?;
-    let Some(plan) = Plan::new(g, lanes(isa)) else {
-        return Ok(None);
-    };
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
-    match isa {
-        Isa::Avx512 => avx512::gemm(&mut a, g, &plan).map_err(asm_err)?,
-        Isa::Avx2 => avx2::gemm(&mut a, g, &plan).map_err(asm_err)?,
-        _ => return Ok(None),
+    match op {
+        Op::Gemm(g) => {
+            let Some(plan) = Plan::new(g, lanes(isa)) else {
+                return Ok(None);
+            };
+            match isa {
+                Isa::Avx512 => avx512::gemm(&mut a, g, &plan).map_err(asm_err)?,
+                Isa::Avx2 => avx2::gemm(&mut a, g, &plan).map_err(asm_err)?,
+                _ => return Ok(None),
+            }
+        }
+        Op::Depthwise(d) => {
+            if !isa.wide() || !depthwise::fits(d, lanes(isa)) {
+                return Ok(None);
+            }
+            depthwise::row(&mut a, d, lanes(isa)).map_err(asm_err)?;
+        }
     }
     a.assemble(0).map(Some).map_err(asm_err)
 }

@@ -1,0 +1,234 @@
+//! The depthwise row in both wide tiers: per channel block (one vector: 16 channels in zmm, 8
+//! in ymm; a runtime loop, then one opmask-masked tail block on avx512) and column block (16
+//! columns in zmm0-15, 12 in ymm0-11; a runtime loop, then the remaining columns), the
+//! accumulators start from the bias, then for each valid tap (row-major) the tap's weight
+//! vector is loaded once (zmm16 / ymm12) and one `vfmadd231ps` with the input as memory operand
+//! runs per column; then residual, clamp (bounds in zmm17/18, ymm13/14) and the store.
+//!
+//! Registers: rdi input, rsi weights, rdx bias, r8 output advance per channel block; rax and r9
+//! walk the columns, r11 counts column blocks, rcx channel blocks; the residual is addressed as
+//! `r9 + r10` with `r10 = res - out` (both have the same layout). See [`super`] for the rules.
+//! avx2 has no masks, so it takes only channel counts that are a multiple of 8 (the portable
+//! body runs otherwise; every MobileNetV2 layer qualifies).
+
+use iced_x86::code_asm::registers::{xmm::get_xmm, ymm::get_ymm, zmm::get_zmm};
+use iced_x86::code_asm::*;
+use iced_x86::{IcedError, Register};
+
+use crate::loops::micro::DwRow;
+
+type R = Result<(), IcedError>;
+
+/// Columns per register block: 16 accumulators of 32 zmm, 12 of 16 ymm.
+fn block_cols(lanes: usize) -> usize {
+    if lanes == 16 { 16 } else { 12 }
+}
+
+/// Whether the row fits the tier: channel tails need avx512's masks, and every displacement
+/// must fit an `i32`.
+pub(super) fn fits(d: &DwRow, lanes: usize) -> bool {
+    let m = block_cols(lanes);
+    let bytes = |v: Option<usize>| {
+        v.and_then(|v| v.checked_mul(4))
+            .and_then(|v| i32::try_from(v).ok())
+    };
+    let x_max = (m.checked_mul(d.x_col))
+        .and_then(|v| v.checked_add((d.ny - 1).checked_mul(d.x_row)?))
+        .and_then(|v| v.checked_add(d.nx.checked_mul(d.c)?));
+    let w_max = (d.ny - 1)
+        .checked_mul(d.w_row)
+        .and_then(|v| v.checked_add(d.nx.checked_mul(d.c)?));
+    (lanes == 16 || d.c.is_multiple_of(lanes))
+        && bytes(x_max).is_some()
+        && bytes(w_max).is_some()
+        && bytes(m.checked_mul(d.c)).is_some()
+}
+
+/// Emits the kernel for `lanes` = 16 (avx512) or 8 (avx2).
+pub(super) fn row(a: &mut CodeAssembler, d: &DwRow, lanes: usize) -> R {
+    if lanes == 16 {
+        zmm_row(a, d)
+    } else {
+        ymm_row(a, d)
+    }
+}
+
+/// The shared structure: constants, then channel runs with column loops inside; `$block`
+/// emits one register block `(a, d, cols, masked)`.
+macro_rules! dw_driver {
+    ($name:ident, $lanes:expr, $block:ident, $splat:ident) => {
+        fn $name(a: &mut CodeAssembler, d: &DwRow) -> R {
+            let lanes: usize = $lanes;
+            let m = block_cols(lanes);
+            if let Some((lo, hi)) = d.clamp {
+                $splat(a, m + 1, lo.to_bits())?;
+                $splat(a, m + 2, hi.to_bits())?;
+            }
+            if d.residual {
+                a.sub(rcx, r8)?;
+                a.mov(r10, rcx)?;
+            }
+            let tail = d.c % lanes;
+            if tail > 0 {
+                a.mov(eax, (1u32 << tail) - 1)?;
+                a.kmovw(k1, eax)?;
+            }
+            let step = (lanes * 4) as i32;
+            for (count, masked) in [(d.c / lanes, false), (usize::from(tail > 0), true)] {
+                if count == 0 {
+                    continue;
+                }
+                let mut ctop = a.create_label();
+                if count > 1 {
+                    a.mov(rcx, count as u64)?;
+                    a.set_label(&mut ctop)?;
+                }
+                a.mov(rax, rdi)?;
+                a.mov(r9, r8)?;
+                let full = d.cols / m;
+                if full > 0 {
+                    let mut top = a.create_label();
+                    if full > 1 {
+                        a.mov(r11, full as u64)?;
+                        a.set_label(&mut top)?;
+                    }
+                    $block(a, d, m, masked)?;
+                    a.add(rax, (m * d.x_col * 4) as i32)?;
+                    a.add(r9, (m * d.c * 4) as i32)?;
+                    if full > 1 {
+                        a.dec(r11)?;
+                        a.jnz(top)?;
+                    }
+                }
+                if d.cols % m > 0 {
+                    $block(a, d, d.cols % m, masked)?;
+                }
+                a.add(rdi, step)?;
+                a.add(rsi, step)?;
+                if d.bias {
+                    a.add(rdx, step)?;
+                }
+                a.add(r8, step)?;
+                if count > 1 {
+                    a.dec(rcx)?;
+                    a.jnz(ctop)?;
+                }
+            }
+            a.vzeroupper()?;
+            a.ret()
+        }
+    };
+}
+
+dw_driver!(zmm_row, 16, zmm_block, zmm_splat);
+dw_driver!(ymm_row, 8, ymm_block, ymm_splat);
+
+fn z(i: usize) -> AsmRegisterZmm {
+    get_zmm(Register::ZMM0 + i as u32).unwrap_or(zmm31)
+}
+
+fn y(i: usize) -> AsmRegisterYmm {
+    get_ymm(Register::YMM0 + i as u32).unwrap_or(ymm15)
+}
+
+fn zmm_splat(a: &mut CodeAssembler, r: usize, bits: u32) -> R {
+    a.mov(eax, bits)?;
+    a.vpbroadcastd(z(r), eax)
+}
+
+fn ymm_splat(a: &mut CodeAssembler, r: usize, bits: u32) -> R {
+    let x = get_xmm(Register::XMM0 + r as u32).unwrap_or(xmm15);
+    a.mov(eax, bits)?;
+    a.vmovd(x, eax)?;
+    a.vbroadcastss(y(r), x)
+}
+
+/// One zmm block of `cols` columns; `masked`: the channel tail (opmask k1).
+fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, masked: bool) -> R {
+    let w = z(16);
+    for col in 0..cols {
+        let r = z(col);
+        match (d.bias, masked) {
+            (true, true) => a.vmovups(r.k1().z(), zmmword_ptr(rdx))?,
+            (true, false) => a.vmovups(r, zmmword_ptr(rdx))?,
+            (false, _) => a.vxorps(r, r, r)?,
+        }
+    }
+    for i in 0..d.ny {
+        for j in 0..d.nx {
+            let (xo, wo) = d.tap(i, j);
+            let at = zmmword_ptr(rsi + (wo * 4) as i32);
+            if masked {
+                a.vmovups(w.k1().z(), at)?;
+            } else {
+                a.vmovups(w, at)?;
+            }
+            for col in 0..cols {
+                let x = zmmword_ptr(rax + ((col * d.x_col + xo) * 4) as i32);
+                if masked {
+                    a.vfmadd231ps(z(col).k1().z(), w, x)?;
+                } else {
+                    a.vfmadd231ps(z(col), w, x)?;
+                }
+            }
+        }
+    }
+    for col in 0..cols {
+        let r = z(col);
+        let off = (col * d.c * 4) as i32;
+        if d.residual {
+            let at = zmmword_ptr(r9 + r10 + off);
+            if masked {
+                a.vaddps(r.k1().z(), r, at)?;
+            } else {
+                a.vaddps(r, r, at)?;
+            }
+        }
+        if d.clamp.is_some() {
+            a.vmaxps(r, z(17), r)?;
+            a.vminps(r, z(18), r)?;
+        }
+        if masked {
+            a.vmovups(zmmword_ptr(r9 + off).k1(), r)?;
+        } else {
+            a.vmovups(zmmword_ptr(r9 + off), r)?;
+        }
+    }
+    Ok(())
+}
+
+/// One ymm block of `cols` columns (never masked: see `fits`).
+fn ymm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, _masked: bool) -> R {
+    let w = y(12);
+    for col in 0..cols {
+        let r = y(col);
+        if d.bias {
+            a.vmovups(r, ymmword_ptr(rdx))?;
+        } else {
+            a.vxorps(r, r, r)?;
+        }
+    }
+    for i in 0..d.ny {
+        for j in 0..d.nx {
+            let (xo, wo) = d.tap(i, j);
+            a.vmovups(w, ymmword_ptr(rsi + (wo * 4) as i32))?;
+            for col in 0..cols {
+                let x = ymmword_ptr(rax + ((col * d.x_col + xo) * 4) as i32);
+                a.vfmadd231ps(y(col), w, x)?;
+            }
+        }
+    }
+    for col in 0..cols {
+        let r = y(col);
+        let off = (col * d.c * 4) as i32;
+        if d.residual {
+            a.vaddps(r, r, ymmword_ptr(r9 + r10 + off))?;
+        }
+        if d.clamp.is_some() {
+            a.vmaxps(r, y(13), r)?;
+            a.vminps(r, y(14), r)?;
+        }
+        a.vmovups(ymmword_ptr(r9 + off), r)?;
+    }
+    Ok(())
+}
