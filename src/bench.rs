@@ -452,7 +452,7 @@ pub fn conv_graph(
         },
     )?;
     let data = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
-    let w = Tensor::new(wd, data).ok_or_else(|| Error::Config("weight size".into()))?;
+    let w = Tensor::new(wd, data)?;
     let consts = TensorMap::from([("w".to_string(), w)]);
     let (top, bottom, _) = Pads::same_1d(h, k, stride)
         .ok_or_else(|| Error::Config(format!("stride {stride} is not a valid stride")))?;

@@ -82,7 +82,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<TensorMap> {
                 ),
             });
         }
-        let t = Tensor::new(view.shape().to_vec(), data).ok_or_else(|| Error::Format {
+        let t = Tensor::new(view.shape().to_vec(), data).map_err(|_| Error::Format {
             path: path.to_path_buf(),
             message: format!("tensor '{name}': data length does not match its shape"),
         })?;
@@ -275,7 +275,7 @@ pub fn seeded(graph: &Graph, seed: u64) -> Result<TensorMap> {
                 );
             }
         }
-        let t = Tensor::new(c.ty.dims.clone(), data).ok_or_else(|| Error::Weights {
+        let t = Tensor::new(c.ty.dims.clone(), data).map_err(|_| Error::Weights {
             tensor: name.into(),
             message: "shape and data disagree".into(),
         })?;
@@ -435,7 +435,7 @@ pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
                 ),
             });
         }
-        let t = Tensor::new(c.ty.dims.clone(), data).ok_or_else(|| Error::Weights {
+        let t = Tensor::new(c.ty.dims.clone(), data).map_err(|_| Error::Weights {
             tensor: name.to_string(),
             message: format!("declared {}, but its operands give another size", c.ty),
         })?;
@@ -472,11 +472,7 @@ pub fn synthetic_input(config: &Config) -> Result<Tensor> {
         width,
         ..
     } = *config;
-    let mut t = Tensor::zeros(vec![batch, height, width, 3]).ok_or_else(|| {
-        Error::Config(format!(
-            "the input [{batch},{height},{width},3] is too large to allocate"
-        ))
-    })?;
+    let mut t = Tensor::zeros(vec![batch, height, width, 3])?;
     let mut i = 0;
     let d = t.data_mut();
     for n in 0..batch {

@@ -61,9 +61,7 @@ impl TensorType {
 
     /// The number of elements, or `None` if it overflows `usize`.
     pub fn num_elements(&self) -> Option<usize> {
-        self.dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        crate::tensor::checked_product(&self.dims)
     }
 
     /// The size in bytes (f32), or `None` if it does not fit in `isize`.

@@ -139,9 +139,7 @@ pub fn execute(
         if p.storage_of(name) != name {
             continue;
         }
-        let len = dims
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
+        let len = crate::tensor::checked_product(dims)
             .ok_or_else(|| Error::Codegen(format!("buffer {name} size overflows")))?;
         let data = match kind {
             BufferKind::Input => {

@@ -112,7 +112,7 @@ pub struct Buffer {
 impl Buffer {
     /// The number of f32 elements, or `None` on overflow.
     pub fn len(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+        crate::tensor::checked_product(&self.dims)
     }
 
     /// Whether the buffer has no elements.

@@ -198,7 +198,7 @@ pub fn verify_program(p: &Program) -> Result<()> {
                 )));
             };
             let want = b.len();
-            let have = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            let have = crate::tensor::checked_product(dims);
             if want != have {
                 return Err(Error::Codegen(format!(
                     "kernel '{}' declares buffer {} with shape {:?}, the program with {:?}",

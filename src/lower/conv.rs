@@ -264,9 +264,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     k.opt_level = sched.opt_level;
     let [n, h, w, cin] = p.xd;
     let cout = p.geo.cout;
-    let npix = n
-        .checked_mul(h)
-        .and_then(|v| v.checked_mul(w))
+    let npix = crate::tensor::checked_product(&[n, h, w])
         .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
     let (ci64, co64) = (c(cin)?, c(cout)?);
     let relu6 = conv.epilogue.has_relu6();

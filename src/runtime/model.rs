@@ -32,8 +32,15 @@ use crate::graph::{self, Graph};
 use crate::loops::{BufferKind, Program, Role};
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
-/// How to compile.
+/// How to compile. `#[non_exhaustive]`: build one with [`Options::default`] (or
+/// [`Options::new`]) and the `with_*` setters, so that new options do not break callers:
+///
+/// ```
+/// let options = mnv2c::Options::new().with_threads(2).with_optimize(false);
+/// assert_eq!((options.threads, options.optimize), (2, false));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// Run the default pass pipeline (fold batch norm, fuse relu6 and residual adds) first.
     pub optimize: bool,
@@ -48,6 +55,25 @@ impl Default for Options {
             optimize: true,
             threads: 1,
         }
+    }
+}
+
+impl Options {
+    /// The defaults: the default pass pipeline, one thread.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Whether to run the default pass pipeline first (see [`Options::optimize`]).
+    pub fn with_optimize(mut self, optimize: bool) -> Options {
+        self.optimize = optimize;
+        self
+    }
+
+    /// Threads per call, between 1 and [`MAX_THREADS`] (see [`Options::threads`]).
+    pub fn with_threads(mut self, threads: usize) -> Options {
+        self.threads = threads;
+        self
     }
 }
 
@@ -212,18 +238,18 @@ impl Arena {
         let extra = memplan::ALIGN / 4;
         let total = len
             .checked_add(extra)
-            .ok_or_else(|| Error::Input("activation arena size overflows".into()))?;
+            .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))?;
         let mut storage = Vec::new();
-        storage.try_reserve_exact(total).map_err(|_| {
-            Error::Input(format!(
-                "cannot allocate the {} MiB activation arena",
-                total / (1 << 18)
-            ))
-        })?;
+        storage
+            .try_reserve_exact(total)
+            .map_err(|_| Error::OutOfMemory {
+                what: "the activation arena".into(),
+                bytes: total.saturating_mul(4),
+            })?;
         storage.resize(total, 0.0);
         let start = storage.as_ptr().align_offset(memplan::ALIGN);
         if start > extra {
-            return Err(Error::Codegen("cannot align the activation arena".into()));
+            return Err(Error::Internal("cannot align the activation arena".into()));
         }
         Ok(Arena {
             storage,
@@ -266,7 +292,7 @@ impl CompiledModel {
                 .thread_name(|i| format!("mnv2c-{i}"))
                 .build()
                 .map_err(|e| {
-                    Error::Usage(format!("cannot start {} threads: {e}", options.threads))
+                    Error::Internal(format!("cannot start {} threads: {e}", options.threads))
                 })?;
             model.pool = Some(pool);
             model.threads = options.threads;
@@ -307,9 +333,11 @@ impl CompiledModel {
             let Some(&f) = first.get(name.as_str()) else {
                 return Err(Error::Codegen(format!("%{name} is never computed")));
             };
-            let bytes = elements(dims)
+            let bytes = crate::tensor::checked_product(dims)
                 .and_then(|e| e.checked_mul(4))
-                .ok_or_else(|| Error::Input(format!("%{name} is too large")))?;
+                .ok_or_else(|| {
+                    Error::TooLarge(format!("%{name} needs more bytes than fit in memory"))
+                })?;
             requests.push(Request {
                 name: name.clone(),
                 bytes,
@@ -318,7 +346,7 @@ impl CompiledModel {
             });
         }
         let plan = memplan::plan(&requests)
-            .ok_or_else(|| Error::Input("the activation arena size overflows".into()))?;
+            .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))?;
         let arena_len = plan.arena_bytes / 4;
 
         // Constants move into the model, one buffer each.
@@ -462,10 +490,7 @@ impl CompiledModel {
     pub fn new_outputs(&self) -> Result<Vec<Tensor>> {
         self.outputs
             .iter()
-            .map(|p| {
-                Tensor::zeros(p.dims.clone())
-                    .ok_or_else(|| Error::Input(format!("%{} is too large", p.name)))
-            })
+            .map(|p| Tensor::zeros(p.dims.clone()))
             .collect()
     }
 
@@ -619,10 +644,6 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn elements(dims: &[usize]) -> Option<usize> {
-    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 // A compiled model must be shareable between threads (see the module doc).
