@@ -20,6 +20,20 @@
 //! - **Indices** ([`Affine`]): `sum(coef * var) + offset` over enclosing loop variables, in
 //!   elements.
 //!
+//! ## Buffer names
+//! A buffer's name is how it prints, sigil included, so the loop IR keeps the graph's two
+//! namespaces apart and adds a third that no graph name can reach:
+//! - `%name`: the graph value `name` (an input, an activation, a flatten view);
+//! - `@name`: the graph constant `name` (a parameter or a constant a pass derived);
+//! - `@node#what`: a constant made at lowering for `node` (`@conv1#w_packed`, `@bn#bn_scale`).
+//!   `#` starts a comment in the graph IR's text form, so no bare name contains it, and a name
+//!   in the (future) quoted form prints with its quotes (`@"a#b"`), so no graph constant prints
+//!   like a lowering constant. [`value_buffer`], [`const_buffer`] and [`lowered_buffer`] are
+//!   the only places these names are made.
+//!
+//! A value and a constant both called `conv`, or a user constant `conv/w_packed` next to the
+//! packed weights of node `conv`, are therefore distinct buffers.
+//!
 //! ## Invariants (checked by [`verify`](verify::verify))
 //! 1. Every load and store is in bounds for every iteration of its enclosing loops, lanes
 //!    included: interval arithmetic of its affine index over the static loop ranges lies within
@@ -72,6 +86,27 @@ pub const VECTOR_WIDTH: usize = 4;
 /// kernels use at most five (input, weights, bias, residual, output).
 pub const MAX_KERNEL_BUFFERS: usize = 16;
 
+/// The buffer name of graph value `name` (see "Buffer names" in the module doc).
+pub fn value_buffer(name: &str) -> String {
+    format!("%{name}")
+}
+
+/// The buffer name of graph constant `name`.
+pub fn const_buffer(name: &str) -> String {
+    format!("@{name}")
+}
+
+/// The buffer name of constant `what` made at lowering for node `node`.
+pub fn lowered_buffer(node: &str, what: &str) -> String {
+    format!("@{node}#{what}")
+}
+
+/// The graph value a buffer name refers to (`%x` -> `x`), if it names one; the inverse of
+/// [`value_buffer`].
+pub fn value_of_buffer(buffer: &str) -> Option<&str> {
+    buffer.strip_prefix('%')
+}
+
 /// What a buffer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -101,7 +136,8 @@ impl Role {
     }
 }
 
-/// A buffer parameter of a kernel. The name is the graph value or constant it binds to.
+/// A buffer parameter of a kernel. The name is the program buffer it binds to (see "Buffer
+/// names" in the module doc).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
     pub name: String,
@@ -427,9 +463,9 @@ pub struct Program {
     /// Names that are views of another buffer's data (flatten): `(view, source)`.
     pub views: Vec<(String, String)>,
     pub kernels: Vec<Kernel>,
-    /// Graph input names, in graph order.
+    /// The buffers of the graph inputs (`%name`), in graph order.
     pub inputs: Vec<String>,
-    /// Graph output names, in graph order.
+    /// The buffers of the graph outputs (`%name`), in graph order.
     pub outputs: Vec<String>,
 }
 

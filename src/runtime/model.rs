@@ -331,12 +331,12 @@ impl CompiledModel {
                 continue;
             }
             let Some(&f) = first.get(name.as_str()) else {
-                return Err(Error::Codegen(format!("%{name} is never computed")));
+                return Err(Error::Codegen(format!("{name} is never computed")));
             };
             let bytes = crate::tensor::checked_product(dims)
                 .and_then(|e| e.checked_mul(4))
                 .ok_or_else(|| {
-                    Error::TooLarge(format!("%{name} needs more bytes than fit in memory"))
+                    Error::TooLarge(format!("{name} needs more bytes than fit in memory"))
                 })?;
             requests.push(Request {
                 name: name.clone(),
@@ -407,7 +407,7 @@ impl CompiledModel {
                     && output.start < r.end
                 {
                     return Err(Error::Codegen(format!(
-                        "kernel '{}': %{} overlaps its output in the arena",
+                        "kernel '{}': {} overlaps its output in the arena",
                         k.name, b.name
                     )));
                 }
@@ -636,7 +636,7 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
     for (port, t) in ports.iter().zip(tensors) {
         if t.dims() != port.dims.as_slice() {
             return Err(Error::Input(format!(
-                "{what} %{} must be {}, got {}",
+                "{what} {} must be {}, got {}",
                 port.name,
                 graph::TensorType::new(port.dims.clone()),
                 t.ty()
