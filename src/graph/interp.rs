@@ -31,7 +31,7 @@ use super::{BatchNorm, Conv2d, ConvGeometry, Graph, Op, ValueId};
 use crate::{Error, Result, Tensor, TensorMap};
 
 /// Evaluates `graph` on `inputs` (one per input node, in [`Graph::inputs`] order) with every
-/// constant bound in `consts` (see `frontend::weights::bind`). Returns the outputs in the
+/// constant bound in `consts` (see [`bind`](super::consts::bind)). Returns the outputs in the
 /// graph's output order.
 pub fn run(graph: &Graph, consts: &TensorMap, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     let (values, _) = evaluate(graph, consts, inputs, false)?;

@@ -28,6 +28,7 @@
 //! creates) is an expression over parameters, evaluated when the weights are bound. So the text
 //! form is complete, weight-free and round-trips exactly.
 
+pub mod consts;
 pub mod interp;
 pub mod op;
 pub mod parse;

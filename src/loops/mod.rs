@@ -75,6 +75,7 @@ pub mod verify;
 use std::collections::BTreeMap;
 use std::ops::{Add, Mul};
 
+pub use crate::lower::schedule::{Family, Schedule};
 pub use interp::{run_kernel, run_program};
 pub use verify::{verify, verify_program};
 
@@ -362,22 +363,26 @@ pub enum OptLevel {
     Speed,
 }
 
-impl OptLevel {
-    /// The value of Cranelift's `opt_level` setting.
-    pub fn cranelift_name(self) -> &'static str {
-        match self {
+impl std::fmt::Display for OptLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             OptLevel::None => "none",
             OptLevel::Speed => "speed",
-        }
+        })
     }
 }
 
 /// One kernel: buffers, locals, loop variables (by name, for printing) and the body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
+    /// The graph node the kernel computes (or a tool's name for a hand-written kernel).
     pub name: String,
-    /// The schedule that shaped the nest, printed with the kernel.
-    pub schedule: String,
+    /// The schedule that shaped the nest, printed with the kernel; its family says what kind of
+    /// kernel this is. `None` for a kernel written by hand (tests, the FMA-peak benchmark).
+    pub schedule: Option<Schedule>,
+    /// Floating-point operations of one whole call: 2 per multiply-add of a convolution, 0 for
+    /// the other families (counted by lowering, reported by benchmarks).
+    pub flops: u64,
     /// How hard Cranelift optimises the kernel (default [`OptLevel::Speed`]).
     pub opt_level: OptLevel,
     pub buffers: Vec<Buffer>,
@@ -387,10 +392,11 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn new(name: impl Into<String>, schedule: impl Into<String>) -> Kernel {
+    pub fn new(name: impl Into<String>, schedule: Option<Schedule>) -> Kernel {
         Kernel {
             name: name.into(),
-            schedule: schedule.into(),
+            schedule,
+            flops: 0,
             opt_level: OptLevel::default(),
             buffers: Vec::new(),
             locals: Vec::new(),

@@ -10,7 +10,10 @@ use super::{Affine, BinOp, Expr, Kernel, LoopKind, LoopMode, Mem, Program, Stmt,
 impl Display for Kernel {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "kernel \"{}\"", self.name)?;
-        writeln!(f, "  schedule: {}", self.schedule)?;
+        match &self.schedule {
+            Some(s) => writeln!(f, "  schedule: {s}")?,
+            None => writeln!(f, "  schedule: written by hand")?,
+        }
         for b in &self.buffers {
             let dims: Vec<String> = b.dims.iter().map(|d| d.to_string()).collect();
             writeln!(

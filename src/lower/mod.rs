@@ -62,6 +62,8 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         Op::GlobalAvgPool => pool::lower(&mut cx)?,
         Op::Softmax => softmax::lower(&mut cx)?,
     };
+    let mut kernel = kernel;
+    kernel.flops = flops(graph, id);
     loops::verify(&kernel)?;
     Ok(Some(Lowered {
         kernel,
@@ -158,6 +160,34 @@ fn declare(
         Some((d, BufferKind::Const)) if shared && kind == BufferKind::Const && *d == dims => Ok(()),
         Some(_) => Err(Error::Codegen(format!("buffer '{name}' is declared twice"))),
     }
+}
+
+/// Floating-point operations of a node's kernel: 2 per multiply-add of a convolution (output
+/// elements x taps x input channels per group), 0 for the other ops. Saturates (a verified
+/// graph's counts fit easily).
+fn flops(graph: &Graph, id: ValueId) -> u64 {
+    let node = graph.node(id);
+    let Op::Conv2d(conv) = &node.op else {
+        return 0;
+    };
+    let cin = graph
+        .operands(id)
+        .first()
+        .and_then(|&x| graph.node(x).ty.dims.last().copied());
+    let geo = cin
+        .zip(graph.const_decl(&conv.weight))
+        .and_then(|(cin, w)| {
+            crate::graph::ConvGeometry::new(&w.ty, cin, conv.groups)
+                .ok()
+                .map(|g| (g, cin))
+        });
+    let Some((geo, cin)) = geo else {
+        return 0;
+    };
+    let outputs = node.ty.num_elements().unwrap_or(0) as u64;
+    [geo.kh, geo.kw, cin / conv.groups.max(1), 2]
+        .iter()
+        .fold(outputs, |a, &d| a.saturating_mul(d as u64))
 }
 
 fn operand(graph: &Graph, id: ValueId, slot: usize) -> Result<ValueId> {
@@ -326,15 +356,15 @@ pub(crate) struct TileBody<'a> {
 
 /// Emits register tiles covering `channels` channels starting at `chan_base`, for `pixel_tile`
 /// pixels, following the tail policy of [`schedule`]: full tiles of `4 * channel_vectors`
-/// channels, then a vector remainder, then a scalar remainder. `red` lists the reduction loops
-/// (name, lo, hi, mode), outermost first; with none, `init` is the whole computation.
+/// channels, then a vector remainder, then a scalar remainder. `red` lists the reduction loops,
+/// outermost first; with none, `init` is the whole computation.
 pub(crate) fn tile_nest(
     k: &mut Kernel,
     pixel_tile: usize,
     channel_vectors: usize,
     channels: usize,
     chan_base: &Affine,
-    red: &[(&str, usize, usize, LoopMode)],
+    red: &[Reduction<'_>],
     body: &TileBody<'_>,
 ) -> Result<Vec<Stmt>> {
     let reds: &[&[Reduction<'_>]] = if red.is_empty() { &[] } else { &[red] };
@@ -349,8 +379,25 @@ pub(crate) fn tile_nest(
     )
 }
 
-/// One reduction loop of a register tile: `(name, lo, hi, mode)`.
-pub(crate) type Reduction<'a> = (&'a str, usize, usize, LoopMode);
+/// One reduction loop of a register tile: `for name in lo..hi`, run in `mode`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reduction<'a> {
+    pub name: &'a str,
+    pub lo: usize,
+    pub hi: usize,
+    pub mode: LoopMode,
+}
+
+impl<'a> Reduction<'a> {
+    pub fn new(name: &'a str, lo: usize, hi: usize, mode: LoopMode) -> Reduction<'a> {
+        Reduction { name, lo, hi, mode }
+    }
+
+    /// Whether the loop runs no iteration (a tap range clamped away at a border).
+    pub fn is_empty(&self) -> bool {
+        self.lo >= self.hi
+    }
+}
 
 /// [`tile_nest`] with several reduction nests run one after the other on the same accumulators
 /// (e.g. a reduction split into an unrolled main nest and a remainder nest); `update` gets the
@@ -430,7 +477,7 @@ pub(crate) fn tile_nest_multi(
             dst: a,
         })?];
         for red in reds.iter().filter(|r| !r.is_empty()) {
-            let vars: Vec<Var> = red.iter().map(|(n, _, _, _)| k.new_var(n)).collect();
+            let vars: Vec<Var> = red.iter().map(|r| k.new_var(r.name)).collect();
             let mut s = slot(k, &|p, ch, a| Stmt::Store {
                 value: (body.update)(
                     p,
@@ -443,8 +490,8 @@ pub(crate) fn tile_nest_multi(
                 ),
                 dst: a,
             })?;
-            for (&(_, lo, hi, mode), &v) in red.iter().zip(&vars).rev() {
-                s = for_loop(v, lo, hi, LoopKind::Reduction, mode, vec![s]);
+            for (r, &v) in red.iter().zip(&vars).rev() {
+                s = for_loop(v, r.lo, r.hi, LoopKind::Reduction, r.mode, vec![s]);
             }
             stmts.push(s);
         }

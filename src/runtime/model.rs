@@ -27,9 +27,8 @@ use std::sync::Mutex;
 
 use super::memplan::{self, MemPlan, Request};
 use crate::codegen::{Arg, JitProgram};
-use crate::frontend::weights;
 use crate::graph::{self, Graph};
-use crate::loops::{BufferKind, Program, Role};
+use crate::loops::{BufferKind, Family, Kernel, MAX_KERNEL_BUFFERS, Program, Role};
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
 /// How to compile. `#[non_exhaustive]`: build one with [`Options::default`] (or
@@ -84,10 +83,6 @@ pub const MAX_THREADS: usize = 256;
 /// share early (border rows are cheaper) takes another instead of idling at the layer's end.
 const PARTS_PER_THREAD: usize = 2;
 
-/// The most buffers one kernel may take (a fused conv takes five: input, weights, bias,
-/// residual, output); arguments are passed from a stack array of this size.
-const MAX_KERNEL_ARGS: usize = 8;
-
 /// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
@@ -115,87 +110,28 @@ struct Step {
     layer: Layer,
 }
 
-/// What a kernel computes, for benchmarks: the graph node, its kind and its work.
+/// What a kernel computes, for benchmarks: the graph node, its family and its work, as
+/// lowering recorded them on the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
     /// The graph node the kernel computes.
     pub name: String,
-    pub kind: LayerKind,
+    pub family: Family,
     /// Floating-point operations (2 per multiply-add of a convolution; 0 for other ops).
     pub flops: u64,
 }
 
-/// The kernel families benchmarks report separately.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LayerKind {
-    /// 1x1 convolution, stride 1, no groups: a GEMM.
-    Pointwise,
-    /// Depthwise convolution (`groups = channels`).
-    Depthwise,
-    /// Any other convolution (the 3x3 stem).
-    Conv,
-    /// Batch norm, relu6, add (unfused graphs only).
-    Elementwise,
-    GlobalAvgPool,
-    Softmax,
-}
-
-impl LayerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            LayerKind::Pointwise => "conv1x1",
-            LayerKind::Depthwise => "depthwise",
-            LayerKind::Conv => "conv",
-            LayerKind::Elementwise => "elementwise",
-            LayerKind::GlobalAvgPool => "avgpool",
-            LayerKind::Softmax => "softmax",
-        }
+impl Layer {
+    fn of(k: &Kernel) -> Result<Layer> {
+        let s = k.schedule.as_ref().ok_or_else(|| {
+            Error::Internal(format!("kernel '{}' was not made by lowering", k.name))
+        })?;
+        Ok(Layer {
+            name: k.name.clone(),
+            family: s.family,
+            flops: k.flops,
+        })
     }
-}
-
-/// The layer a graph node is, for benchmark tables.
-fn layer_of(graph: &Graph, name: &str) -> Result<Layer> {
-    use crate::graph::{ConvGeometry, Op};
-    let id = graph
-        .find(name)
-        .ok_or_else(|| Error::Codegen(format!("kernel {name} computes no graph node")))?;
-    let node = graph.node(id);
-    let (kind, flops) = match &node.op {
-        Op::Conv2d(c) => {
-            let x = graph
-                .operands(id)
-                .first()
-                .map(|&x| graph.node(x).ty.clone())
-                .ok_or_else(|| Error::Codegen(format!("%{name} has no input")))?;
-            let w = graph
-                .const_decl(&c.weight)
-                .ok_or_else(|| Error::Codegen(format!("@{} is not declared", c.weight)))?;
-            let cin = x.dims.last().copied().unwrap_or(0);
-            let geo = ConvGeometry::new(&w.ty, cin, c.groups).map_err(Error::Codegen)?;
-            let macs = [geo.kh, geo.kw, cin / c.groups.max(1)]
-                .iter()
-                .try_fold(node.ty.num_elements().unwrap_or(0) as u64, |a, &d| {
-                    a.checked_mul(d as u64)
-                })
-                .unwrap_or(u64::MAX / 2);
-            let kind = if c.groups > 1 {
-                LayerKind::Depthwise
-            } else if geo.kh == 1 && geo.kw == 1 && c.stride == [1, 1] {
-                LayerKind::Pointwise
-            } else {
-                LayerKind::Conv
-            };
-            (kind, macs.saturating_mul(2))
-        }
-        Op::GlobalAvgPool => (LayerKind::GlobalAvgPool, 0),
-        Op::Softmax => (LayerKind::Softmax, 0),
-        _ => (LayerKind::Elementwise, 0),
-    };
-    Ok(Layer {
-        name: name.to_string(),
-        kind,
-        flops,
-    })
 }
 
 /// A value the caller sees: a graph input or output, with its shape and where it lives.
@@ -277,13 +213,13 @@ impl CompiledModel {
         if options.optimize {
             passes::optimize(&mut graph)?;
         }
-        let consts = weights::bind(&graph, weights)?;
+        let consts = graph::consts::bind(&graph, weights)?;
         let program = lower::lower(&graph, &consts)?;
         let jit = JitProgram::compile(&program)?;
         let layers = program
             .kernels
             .iter()
-            .map(|k| layer_of(&graph, &k.name))
+            .map(Layer::of)
             .collect::<Result<Vec<_>>>()?;
         let mut model = CompiledModel::assemble(jit, program, layers)?;
         if options.threads > 1 {
@@ -393,9 +329,9 @@ impl CompiledModel {
             };
             let output = output.clone();
             let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
-            if slots.len() > MAX_KERNEL_ARGS || writes_output.count() != 1 {
+            if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
                 return Err(Error::Codegen(format!(
-                    "kernel '{}' takes {} buffers (at most {MAX_KERNEL_ARGS}, the output once)",
+                    "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
                     k.name,
                     slots.len()
                 )));
@@ -545,7 +481,7 @@ impl CompiledModel {
             // Arguments on the stack (no allocation per kernel): the kernel's buffers, then
             // empty padding that `run_kernel` never sees (it gets `args[..n]`).
             let n = step.slots.len();
-            let mut args: [Arg<'_>; MAX_KERNEL_ARGS] = std::array::from_fn(|j| {
+            let mut args: [Arg<'_>; MAX_KERNEL_BUFFERS] = std::array::from_fn(|j| {
                 match step.slots.get(j) {
                     Some(Slot::Arena(r)) if *r == step.output => match out.take() {
                         Some(o) => Arg::Write(o),
