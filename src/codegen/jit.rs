@@ -152,6 +152,8 @@ pub struct JitProgram {
     clif: String,
     asm: String,
     isa: Isa,
+    /// Bytes of the raw micro-kernels (shared by the kernels that call them).
+    micro_bytes: usize,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -211,10 +213,18 @@ fn compile_function(
 }
 
 /// The host ISA at `level`; the IR verifier only when `verifier`.
+/// The value of Cranelift's `opt_level` setting for a kernel's [`OptLevel`].
+fn cranelift_opt_level(level: OptLevel) -> &'static str {
+    match level {
+        OptLevel::None => "none",
+        OptLevel::Speed => "speed",
+    }
+}
+
 fn make_isa(level: OptLevel, verifier: bool) -> Result<OwnedTargetIsa> {
     let mut fb = settings::builder();
     for (k, v) in [
-        ("opt_level", level.cranelift_name()),
+        ("opt_level", cranelift_opt_level(level)),
         ("enable_verifier", if verifier { "true" } else { "false" }),
         ("is_pic", "false"),
         ("use_colocated_libcalls", "false"),
@@ -261,6 +271,7 @@ impl JitProgram {
             clif: String::new(),
             asm: String::new(),
             isa,
+            micro_bytes: 0,
         };
         let module = prog
             .module
@@ -270,7 +281,9 @@ impl JitProgram {
             .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
 
         // Phase 0: the raw micro-kernels of a wide tier, one per distinct key.
-        let raw = define_micros(module, kernels, isa, opts.keep_asm.then_some(&mut prog.asm))?;
+        let (raw, micro_bytes) =
+            define_micros(module, kernels, isa, opts.keep_asm.then_some(&mut prog.asm))?;
+        prog.micro_bytes = micro_bytes;
 
         // Phase 1: translate and declare.
         let mut fctx = FunctionBuilderContext::new();
@@ -403,7 +416,13 @@ impl JitProgram {
         self.kernels.get(i).map(|k| k.name.as_str())
     }
 
-    /// Machine code bytes of kernel `i`.
+    /// Machine code bytes of the raw micro-kernels (each distinct one counted once).
+    pub fn micro_code_size(&self) -> usize {
+        self.micro_bytes
+    }
+
+    /// Machine code bytes of kernel `i` (its Cranelift function; see
+    /// [`micro_code_size`](Self::micro_code_size) for the micro-kernels it calls).
     pub fn code_size(&self, i: usize) -> Option<usize> {
         self.kernels.get(i).map(|k| k.code_size)
     }
@@ -629,10 +648,11 @@ fn define_micros(
     kernels: &[Kernel],
     isa: Isa,
     mut asm: Option<&mut String>,
-) -> Result<MicroFns> {
+) -> Result<(MicroFns, usize)> {
     let mut raw = MicroFns::new();
+    let mut total = 0;
     if !isa.wide() {
-        return Ok(raw);
+        return Ok((raw, total));
     }
     let sig = micro_signature(module);
     for k in kernels {
@@ -658,10 +678,11 @@ fn define_micros(
                     micro::disassemble(&bytes)
                 ));
             }
+            total += bytes.len();
             raw.insert(key, id);
         }
     }
-    Ok(raw)
+    Ok((raw, total))
 }
 
 /// The tier kernel `k` runs in (see [`JitProgram::kernel_isa`]).

@@ -61,12 +61,12 @@ use crate::loops::{LoopMode, OptLevel};
 
 /// Output pixels per GEMM strip (the 1x1 micro-kernel statement and the 1x1 kernels' work
 /// item): 14 = 2 x 7 divides every MobileNetV2 feature map but 7x7 (112, 56, 28 and 14 squared)
-/// and gives the 512-bit tier two 7-pixel x 48-channel register blocks (21 zmm accumulators),
-/// the portable tier seven 2x16 tiles.
+/// and gives the 512-bit tier two 7-pixel x 48-channel register blocks, the portable tier
+/// seven 2x16 tiles.
 pub const GEMM_STRIP: usize = 14;
 
-/// The kernel family a schedule is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kernel family a schedule is for; benchmarks report time per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// 1x1, stride 1, unpadded, ungrouped convolution: a GEMM over pixels x channels.
     Pointwise,
@@ -80,6 +80,20 @@ pub enum Family {
     Pool,
     /// Softmax over the last axis.
     Softmax,
+}
+
+impl Family {
+    /// The family's short name in benchmark tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Pointwise => "conv1x1",
+            Family::Depthwise => "depthwise",
+            Family::Direct => "conv",
+            Family::Elementwise => "elementwise",
+            Family::Pool => "avgpool",
+            Family::Softmax => "softmax",
+        }
+    }
 }
 
 /// The shape of a kernel's loop nest.
@@ -204,6 +218,6 @@ impl fmt::Display for Schedule {
         if self.pixel_tile > 1 {
             write!(f, ", pixels -> 1-px tiles")?;
         }
-        write!(f, "; opt_level={}", self.opt_level.cranelift_name())
+        write!(f, "; opt_level={}", self.opt_level)
     }
 }

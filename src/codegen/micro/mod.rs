@@ -231,9 +231,10 @@ impl Plan {
     ///
     /// Register budget per block: accumulators `pixels x vectors`, plus the weight vectors and
     /// the broadcasts (two on avx512, where the clamp bounds reuse them in the epilogue; one and
-    /// the mask on avx2). avx512 (32 zmm): 3 vectors x 9 pixels or 2 x 14; avx2 (16 ymm): 2 x 6.
+    /// the mask on avx2). avx512 (32 zmm): 3 vectors x 9 pixels or 2 x 14; avx2 (16 ymm): 2 x 6
+    /// or 1 x 12.
     fn new(g: &GemmStrip, lanes: usize) -> Option<Plan> {
-        let (most_vectors, regs, spare) = if lanes == 16 { (3, 32, 2) } else { (2, 16, 2) };
+        let most_vectors = if lanes == 16 { 3 } else { 2 };
         let t = GEMM_PACK;
         let per_tile = t / lanes;
         let panel = g.k.checked_mul(t * 4)?;
@@ -288,7 +289,10 @@ impl Plan {
         }
         for cb in &mut channels {
             let nv = cb.vectors.len();
-            let mr = ((regs - spare - nv) / nv).max(1);
+            // avx512: 30 registers minus the weights; avx2: ymm0-11 (ymm12/13 weights, 14 the
+            // broadcast, 15 the mask).
+            let accumulators = if lanes == 16 { 30 - nv } else { 12 };
+            let mr = (accumulators / nv).max(1);
             let mut start = 0;
             for (count, len) in balanced(g.pixels, mr) {
                 for _ in 0..count {
