@@ -6,10 +6,77 @@ mod common;
 use std::path::PathBuf;
 
 use common::{random_inputs, random_weights};
+use mnv2c::codegen::Isa;
 use mnv2c::frontend::{Config, mobilenet_v2, weights};
 use mnv2c::graph::interp;
 use mnv2c::tolerance::{LOGITS_ABS, LOGITS_REL, PROBS_ABS, argmax, compare};
 use mnv2c::{CompiledModel, Options, Tensor, npy};
+
+/// Every concrete tier this CPU runs; the others are reported as skipped, by name.
+fn tiers() -> Vec<Isa> {
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        if let Some(f) = isa.missing() {
+            eprintln!("skipped: {} (CPU lacks {f})", isa.name());
+        }
+    }
+    Isa::available()
+}
+
+/// Bits of a tensor, every NaN as one pattern (NaN payloads are not part of the contract).
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data()
+        .iter()
+        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+        .collect()
+}
+
+/// The full-size model gives the same logit bits on every tier at 1 and 2 threads, also for
+/// an input with NaN, infinities and negative zeros in it (no flush-to-zero, the same NaN
+/// propagation everywhere).
+#[test]
+fn tiers_and_threads_give_bit_identical_logits() {
+    let g = mobilenet_v2(&Config::default()).unwrap();
+    let w = random_weights(&g, 5);
+    let x = random_inputs(&g, 5).remove(0);
+    let mut special = x.data().to_vec();
+    for (i, v) in special.iter_mut().enumerate().step_by(997) {
+        *v = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-40][i % 5];
+    }
+    let special = Tensor::new(x.dims().to_vec(), special).unwrap();
+    for input in [&x, &special] {
+        let mut first: Option<(String, Vec<u32>)> = None;
+        for isa in tiers() {
+            for threads in [1, 2] {
+                let opts = Options::new().with_threads(threads).with_isa(isa);
+                let model = CompiledModel::compile(&g, &w, &opts).unwrap();
+                let got = bits(&model.run(input).unwrap().logits);
+                let name = format!("{} x{threads}", isa.name());
+                match &first {
+                    None => first = Some((name, got)),
+                    Some((n0, want)) => assert!(got == *want, "{name} differs from {n0}"),
+                }
+            }
+        }
+    }
+}
+
+/// Asking for a tier the CPU lacks is a usage error before any code runs (never SIGILL).
+#[test]
+fn a_tier_the_cpu_lacks_is_a_usage_error() {
+    let g = mobilenet_v2(&Config::default()).unwrap();
+    let w = random_weights(&g, 1);
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        let res = CompiledModel::compile(&g, &w, &Options::new().with_isa(isa));
+        match isa.missing() {
+            Some(f) => {
+                let e = res.unwrap_err();
+                assert!(matches!(e, mnv2c::Error::Usage(_)), "{e}");
+                assert!(e.to_string().contains(f), "{e}");
+            }
+            None => assert_eq!(res.unwrap().jit().isa(), isa),
+        }
+    }
+}
 
 fn assert_close(what: &str, actual: &Tensor, reference: &Tensor, rel: f32, abs: f32) {
     assert_eq!(actual.dims(), reference.dims(), "{what}: shape");
@@ -104,8 +171,8 @@ fn golden_logits_through_the_jit() {
     let x = npy::read(&a.join("input_0.npy")).unwrap();
     let logits = npy::read(&a.join("logits_0.npy")).unwrap();
     let probs = npy::read(&a.join("probs_0.npy")).unwrap();
-    for threads in [1, 2, 4] {
-        let opts = Options::new().with_threads(threads);
+    for (isa, threads) in tiers().into_iter().flat_map(|i| [(i, 1), (i, 2), (i, 4)]) {
+        let opts = Options::new().with_threads(threads).with_isa(isa);
         let model = CompiledModel::compile(&g, &w, &opts).unwrap();
         let out = model.run(&x).unwrap();
         assert_close("logits", &out.logits, &logits, LOGITS_REL, LOGITS_ABS);
