@@ -765,7 +765,7 @@ fn emits_loops_clif_and_asm() {
         // (12 channels), and the kernel calls it.
         let wide = mnv2c::codegen::emit_asm(&p.kernels, Isa::Avx512).expect("asm");
         assert!(
-            wide.contains("; micro-kernel avx512_gemm_p9_k8_n12"),
+            wide.contains("; micro-kernel avx512_gemm_p7_k8_n12"),
             "{wide}"
         );
         assert!(

@@ -5,7 +5,7 @@
 //! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
-use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, GEMM_STRIP, Schedule};
+use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule, gemm_strip};
 use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
 use crate::loops::micro::{GEMM_PACK, GemmStrip, Micro, Op, Operand, Slot};
@@ -266,7 +266,8 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// 1x1 conv as a GEMM over `pixels x cout`: strips of [`GEMM_STRIP`] pixels (the work items,
+/// 1x1 conv as a GEMM over `pixels x cout`: strips of [`GEMM_STRIP`] pixels (fewer, longer ones
+/// on small maps: [`gemm_strip`]; the work items,
 /// then one strip of the remaining pixels), each one [`Micro`] GEMM-strip statement whose
 /// portable body is 2x16 register tiles (then 1-pixel tiles for an odd pixel), reduction over
 /// `cin` innermost, weights packed by [`pack_pointwise`].
@@ -278,7 +279,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     let cout = p.geo.cout;
     let npix = crate::tensor::checked_product(&[n, h, w])
         .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
-    let strip = GEMM_STRIP;
+    let strip = gemm_strip(npix);
     let full = npix / strip;
     let mut body = Vec::new();
     for (pixels, lo, hi) in [(strip, 0, full), (npix % strip, full, full + 1)] {

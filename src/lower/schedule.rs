@@ -65,6 +65,19 @@ use crate::loops::{LoopMode, OptLevel};
 /// seven 2x16 tiles.
 pub const GEMM_STRIP: usize = 14;
 
+/// The GEMM strip for a 1x1 conv over `npix` pixels: [`GEMM_STRIP`], except on small maps
+/// (fewer than 8 strips, the 7x7 layers), where each strip streams the whole weight panel
+/// (up to 1.6 MB, 320 x 1280) for few pixels: there the pixels are split in two strips (a
+/// multiple of 7, so two work items for two threads), reading the panel twice instead of
+/// four times.
+pub fn gemm_strip(npix: usize) -> usize {
+    if npix >= 8 * GEMM_STRIP {
+        GEMM_STRIP
+    } else {
+        npix.div_ceil(2).div_ceil(7).max(1) * 7
+    }
+}
+
 /// The kernel family a schedule is for; benchmarks report time per family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
