@@ -10,7 +10,12 @@
 //!    declared buffer, each of exactly the declared length, and a mutable slice for every buffer
 //!    the kernel writes;
 //! 3. Rust's borrow rules make a mutable slice alias nothing else passed, so the code's
-//!    read-only/`can_move` loads read memory nobody writes during the call.
+//!    read-only/`can_move` loads read memory nobody writes during the call;
+//! 4. a raw micro-kernel (the avx2/avx512 tiers, `codegen::micro`) is called only by the
+//!    Cranelift code of a verified kernel, at operand addresses whose footprints
+//!    (`loops::micro::Op::footprint`) `loops::verify` proved inside the buffers, and it touches
+//!    exactly that footprint (masked lanes do not access memory); it is defined only for a tier
+//!    [`Isa::resolve`] found on the running CPU, so it never executes an unknown instruction.
 //!
 //! ## Compiling
 //! [`JitProgram::compile_kernels`] translates every kernel on the calling thread, compiles the
@@ -31,6 +36,13 @@
 //! A kernel can also be split into ranges of its work items run on several threads at once
 //! ([`JitProgram::run_kernel_split`]); that is done only for a kernel whose items were proven to
 //! write disjoint memory (`loops::verify::parallel_safe`), otherwise it runs in one piece.
+//!
+//! ## Tiers
+//! [`JitOptions::isa`] picks the vector tier. For avx2/avx512, phase 0 assembles one raw
+//! kernel per distinct micro-kernel key (`micro::key`: tier and op parameters) and defines its
+//! bytes in the same module (local linkage, no relocations); the Cranelift kernels call them.
+//! [`JitProgram::kernel_isa`] tells which kernels do. [`WidePeak`] is the tier's FMA-throughput
+//! kernel for `mnv2c bench`.
 //!
 //! `JITModule` is `Send` but not `Sync`; it is kept in a `Mutex` that only `Drop` touches, and
 //! the running code is reached through plain `extern "C"` function pointers, which are `Send +
@@ -628,15 +640,10 @@ impl JitProgram {
 
 impl Drop for JitProgram {
     fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            let module = m
-                .into_inner()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // SAFETY: `drop` has `&mut self`, so no call into the code is running or can start
-            // (calls borrow `self`), and the function pointers in `self.kernels` die with `self`
-            // without being called again.
-            unsafe { module.free_memory() };
-        }
+        // SAFETY: `drop` has `&mut self`, so no call into the code is running or can start
+        // (calls borrow `self`), and the function pointers in `self.kernels` die with `self`
+        // without being called again.
+        unsafe { free_module(&mut self.module) };
     }
 }
 
@@ -776,13 +783,22 @@ impl WidePeak {
 
 impl Drop for WidePeak {
     fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            let module = m
-                .into_inner()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // SAFETY: `&mut self`: no call is running, and `f` dies with `self`.
-            unsafe { module.free_memory() };
-        }
+        // SAFETY: `&mut self`: no call is running, and `f` dies with `self`.
+        unsafe { free_module(&mut self.module) };
+    }
+}
+
+/// Frees the code and data of a module (once; later calls find `None`).
+///
+/// # Safety
+/// No function pointer taken from the module may be called afterwards.
+unsafe fn free_module(module: &mut Option<Mutex<JITModule>>) {
+    if let Some(m) = module.take() {
+        let module = m
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: the caller promises no pointer into the module is used again.
+        unsafe { module.free_memory() };
     }
 }
 

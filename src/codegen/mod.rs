@@ -16,6 +16,9 @@
 //!   `vmaxps`/`vminps` (see `cranelift-notes.md`), with exactly the IR's select semantics
 //!   (a NaN first operand propagates);
 //! - `exp` calls [`mnv2c_expf`], imported by name;
+//! - a micro-kernel statement is a call of its raw avx2/avx512 kernel (see [`micro`]) with the
+//!   addresses of its operands when the program is compiled for a wide tier, else its portable
+//!   body translated in place;
 //! - within a loop body (and the bodies nested in it), an address with the same buffer and
 //!   dynamic terms is computed once (constant terms fold into the load/store offset), and an
 //!   element of a read-only buffer is loaded (and splat) once. Scopes end with their loop, so a

@@ -394,16 +394,7 @@ impl Checker<'_> {
                     );
                     for a in idx {
                         // Drop the terms of unbound (outer) variables: the caller accounts for them.
-                        let inner = Affine {
-                            terms: a
-                                .terms
-                                .iter()
-                                .copied()
-                                .filter(|(v, _)| self.bound.contains_key(v))
-                                .collect(),
-                            offset: a.offset,
-                        };
-                        out.push(self.range(&inner).ok()?);
+                        out.push(self.range(&self.inner_terms(&a)).ok()?);
                     }
                 }
             }

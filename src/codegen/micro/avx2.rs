@@ -32,32 +32,7 @@ pub(super) fn gemm(a: &mut CodeAssembler, g: &GemmStrip, plan: &Plan) -> R {
     if partial.is_some() {
         a.vmovups(ymm15, ymmword_ptr(table))?;
     }
-    for cb in &plan.channels {
-        a.mov(rax, cb.w_start)?;
-        a.lea(r9, qword_ptr(rsi + rax))?;
-        let mut top = a.create_label();
-        if cb.count > 1 {
-            a.mov(r11, cb.count as u64)?;
-            a.set_label(&mut top)?;
-        }
-        for &(p0, mr) in &cb.pixel_blocks {
-            block(a, g, cb, p0, mr)?;
-        }
-        let step = (cb.width * 4) as i32;
-        if g.bias {
-            a.add(rdx, step)?;
-        }
-        if g.residual {
-            a.add(rcx, step)?;
-        }
-        a.add(r8, step)?;
-        if cb.count > 1 {
-            a.mov(rax, cb.w_next)?;
-            a.add(r9, rax)?;
-            a.dec(r11)?;
-            a.jnz(top)?;
-        }
-    }
+    super::gemm_runs(a, g, plan, block)?;
     a.vzeroupper()?;
     a.ret()?;
     if let Some(lanes) = partial {

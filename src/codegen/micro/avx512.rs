@@ -34,44 +34,9 @@ pub(super) fn gemm(a: &mut CodeAssembler, g: &GemmStrip, plan: &Plan) -> R {
         a.mov(eax, (1u32 << lanes) - 1)?;
         a.kmovw(k1, eax)?;
     }
-    for cb in &plan.channels {
-        // rsi: this run's weight panel (the block's weights); rdx/rcx/r8: bias, residual and
-        // output at the block's first channel.
-        a.mov(rax, cb.w_start)?;
-        a.lea(r9, qword_ptr(rsi + rax))?;
-        let mut top = a.create_label();
-        if cb.count > 1 {
-            a.mov(r11, cb.count as u64)?;
-            a.set_label(&mut top)?;
-        }
-        for &(p0, mr) in &cb.pixel_blocks {
-            block(a, g, cb, p0, mr)?;
-        }
-        let step = (cb.width * 4) as i32;
-        if cb.count > 1 {
-            // Next block: weights `width / 16` panels further.
-            a.mov(rax, cb.w_next)?;
-            a.add(r9, rax)?;
-            advance(a, g, step)?;
-            a.dec(r11)?;
-            a.jnz(top)?;
-        } else {
-            advance(a, g, step)?;
-        }
-    }
+    super::gemm_runs(a, g, plan, block)?;
     a.vzeroupper()?;
     a.ret()
-}
-
-/// Moves the bias, residual and output pointers `step` bytes on (to the next channel block).
-fn advance(a: &mut CodeAssembler, g: &GemmStrip, step: i32) -> R {
-    if g.bias {
-        a.add(rdx, step)?;
-    }
-    if g.residual {
-        a.add(rcx, step)?;
-    }
-    a.add(r8, step)
 }
 
 /// One register block: pixels `p0..p0 + mr` x the vectors of `cb`, weights at r9.

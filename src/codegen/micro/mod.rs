@@ -316,6 +316,54 @@ impl Plan {
     }
 }
 
+/// One register block of a GEMM strip: `(a, g, channel run, first pixel, pixels)`.
+pub(crate) type GemmBlock = fn(
+    &mut CodeAssembler,
+    &GemmStrip,
+    &ChannelBlocks,
+    usize,
+    usize,
+) -> std::result::Result<(), iced_x86::IcedError>;
+
+/// The channel runs of a GEMM strip, shared by both tiers: per run, r9 = its first block's
+/// weights; per block (a loop over r11 when the run has several), the pixel register blocks,
+/// then the bias (rdx), residual (rcx) and output (r8) pointers move to the next block.
+pub(crate) fn gemm_runs(
+    a: &mut CodeAssembler,
+    g: &GemmStrip,
+    plan: &Plan,
+    block: GemmBlock,
+) -> std::result::Result<(), iced_x86::IcedError> {
+    use iced_x86::code_asm::{qword_ptr, r8, r9, r11, rax, rcx, rdx, rsi};
+    for cb in &plan.channels {
+        a.mov(rax, cb.w_start)?;
+        a.lea(r9, qword_ptr(rsi + rax))?;
+        let mut top = a.create_label();
+        if cb.count > 1 {
+            a.mov(r11, cb.count as u64)?;
+            a.set_label(&mut top)?;
+        }
+        for &(p0, mr) in &cb.pixel_blocks {
+            block(a, g, cb, p0, mr)?;
+        }
+        let step = (cb.width * 4) as i32;
+        if g.bias {
+            a.add(rdx, step)?;
+        }
+        if g.residual {
+            a.add(rcx, step)?;
+        }
+        a.add(r8, step)?;
+        if cb.count > 1 {
+            a.mov(rax, cb.w_next)?;
+            a.add(r9, rax)?;
+            a.dec(r11)?;
+            a.jnz(top)?;
+        }
+    }
+    Ok(())
+}
+
 /// Intel-syntax listing of raw kernel bytes (for `--emit asm`).
 pub fn disassemble(bytes: &[u8]) -> String {
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
