@@ -100,12 +100,20 @@ pub struct DwRow {
     pub bias: bool,
     pub residual: bool,
     pub clamp: Option<(f32, f32)>,
+    /// `None`: depthwise (output channel `ch` reads input channel `ch`). `Some(cin)`: a dense
+    /// row (groups 1): every output channel sums over the `cin` input channels of each tap, the
+    /// input scalar broadcast, weights `w[((ky * kw + kx) * cin + ci) * c + ch]`.
+    pub dense: Option<usize>,
 }
 
 impl DwRow {
     pub fn key(&self) -> String {
         format!(
-            "dw_c{}_ch{}_t{}x{}_xc{}_xr{}_wr{}_b{}_r{}_c{}",
+            "{}_c{}_ch{}_t{}x{}_xc{}_xr{}_wr{}_b{}_r{}_c{}",
+            match self.dense {
+                None => "dw".to_string(),
+                Some(cin) => format!("conv{cin}"),
+            },
             self.cols,
             self.c,
             self.ny,
@@ -119,9 +127,30 @@ impl DwRow {
         )
     }
 
-    /// Offsets of tap `(i, j)` (relative to the first valid tap) in the input and the weights.
-    pub fn tap(&self, i: usize, j: usize) -> (usize, usize) {
-        (i * self.x_row + j * self.c, i * self.w_row + j * self.c)
+    /// The reduction steps in order (window rows, columns, then input channels of a dense
+    /// row): offsets from the first valid tap in the input (of channel 0; a depthwise row adds
+    /// the channel) and in the weights (add the channel).
+    pub fn taps(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for i in 0..self.ny {
+            for j in 0..self.nx {
+                match self.dense {
+                    None => out.push((i * self.x_row + j * self.c, i * self.w_row + j * self.c)),
+                    Some(cin) => {
+                        for ci in 0..cin {
+                            let (xo, wo) = (j * cin + ci, (j * cin + ci) * self.c);
+                            out.push((i * self.x_row + xo, i * self.w_row + wo));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Input channel offset of output channel `ch` (0 for a dense row: it broadcasts).
+    pub fn x_channel(&self, ch: usize) -> usize {
+        if self.dense.is_some() { 0 } else { ch }
     }
 }
 
@@ -198,7 +227,7 @@ impl Op {
         let g = match self {
             Op::Gemm(g) => g,
             Op::Depthwise(d) => {
-                if d.cols == 0 || d.c == 0 || d.ny == 0 || d.nx == 0 {
+                if d.cols == 0 || d.c == 0 || d.ny == 0 || d.nx == 0 || d.dense == Some(0) {
                     return Err(format!("depthwise row has an empty extent: {}", d.key()));
                 }
                 return Ok(());
@@ -216,24 +245,24 @@ impl Op {
 
 impl DwRow {
     fn footprint(&self, slot: Slot) -> Option<(usize, usize, bool)> {
-        let last = |a: usize, b: usize, c: usize| -> Option<usize> {
-            a.checked_add(b)?.checked_add(c)?.checked_add(self.c - 1)
-        };
-        let (xi, wi) = (self.ny - 1, self.nx - 1);
+        if self.dense == Some(0) {
+            return None;
+        }
+        let taps = self.taps();
+        let &(x_last, w_last) = taps.last()?;
         match slot {
-            Slot::X => last(
-                (self.cols - 1).checked_mul(self.x_col)?,
-                xi.checked_mul(self.x_row)?,
-                wi.checked_mul(self.c)?,
-            )
-            .map(|h| (0, h, false)),
-            Slot::W => {
-                last(xi.checked_mul(self.w_row)?, wi.checked_mul(self.c)?, 0).map(|h| (0, h, false))
-            }
+            Slot::X => (self.cols - 1)
+                .checked_mul(self.x_col)?
+                .checked_add(x_last)?
+                .checked_add(self.x_channel(self.c - 1))
+                .map(|h| (0, h, false)),
+            Slot::W => w_last.checked_add(self.c - 1).map(|h| (0, h, false)),
             Slot::Bias => self.bias.then_some((0, self.c - 1, false)),
             Slot::Residual if !self.residual => None,
             Slot::Residual | Slot::Out => {
-                let h = last((self.cols - 1).checked_mul(self.c)?, 0, 0)?;
+                let h = (self.cols - 1)
+                    .checked_mul(self.c)?
+                    .checked_add(self.c - 1)?;
                 Some((0, h, slot == Slot::Out))
             }
         }
@@ -289,16 +318,16 @@ fn epilogue(acc: f32, residual: Option<f32>, clamp: Option<(f32, f32)>) -> f32 {
     acc
 }
 
-/// The meaning of a depthwise row: taps row-major, each one fused multiply-add.
+/// The meaning of a depthwise (or dense) row: taps row-major (then input channels), each one
+/// fused multiply-add.
 pub fn depthwise(d: &DwRow, get: &dyn Fn(Slot, usize) -> f32, put: &mut dyn FnMut(usize, f32)) {
+    let taps = d.taps();
     for col in 0..d.cols {
         for ch in 0..d.c {
             let mut acc = if d.bias { get(Slot::Bias, ch) } else { 0.0 };
-            for i in 0..d.ny {
-                for j in 0..d.nx {
-                    let (xo, wo) = d.tap(i, j);
-                    acc = get(Slot::X, col * d.x_col + xo + ch).mul_add(get(Slot::W, wo + ch), acc);
-                }
+            for &(xo, wo) in &taps {
+                let x = get(Slot::X, col * d.x_col + xo + d.x_channel(ch));
+                acc = x.mul_add(get(Slot::W, wo + ch), acc);
             }
             let o = col * d.c + ch;
             let res = d.residual.then(|| get(Slot::Residual, o));

@@ -461,7 +461,9 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     } else {
         LoopMode::Serial
     };
-    let mut same = |_: &mut Kernel, _: &Nest, _: Segment, _: Segment, s: Vec<Stmt>| Ok(s);
+    let mut row = |k: &mut Kernel, at: &Nest, rs: Segment, cs: Segment, body: Vec<Stmt>| {
+        super::depthwise::micro_row(k, conv, p, at, rs, cs, body)
+    };
     k.body = spatial_nest(
         &mut k,
         conv,
@@ -533,7 +535,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
                 None => tiles,
             })
         },
-        &mut same,
+        &mut row,
     )?;
     Ok(k)
 }

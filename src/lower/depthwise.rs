@@ -83,10 +83,11 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
     Ok(k)
 }
 
-/// The depthwise row of one column segment (`at.ow_base` its first column, `at.pixel_tile`
-/// its width) as a micro-kernel statement around its portable `body`. A segment without valid
-/// taps (a window entirely in the padding) stays plain loop IR.
-fn micro_row(
+/// The row of one column segment (`at.ow_base` its first column, `at.pixel_tile` its width) of
+/// a depthwise or dense (groups 1) conv as a micro-kernel statement around its portable
+/// `body`. A segment without valid taps (a window entirely in the padding) and grouped convs
+/// stay plain loop IR.
+pub(crate) fn micro_row(
     _k: &mut Kernel,
     conv: &Conv2d,
     p: &ConvParts,
@@ -95,30 +96,40 @@ fn micro_row(
     cs: Segment,
     body: Vec<Stmt>,
 ) -> Result<Vec<Stmt>> {
+    let [_, h, w, cin] = p.xd;
+    let [_, oh, ow, cn] = p.od;
+    let g = p.geo;
+    // Depthwise (multiplier 1), or dense (groups 1); grouped convs keep plain loop IR.
+    let dense = match g.groups {
+        1 => Some(cin),
+        n if n == cin && n == cn => None,
+        _ => return Ok(body),
+    };
     if rs.k_lo >= rs.k_hi || cs.k_lo >= cs.k_hi {
         return Ok(body);
     }
-    let [_, h, w, cn] = p.xd;
-    let [_, oh, ow, _] = p.od;
     let (sh, sw) = (conv.stride[0], conv.stride[1]);
     let d = DwRow {
         cols: at.pixel_tile,
         c: cn,
         ny: rs.k_hi - rs.k_lo,
         nx: cs.k_hi - cs.k_lo,
-        x_col: sw * cn,
-        x_row: w * cn,
-        w_row: p.geo.kw * cn,
+        x_col: sw * cin,
+        x_row: w * cin,
+        w_row: g.kw * cin * dense.map_or(1, |_| cn),
         bias: p.bias.is_some(),
         residual: p.residual.is_some(),
         clamp: conv.epilogue.has_relu6().then_some((0.0, 6.0)),
+        dense,
     };
     let ohv = Affine::var(at.oh);
     // The first valid tap of the segment's first column.
     let row0 = at.n.clone() * c(h)? + ohv.clone() * c(sh)? + (c(rs.k_lo)? - c(conv.pads.top)?);
     let col0 = c(cs.lo * sw + cs.k_lo)? - c(conv.pads.left)?;
-    let x = (row0 * c(w)? + col0) * c(cn)?;
-    let wt = Affine::constant(c((rs.k_lo * p.geo.kw + cs.k_lo) * cn)?);
+    let x = (row0 * c(w)? + col0) * c(cin)?;
+    let wt = Affine::constant(c((rs.k_lo * g.kw + cs.k_lo)
+        * cin
+        * dense.map_or(1, |_| cn))?);
     let out = ((at.n.clone() * c(oh)? + ohv) * c(ow)? + c(cs.lo)?) * c(cn)?;
     let operand = |buf, base| Operand { buf, base };
     let mut operands = vec![(Slot::X, operand(p.x, x)), (Slot::W, operand(p.w, wt))];

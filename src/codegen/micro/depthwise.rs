@@ -32,12 +32,11 @@ pub(super) fn fits(d: &DwRow, lanes: usize) -> bool {
         v.and_then(|v| v.checked_mul(4))
             .and_then(|v| i32::try_from(v).ok())
     };
-    let x_max = (m.checked_mul(d.x_col))
-        .and_then(|v| v.checked_add((d.ny - 1).checked_mul(d.x_row)?))
-        .and_then(|v| v.checked_add(d.nx.checked_mul(d.c)?));
-    let w_max = (d.ny - 1)
-        .checked_mul(d.w_row)
-        .and_then(|v| v.checked_add(d.nx.checked_mul(d.c)?));
+    let (x_last, w_last) = d.taps().last().copied().unwrap_or((usize::MAX, usize::MAX));
+    let x_max = m
+        .checked_mul(d.x_col)
+        .and_then(|v| v.checked_add(x_last)?.checked_add(d.c));
+    let w_max = w_last.checked_add(d.c);
     (lanes == 16 || d.c.is_multiple_of(lanes))
         && bytes(x_max).is_some()
         && bytes(w_max).is_some()
@@ -103,7 +102,9 @@ macro_rules! dw_driver {
                 if d.cols % m > 0 {
                     $block(a, d, d.cols % m, masked)?;
                 }
-                a.add(rdi, step)?;
+                if d.dense.is_none() {
+                    a.add(rdi, step)?;
+                }
                 a.add(rsi, step)?;
                 if d.bias {
                     a.add(rdx, step)?;
@@ -154,22 +155,23 @@ fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, masked: bool) -> R {
             (false, _) => a.vxorps(r, r, r)?,
         }
     }
-    for i in 0..d.ny {
-        for j in 0..d.nx {
-            let (xo, wo) = d.tap(i, j);
-            let at = zmmword_ptr(rsi + (wo * 4) as i32);
-            if masked {
-                a.vmovups(w.k1().z(), at)?;
+    for (xo, wo) in d.taps() {
+        let at = zmmword_ptr(rsi + (wo * 4) as i32);
+        if masked {
+            a.vmovups(w.k1().z(), at)?;
+        } else {
+            a.vmovups(w, at)?;
+        }
+        for col in 0..cols {
+            let disp = ((col * d.x_col + xo) * 4) as i32;
+            if d.dense.is_some() {
+                // A dense row: the input scalar, broadcast (zmm19), times the weight vector.
+                a.vbroadcastss(z(19), dword_ptr(rax + disp))?;
+                a.vfmadd231ps(z(col), w, z(19))?;
+            } else if masked {
+                a.vfmadd231ps(z(col).k1().z(), w, zmmword_ptr(rax + disp))?;
             } else {
-                a.vmovups(w, at)?;
-            }
-            for col in 0..cols {
-                let x = zmmword_ptr(rax + ((col * d.x_col + xo) * 4) as i32);
-                if masked {
-                    a.vfmadd231ps(z(col).k1().z(), w, x)?;
-                } else {
-                    a.vfmadd231ps(z(col), w, x)?;
-                }
+                a.vfmadd231ps(z(col), w, zmmword_ptr(rax + disp))?;
             }
         }
     }
@@ -208,13 +210,15 @@ fn ymm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, _masked: bool) -> R 
             a.vxorps(r, r, r)?;
         }
     }
-    for i in 0..d.ny {
-        for j in 0..d.nx {
-            let (xo, wo) = d.tap(i, j);
-            a.vmovups(w, ymmword_ptr(rsi + (wo * 4) as i32))?;
-            for col in 0..cols {
-                let x = ymmword_ptr(rax + ((col * d.x_col + xo) * 4) as i32);
-                a.vfmadd231ps(y(col), w, x)?;
+    for (xo, wo) in d.taps() {
+        a.vmovups(w, ymmword_ptr(rsi + (wo * 4) as i32))?;
+        for col in 0..cols {
+            let disp = ((col * d.x_col + xo) * 4) as i32;
+            if d.dense.is_some() {
+                a.vbroadcastss(y(15), dword_ptr(rax + disp))?;
+                a.vfmadd231ps(y(col), w, y(15))?;
+            } else {
+                a.vfmadd231ps(y(col), w, ymmword_ptr(rax + disp))?;
             }
         }
     }
