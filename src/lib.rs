@@ -63,6 +63,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod emit;
 pub mod error;
 pub mod frontend;
 pub mod graph;
