@@ -3,10 +3,10 @@
 //! 512-bit tiers, `codegen::micro`) or as plain loop IR (the portable tier).
 //!
 //! ## What must hold
-//! - **One meaning.** [`reference`] is the meaning (the interpreter runs it); `Micro::body` is
+//! - **One meaning.** [`run`] is the meaning (the interpreter runs it); `Micro::body` is
 //!   the portable expansion in ordinary loop IR, built by the lowering from the same parameters,
 //!   and computes every output element with the same operations in the same order (tested
-//!   against [`reference`] bit for bit, like every tier).
+//!   against [`run`] bit for bit, like every tier).
 //! - **Bounds.** Each operand is a buffer and the affine element index of its first element;
 //!   [`Op::footprint`] gives the elements the op touches past that base. `loops::verify` proves
 //!   `base + footprint` inside the buffer for every iteration of the enclosing loops, and also

@@ -12,42 +12,7 @@ use crate::loops::micro::{GEMM_PACK, GemmStrip, Micro, Op, Operand, Slot};
 use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, OptLevel, Stmt, Var};
 use crate::{Error, Result};
 
-/// A run of output rows (or columns) `lo..hi` whose valid kernel taps are `k_lo..k_hi`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub lo: usize,
-    pub hi: usize,
-    pub k_lo: usize,
-    pub k_hi: usize,
-}
-
-/// Splits `0..out` output positions into maximal runs with the same valid tap range: tap `k` of
-/// output `o` reads input `o * stride + k - pad`, valid when inside `0..input`.
-pub fn segments(
-    input: usize,
-    out: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-) -> Vec<Segment> {
-    let mut segs: Vec<Segment> = Vec::new();
-    for o in 0..out {
-        let start = (o * stride) as i128 - pad as i128;
-        let k_lo = (-start).clamp(0, kernel as i128) as usize;
-        let k_hi = (input as i128 - start).clamp(0, kernel as i128) as usize;
-        let k_hi = k_hi.max(k_lo);
-        match segs.last_mut() {
-            Some(s) if s.k_lo == k_lo && s.k_hi == k_hi && s.hi == o => s.hi = o + 1,
-            _ => segs.push(Segment {
-                lo: o,
-                hi: o + 1,
-                k_lo,
-                k_hi,
-            }),
-        }
-    }
-    segs
-}
+pub use crate::graph::op::{Segment, segments};
 
 pub(crate) fn dims4(d: &[usize], what: &str) -> Result<[usize; 4]> {
     d.try_into()
@@ -399,24 +364,8 @@ fn gemm_tiles(
             relu6,
         )
     };
-    let main = cin / ku;
-    let unrolled = [
-        Reduction::new("cio", 0, main, LoopMode::Serial),
-        Reduction::new("cii", 0, ku, LoopMode::Unroll),
-    ];
-    let serial = [Reduction::new("ci", 0, cin, LoopMode::Serial)];
-    let tail = [Reduction::new("ci", main * ku, cin, LoopMode::Serial)];
-    let mut reds: Vec<&[super::Reduction<'_>]> = Vec::new();
-    if ku <= 1 {
-        reds.push(&serial);
-    } else {
-        if main > 0 {
-            reds.push(&unrolled);
-        }
-        if main * ku < cin {
-            reds.push(&tail);
-        }
-    }
+    let nests = pointwise_reductions(cin, ku);
+    let reds: Vec<&[Reduction<'_>]> = nests.iter().map(Vec::as_slice).collect();
     tile_nest_multi(
         k,
         tile_px,
@@ -432,6 +381,27 @@ fn gemm_tiles(
     )
 }
 
+/// The channel reduction nests of the 1x1 GEMM: `ci = ku * cio + cii` with `cii` unrolled,
+/// then a serial remainder nest for the `cin % ku` last steps (each only when non-empty); one
+/// serial nest when `ku <= 1`.
+fn pointwise_reductions(cin: usize, ku: usize) -> Vec<Vec<Reduction<'static>>> {
+    if ku <= 1 {
+        return vec![vec![Reduction::new("ci", 0, cin, LoopMode::Serial)]];
+    }
+    let main = cin / ku;
+    let mut nests = Vec::new();
+    if main > 0 {
+        nests.push(vec![
+            Reduction::new("cio", 0, main, LoopMode::Serial),
+            Reduction::new("cii", 0, ku, LoopMode::Unroll),
+        ]);
+    }
+    if main * ku < cin {
+        nests.push(vec![Reduction::new("ci", main * ku, cin, LoopMode::Serial)]);
+    }
+    nests
+}
+
 /// Direct convolution: per output pixel (and group), register tiles over output channels,
 /// reduction over the valid taps and the group's input channels.
 fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
@@ -441,6 +411,8 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         sched.unroll_channels = true;
         sched.opt_level = OptLevel::None;
     }
+    let unrolled_channels = if sched.unroll_channels { cin_g } else { 1 };
+    let sched = sched.bounded(p.geo.kh * p.geo.kw * unrolled_channels);
     k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let [_, h, w, cin] = p.xd;
@@ -464,78 +436,71 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let mut row = |k: &mut Kernel, at: &Nest, rs: Segment, cs: Segment, body: Vec<Stmt>| {
         super::depthwise::micro_row(k, conv, p, at, rs, cs, body)
     };
-    k.body = spatial_nest(
-        &mut k,
-        conv,
-        p,
-        px,
-        &mut |k, nest, rs, cs| {
-            let gv = (groups > 1).then(|| k.new_var("g"));
-            let ga = gv.map_or_else(Affine::default, Affine::var);
-            let ohv = Affine::var(nest.oh);
-            // Output pixel `p` of the tile is column `ow_base + p`: `cout` further in the output,
-            // `sw * cin` further in the input.
-            let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cout;
-            // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
-            // where the clamped tap ranges keep every actual read inside the input.
-            let x_base =
-                ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl))
-                    * cin
-                    + ga.clone() * c(cin_g)?;
-            let init = |_: &Affine, ch: &Affine| match p.bias {
-                Some(b) => load(b, ch.clone()),
-                None => Expr::Const(0.0),
-            };
-            let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
-                let ch = &chan.ch;
-                let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
-                let xi = x_base.clone()
-                    + po.clone() * (sw * cin)
-                    + ky.clone() * (w * cin)
-                    + kx.clone() * cin
-                    + ci.clone();
-                let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();
-                Expr::fma(load(p.x, xi), load(p.w, wi), acc)
-            };
-            let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-                p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
-            };
-            let red = [
-                Reduction::new("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
-                Reduction::new("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
-                Reduction::new("ci", 0, cin_g, ci_mode),
-            ];
-            let red: &[Reduction<'_>] = if red.iter().any(Reduction::is_empty) {
-                &[]
-            } else {
-                &red
-            };
-            let tiles = tile_nest(
-                k,
-                nest.pixel_tile,
-                sched.channel_vectors,
-                cout_g,
-                &(ga * c(cout_g)?),
-                red,
-                &TileBody {
-                    init: &init,
-                    update: &update,
-                    finish: &finish,
-                },
-            )?;
-            Ok(match gv {
-                Some(gv) => vec![for_loop(
-                    gv,
-                    0,
-                    groups,
-                    LoopKind::Spatial,
-                    LoopMode::Serial,
-                    tiles,
-                )],
-                None => tiles,
-            })
-        },
-        &mut row,
-    )?;
+    let mut tiles = |k: &mut Kernel, nest: &Nest, rs: Segment, cs: Segment| {
+        let gv = (groups > 1).then(|| k.new_var("g"));
+        let ga = gv.map_or_else(Affine::default, Affine::var);
+        let ohv = Affine::var(nest.oh);
+        // Output pixel `p` of the tile is column `ow_base + p`: `cout` further in the output,
+        // `sw * cin` further in the input.
+        let out_pix = ((nest.n.clone() * oh + ohv.clone()) * ow + nest.ow_base.clone()) * cout;
+        // Input element of tap (0, 0), channel 0 of the group; may be negative on borders,
+        // where the clamped tap ranges keep every actual read inside the input.
+        let x_base =
+            ((nest.n.clone() * h + ohv * sh + (-pt)) * w + nest.ow_base.clone() * sw + (-pl)) * cin
+                + ga.clone() * c(cin_g)?;
+        let init = |_: &Affine, ch: &Affine| match p.bias {
+            Some(b) => load(b, ch.clone()),
+            None => Expr::Const(0.0),
+        };
+        let update = |po: &Affine, chan: &Chan, r: &[Var], acc: Expr| {
+            let ch = &chan.ch;
+            let (ky, kx, ci) = (Affine::var(r[0]), Affine::var(r[1]), Affine::var(r[2]));
+            let xi = x_base.clone()
+                + po.clone() * (sw * cin)
+                + ky.clone() * (w * cin)
+                + kx.clone() * cin
+                + ci.clone();
+            let wi = ((ky * kw + kx) * cin_g64 + ci) * cout + ch.clone();
+            Expr::fma(load(p.x, xi), load(p.w, wi), acc)
+        };
+        let finish = |po: &Affine, ch: &Affine, acc: Expr| {
+            p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
+        };
+        let red = [
+            Reduction::new("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+            Reduction::new("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+            Reduction::new("ci", 0, cin_g, ci_mode),
+        ];
+        let red: &[Reduction<'_>] = if red.iter().any(Reduction::is_empty) {
+            &[]
+        } else {
+            &red
+        };
+        let tiles = tile_nest(
+            k,
+            nest.pixel_tile,
+            sched.channel_vectors,
+            cout_g,
+            &(ga * c(cout_g)?),
+            red,
+            &TileBody {
+                init: &init,
+                update: &update,
+                finish: &finish,
+            },
+        )?;
+        Ok(match gv {
+            Some(gv) => vec![for_loop(
+                gv,
+                0,
+                groups,
+                LoopKind::Spatial,
+                LoopMode::Serial,
+                tiles,
+            )],
+            None => tiles,
+        })
+    };
+    k.body = spatial_nest(&mut k, conv, p, px, &mut tiles, &mut row)?;
     Ok(k)
 }
