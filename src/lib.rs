@@ -86,6 +86,7 @@ pub mod bench;
 pub mod codegen;
 pub mod emit;
 pub mod error;
+pub mod files;
 pub mod frontend;
 pub mod graph;
 pub mod loops;
