@@ -839,27 +839,22 @@ impl std::fmt::Debug for WidePeak {
 /// Compiles kernels for `isa` only to return the Cranelift IR text of their functions
 /// (`--emit clif`).
 pub fn emit_clif(kernels: &[Kernel], isa: Isa) -> Result<String> {
-    let p = JitProgram::compile_kernels(
-        kernels,
-        &JitOptions {
-            keep_clif: true,
-            isa,
-            ..JitOptions::default()
-        },
-    )?;
-    Ok(p.clif.clone())
+    Ok(compile_for_listing(kernels, true, isa)?.clif.clone())
 }
 
 /// Compiles kernels for `isa` only to return the disassembly of their functions and of the
 /// raw micro-kernels they call (`--emit asm`).
 pub fn emit_asm(kernels: &[Kernel], isa: Isa) -> Result<String> {
-    let p = JitProgram::compile_kernels(
-        kernels,
-        &JitOptions {
-            keep_asm: true,
-            isa,
-            ..JitOptions::default()
-        },
-    )?;
-    Ok(p.asm.clone())
+    Ok(compile_for_listing(kernels, false, isa)?.asm.clone())
+}
+
+/// Compiles kernels keeping the Cranelift IR text (`clif`) or the disassembly (otherwise).
+fn compile_for_listing(kernels: &[Kernel], clif: bool, isa: Isa) -> Result<JitProgram> {
+    let opts = JitOptions {
+        keep_clif: clif,
+        keep_asm: !clif,
+        isa,
+        ..JitOptions::default()
+    };
+    JitProgram::compile_kernels(kernels, &opts)
 }

@@ -231,9 +231,9 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// 1x1 conv as a GEMM over `pixels x cout`: strips of [`GEMM_STRIP`] pixels (fewer, longer ones
-/// on small maps: [`gemm_strip`]; the work items,
-/// then one strip of the remaining pixels), each one [`Micro`] GEMM-strip statement whose
+/// 1x1 conv as a GEMM over `pixels x cout`: strips of `GEMM_STRIP` pixels (fewer, longer ones
+/// on small maps: [`gemm_strip`]; the work items, then one strip of the remaining pixels),
+/// each one [`Micro`] GEMM-strip statement whose
 /// portable body is 2x16 register tiles (then 1-pixel tiles for an odd pixel), reduction over
 /// `cin` innermost, weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
