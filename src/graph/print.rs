@@ -117,6 +117,25 @@ impl Display for OpText<'_> {
                 }
                 write!(attrs, "epsilon = {:?}", b.epsilon)?;
             }
+            Op::Pad(p) => {
+                args.extend(operands.iter().cloned());
+                write!(
+                    attrs,
+                    "pads = [{}, {}, {}, {}]",
+                    p.top, p.bottom, p.left, p.right
+                )?;
+            }
+            Op::Dense(d) => {
+                args.extend(operands.first().cloned());
+                args.push(format!("@{}", d.weight));
+                if let Some(b) = &d.bias {
+                    args.push(format!("bias = @{b}"));
+                }
+            }
+            Op::ScaleOffset(so) => {
+                args.extend(operands.iter().cloned());
+                write!(attrs, "scale = {:?}, offset = {:?}", so.scale, so.offset)?;
+            }
             _ => args.extend(operands.iter().cloned()),
         }
         write!(f, "({})", args.join(", "))?;
