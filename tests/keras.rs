@@ -67,10 +67,7 @@ fn check_model(file: &str, stem: &str) {
         assert_matches(&format!("{file} (interpreter)"), o, w);
     }
     for threads in [1, 2] {
-        let opts = Options {
-            threads,
-            ..Options::default()
-        };
+        let opts = Options::new().with_threads(threads);
         let cm = CompiledModel::compile(&m.graph, &m.weights, &opts)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         let out = cm.run_all(std::slice::from_ref(&x)).unwrap();

@@ -106,7 +106,7 @@ impl H5 {
         let data = d.read_f32().map_err(|e| self.err(path, e))?;
         Tensor::new(dims.clone(), data)
             .map(Some)
-            .ok_or_else(|| self.err(path, format!("data does not fill its shape {dims:?}")))
+            .map_err(|e| self.err(path, format!("data does not fill its shape {dims:?}: {e}")))
     }
 }
 

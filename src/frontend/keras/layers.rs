@@ -310,10 +310,7 @@ impl Importer<'_> {
                 me.param(l, scope, name, index - 1, &[c])
             } else {
                 let n = format!("{}/{name}", me.name(scope, l));
-                me.constant(
-                    &n,
-                    Tensor::new(vec![c], vec![fill; c]).ok_or_else(|| cfg_err(l, scope, "size"))?,
-                )?;
+                me.constant(&n, Tensor::new(vec![c], vec![fill; c])?)?;
                 Ok(n)
             }
         };
