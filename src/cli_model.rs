@@ -92,9 +92,12 @@ pub fn input_size(
 
 /// Reads a model file (Keras `.h5` or `.keras`).
 pub fn load(path: &Path, size: InputSize) -> Result<KerasModel> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    match keras::file_kind(&bytes) {
-        keras::FileKind::Hdf5 | keras::FileKind::Zip => keras::parse(bytes, path, size),
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::io(path, e))?;
+    match keras::file_kind(&head[..n]) {
+        keras::FileKind::Hdf5 | keras::FileKind::Zip => keras::load(path, size),
         keras::FileKind::Other => Err(Error::Format {
             path: path.to_path_buf(),
             message: "not a model file mnv2c reads (a Keras .h5 or .keras file); for the built-in model use --model mobilenetv2".into(),
