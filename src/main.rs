@@ -35,11 +35,11 @@ struct Cli {
 enum Command {
     /// Build or read a graph, and print it at the requested level.
     Compile(CompileArgs),
-    /// Run the built-in model on one input and print the top classes of each batch item.
+    /// Run the built-in model (or a Keras file: --model m.h5) on one input; print the top classes.
     Run(RunArgs),
     /// Write seeded weights for the built-in model as a `.safetensors` file.
     Weights(WeightsArgs),
-    /// Time the JIT-compiled built-in model: latency, compile time, a per-layer table.
+    /// Time the JIT-compiled model (built-in, or --model m.h5): latency, compile time, per layer.
     Bench(BenchArgs),
     /// Classify PNG or JPEG images with a trained Keras model; print each image's top classes.
     Classify(ClassifyArgs),
