@@ -171,7 +171,7 @@ fn resize_matches_pillow_exactly() {
     }
 }
 
-/// JPEG decoding agrees with Pillow's (libjpeg) to within a step or two per channel: another
+/// JPEG decoding agrees with Pillow's (libjpeg) to within a few steps per channel: another
 /// IDCT and upsampler, not exact, which is why exactness is checked on PNG.
 #[test]
 fn jpeg_decodes_close_to_pillow() {
