@@ -756,11 +756,20 @@ impl Parser<'_> {
                 bias: d.optional_constant("bias")?,
                 epsilon: d.float("epsilon")?,
             },
+            "scale_weight" => ConstDef::ScaleWeight {
+                weight: d.constant("the weight constant")?,
+                scale: d.float("scale")?,
+            },
+            "scale_bias" => ConstDef::ScaleBias {
+                weight: d.constant("the weight constant")?,
+                bias: d.optional_constant("bias")?,
+                offset: d.float("offset")?,
+            },
             other => {
                 return Err(self.error_at(
                     app.at,
                     format!(
-                        "unknown constant definition `{other}` (expected fold_bn_weight or fold_bn_bias)"
+                        "unknown constant definition `{other}` (expected fold_bn_weight, fold_bn_bias, scale_weight or scale_bias)"
                     ),
                 ));
             }
