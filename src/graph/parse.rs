@@ -135,7 +135,7 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
             }
             '%' | '@' => {
                 let j = take_while(i + 1, &|c| super::is_name_char(c));
-                if j == i + 1 {
+                let Some(tok) = sigil_name(c, &chars[i + 1..j]) else {
                     let found = chars
                         .get(j)
                         .map_or("end of file".into(), |c| format!("`{c}`"));
@@ -144,16 +144,8 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
                         tcol + 1,
                         format!("expected a name after `{c}`, found {found}"),
                     ));
-                }
-                let name: String = chars[i + 1..j].iter().collect();
-                (
-                    if c == '%' {
-                        Tok::Value(name)
-                    } else {
-                        Tok::Const(name)
-                    },
-                    j,
-                )
+                };
+                (tok, j)
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let j = take_while(i, &|c| c.is_ascii_alphanumeric() || c == '_');
@@ -188,6 +180,20 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
         col,
     });
     Ok(out)
+}
+
+/// The token of a `%value` or `@constant` reference whose name is `name` (`None` if empty).
+/// A quoted form (`%"onnx::Conv_12"`) would be read here (see `docs/ir.md`, "Names").
+fn sigil_name(sigil: char, name: &[char]) -> Option<Tok> {
+    if name.is_empty() {
+        return None;
+    }
+    let name: String = name.iter().collect();
+    Some(if sigil == '%' {
+        Tok::Value(name)
+    } else {
+        Tok::Const(name)
+    })
 }
 
 /// An operand in an argument list: a value or a constant, with where it was written.
@@ -571,6 +577,17 @@ impl Parser<'_> {
                 self.punct(',').map_err(|_| self.expected("`,` or `)`"))?;
             }
         }
+        let attrs = self.attributes()?;
+        Ok(Application {
+            name,
+            at,
+            args,
+            attrs,
+        })
+    }
+
+    /// `{key = value, ...}` after an op application, if present.
+    fn attributes(&mut self) -> Result<Vec<Attr>> {
         let mut attrs: Vec<Attr> = Vec::new();
         if self.eat_punct('{') && !self.eat_punct('}') {
             loop {
@@ -619,12 +636,7 @@ impl Parser<'_> {
                 self.punct(',').map_err(|_| self.expected("`,` or `}`"))?;
             }
         }
-        Ok(Application {
-            name,
-            at,
-            args,
-            attrs,
-        })
+        Ok(attrs)
     }
 
     /// Decodes an application into an op and its value operands.
