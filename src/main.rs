@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod cli_model;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cli_model::ModelSource;
 use mnv2c::codegen::Isa;
 use mnv2c::emit::Level;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
@@ -33,12 +36,55 @@ struct Cli {
 enum Command {
     /// Build or read a graph, and print it at the requested level.
     Compile(CompileArgs),
-    /// Run the built-in model on one input and print the top classes of each batch item.
+    /// Run the built-in model (or a Keras file: --model m.h5) on one input; print the top classes.
     Run(RunArgs),
     /// Write seeded weights for the built-in model as a `.safetensors` file.
     Weights(WeightsArgs),
-    /// Time the JIT-compiled built-in model: latency, compile time, a per-layer table.
+    /// Time the JIT-compiled model (built-in, or --model m.h5): latency, compile time, per layer.
     Bench(BenchArgs),
+    /// Classify PNG or JPEG images with a trained Keras model; print each image's top classes.
+    Classify(ClassifyArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PreprocessArg {
+    /// `x / 127.5 - 1` (Keras's MobileNetV2).
+    Tf,
+    /// ImageNet mean and std on `x / 255` (torchvision).
+    Torch,
+    /// Pixel values `0..=255` as they are.
+    None,
+}
+
+#[derive(Args, Debug)]
+struct ClassifyArgs {
+    /// The trained model: a Keras `.h5` or `.keras` file.
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Class names, one line per class in index order.
+    #[arg(long, value_name = "labels.txt")]
+    labels: Option<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    top: usize,
+    /// One JSON object per image: {"image", "top": [{"index", "label", "prob"}]}.
+    #[arg(long)]
+    json: bool,
+    /// How pixels become model inputs.
+    #[arg(long, value_enum, default_value = "tf")]
+    preprocess: PreprocessArg,
+    /// The input size, for a model saved with free (None) height and width.
+    #[arg(long, value_name = "N,H,W,C")]
+    input_shape: Option<String>,
+    /// Threads per inference.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+    /// Vector tier of the micro-kernels: auto, avx512, avx2 or portable (bit-identical results).
+    #[arg(long, value_name = "ISA", default_value = "auto")]
+    isa: Isa,
+    /// The images (PNG or JPEG; at most 64 megapixels each).
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
 }
 
 /// The built-in model's size, shared by `compile`, `run` and `bench`. Each is optional: `run`
@@ -58,6 +104,9 @@ struct SizeArgs {
     /// Input width of the built-in model [default: 224].
     #[arg(long, value_name = "W")]
     width: Option<usize>,
+    /// Input shape of a model file whose height and width are free (None), or to check.
+    #[arg(long, value_name = "N,H,W,C")]
+    input_shape: Option<String>,
 }
 
 impl SizeArgs {
@@ -65,22 +114,44 @@ impl SizeArgs {
         [self.num_classes, self.batch, self.height, self.width]
             .iter()
             .any(Option::is_some)
+            || self.input_shape.is_some()
     }
 
-    /// The configuration, with the default for every size not given.
-    fn config(&self) -> Config {
+    /// The sizes given for a model file (which has no `--num-classes`).
+    fn file_size(&self) -> Result<mnv2c::frontend::keras::InputSize> {
+        cli_model::refuse_builtin_options(&[("--num-classes", self.num_classes.is_some())])?;
+        cli_model::input_size(
+            self.batch,
+            self.height,
+            self.width,
+            self.input_shape.as_deref(),
+        )
+    }
+
+    /// The configuration, with the default for every size not given (`--input-shape` gives
+    /// batch, height and width at once).
+    fn config(&self) -> Result<Config> {
         let d = Config::default();
-        Config {
+        let size = cli_model::input_size(
+            self.batch,
+            self.height,
+            self.width,
+            self.input_shape.as_deref(),
+        )?;
+        Ok(Config {
             num_classes: self.num_classes.unwrap_or(d.num_classes),
-            batch: self.batch.unwrap_or(d.batch),
-            height: self.height.unwrap_or(d.height),
-            width: self.width.unwrap_or(d.width),
-        }
+            batch: size.batch.unwrap_or(d.batch),
+            height: size.height.unwrap_or(d.height),
+            width: size.width.unwrap_or(d.width),
+        })
     }
 }
 
 #[derive(Args, Debug)]
 struct BenchArgs {
+    /// `mobilenetv2` (the built-in model) or a Keras `.h5`/`.keras` file.
+    #[arg(long, value_name = "NAME|FILE")]
+    model: Option<String>,
     #[command(flatten)]
     size: SizeArgs,
     /// Timed runs (the median and p90 are over these; the per-layer medians over as many more).
@@ -101,21 +172,15 @@ struct BenchArgs {
     isa: Isa,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum ModelName {
-    /// The seed's MobileNetV2.
-    Mobilenetv2,
-}
-
 /// Where the graph comes from: an IR file, or a built-in model and its configuration.
 #[derive(Args, Debug)]
 struct ModelArgs {
     /// A graph IR file (`.ir`) to read instead of a built-in model.
     #[arg(value_name = "FILE.ir", conflicts_with = "model")]
     file: Option<PathBuf>,
-    /// A built-in model.
-    #[arg(long, value_enum)]
-    model: Option<ModelName>,
+    /// `mobilenetv2` (the built-in model) or a Keras `.h5`/`.keras` file.
+    #[arg(long, value_name = "NAME|FILE")]
+    model: Option<String>,
     #[command(flatten)]
     size: SizeArgs,
 }
@@ -171,6 +236,9 @@ struct CompileArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// `mobilenetv2` (the built-in model, the default) or a Keras `.h5`/`.keras` file.
+    #[arg(long, value_name = "NAME|FILE")]
+    model: Option<String>,
     /// Weights (`.safetensors`, TF variable names); the number of classes comes from them.
     /// Default: seeded weights.
     #[arg(long, value_name = "W.safetensors")]
@@ -262,12 +330,41 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_model(args),
         Command::Weights(args) => write_weights(args),
         Command::Bench(args) => bench(args),
+        Command::Classify(args) => classify(args),
     }
+}
+
+fn classify(args: ClassifyArgs) -> Result<()> {
+    let size = cli_model::input_size(None, None, None, args.input_shape.as_deref())?;
+    let text = cli_model::classify(&cli_model::Classify {
+        model: &args.model,
+        images: &args.images,
+        labels: args.labels.as_deref(),
+        top: args.top,
+        json: args.json,
+        preprocess: match args.preprocess {
+            PreprocessArg::Tf => mnv2c::classify::Preprocess::Tf,
+            PreprocessArg::Torch => mnv2c::classify::Preprocess::Torch,
+            PreprocessArg::None => mnv2c::classify::Preprocess::None,
+        },
+        size,
+        threads: args.threads,
+        isa: args.isa,
+    })?;
+    emit(&text, None)
 }
 
 /// `mnv2c run`: resolve the configuration from the weights, the input and the options (any two
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
+    if let Some(ModelSource::File(path)) = args.model.as_deref().map(ModelSource::parse) {
+        return run_file_model(&args, &path);
+    }
+    if args.size.input_shape.is_some() {
+        return Err(Error::Usage(
+            "--input-shape sizes a model file; the built-in model takes --batch, --height and --width".into(),
+        ));
+    }
     let file_weights = match &args.weights {
         Some(path) => {
             let w = weights::read(path)?;
@@ -320,11 +417,108 @@ fn run_model(args: RunArgs) -> Result<()> {
         config.batch, config.height, config.width, config.num_classes,
     );
     text.push_str(&top_classes(&logits, &probs, config.num_classes, args.top));
+    if args.weights.is_none() {
+        text.push_str(
+            "note: the built-in model's weights are invented (seeded), so its classes mean nothing.\n\
+             To run a trained Keras model: mnv2c run --model FILE.h5|FILE.keras --input X.npy,\n\
+             or: mnv2c classify --model FILE.h5 --labels labels.txt IMAGE.png ...\n",
+        );
+    }
     emit(&text, None)
 }
 
 /// Reads an `--input` array: `[N, H, W, 3]` with no zero dimension and no NaN or infinity (each
 /// an `Input` error, status 4, whichever dimension is zero).
+/// `mnv2c run --model FILE`: the file's graph and weights; sizes from the options and the input
+/// (which must agree with the file); writes the logits (the softmax's input) and probabilities.
+fn run_file_model(args: &RunArgs, path: &Path) -> Result<()> {
+    cli_model::refuse_builtin_options(&[
+        ("--weights", args.weights.is_some()),
+        ("--seed", args.seed.is_some()),
+    ])?;
+    let mut size = args.size.file_size()?;
+    let input = match &args.input {
+        Some(p) => {
+            let x = read_input(p)?;
+            let dims = [x.dims()[0], x.dims()[1], x.dims()[2]];
+            let from = |i: usize, what: &str| {
+                Some((
+                    dims[i],
+                    format!(
+                        "{} (its shape {} gives {what} {})",
+                        p.display(),
+                        x.ty(),
+                        dims[i]
+                    ),
+                ))
+            };
+            size.batch = Some(agree("--batch", size.batch, from(0, "batch"), 1)?);
+            size.height = Some(agree("--height", size.height, from(1, "height"), 1)?);
+            size.width = Some(agree("--width", size.width, from(2, "width"), 1)?);
+            Some(x)
+        }
+        None => None,
+    };
+    let start = Instant::now();
+    let m = cli_model::load(path, size)?;
+    let read_ms = ms(start);
+    if args.probs.is_some() && !m.ends_in_softmax {
+        return Err(Error::Usage(format!(
+            "--probs: {} does not end in a softmax; its output is written by --logits",
+            path.display()
+        )));
+    }
+    let dims = cli_model::input_dims(&m)?;
+    let x = match input {
+        Some(x) => x,
+        None => synthetic_for(&dims)?,
+    };
+    let start = Instant::now();
+    let outputs = if args.interp {
+        interp::run(&m.graph, &m.weights, std::slice::from_ref(&x))?
+    } else {
+        let options = Options::new().with_threads(args.threads).with_isa(args.isa);
+        CompiledModel::compile(&m.graph, &m.weights, &options)?.run_all(std::slice::from_ref(&x))?
+    };
+    let run_ms = ms(start);
+    let [logits, rest @ ..] = &outputs[..] else {
+        return Err(Error::Internal("the model gave no output".into()));
+    };
+    if let Some(p) = &args.logits {
+        npy::write(p, logits)?;
+    }
+    if let (Some(p), [probs, ..]) = (&args.probs, rest) {
+        npy::write(p, probs)?;
+    }
+    let shown = rest.first().unwrap_or(logits);
+    let classes = *shown.dims().last().unwrap_or(&1);
+    let engine = if args.interp {
+        "interpreter"
+    } else {
+        "compile + run"
+    };
+    let mut text = format!(
+        "{}: input {dims:?}, {classes} outputs{}\nread: {read_ms:.1} ms; {engine}: {run_ms:.1} ms\n",
+        path.display(),
+        if m.ends_in_softmax { " (softmax)" } else { "" },
+    );
+    for (item, row) in shown.data().chunks_exact(classes.max(1)).enumerate() {
+        text.push_str(&format!("item {item}:\n"));
+        for (rank, c) in mnv2c::classify::top_k(row, args.top)
+            .into_iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "  {:>2}. class {c:>4}  {} = {}\n",
+                rank + 1,
+                if m.ends_in_softmax { "p" } else { "y" },
+                cli_model::sig6(row[c])
+            ));
+        }
+    }
+    emit(&text, None)
+}
+
 fn read_input(path: &Path) -> Result<Tensor> {
     let x = npy::read(path)?;
     if x.dims().contains(&0) {
@@ -479,20 +673,32 @@ fn agree(
     }
 }
 
-/// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input.
+/// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input;
+/// or a model file with its own weights.
 fn bench(args: BenchArgs) -> Result<()> {
-    let config = args.size.config();
-    let graph = frontend::mobilenet_v2(&config)?;
-    let params = weights::seeded(&graph, 0)?;
-    let x = weights::synthetic_input(&config)?;
     let start = Instant::now();
+    let (graph, params, x, name) = match args.model.as_deref().map(ModelSource::parse) {
+        Some(ModelSource::File(path)) => {
+            let m = cli_model::load(&path, args.size.file_size()?)?;
+            let x = synthetic_for(&cli_model::input_dims(&m)?)?;
+            let name = format!("{} {:?}", path.display(), x.dims());
+            (m.graph, m.weights, x, name)
+        }
+        _ => {
+            let config = args.size.config()?;
+            let graph = frontend::mobilenet_v2(&config)?;
+            let params = weights::seeded(&graph, 0)?;
+            let x = weights::synthetic_input(&config)?;
+            let name = format!(
+                "mobilenetv2 [{},{},{},3] -> {} classes",
+                config.batch, config.height, config.width, config.num_classes
+            );
+            (graph, params, x, name)
+        }
+    };
     let options = Options::new().with_threads(args.threads).with_isa(args.isa);
     let model = CompiledModel::compile(&graph, &params, &options)?;
     let compile_ms = ms(start);
-    let name = format!(
-        "mobilenetv2 [{},{},{},3] -> {} classes",
-        config.batch, config.height, config.width, config.num_classes
-    );
     let settings = mnv2c::bench::Settings {
         runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
         warmup: args.warmup,
@@ -553,6 +759,21 @@ fn compile(args: CompileArgs) -> Result<()> {
     emit(&text, args.output.as_deref())
 }
 
+/// The synthetic input of `weights::synthetic_input` for any `[N, H, W, 3]` shape.
+fn synthetic_for(dims: &[usize]) -> Result<mnv2c::Tensor> {
+    let &[batch, height, width, 3] = dims else {
+        return Err(Error::Usage(format!(
+            "the model takes {dims:?}; mnv2c makes synthetic inputs for [N, H, W, 3] images only"
+        )));
+    };
+    weights::synthetic_input(&Config {
+        batch,
+        height,
+        width,
+        ..Config::default()
+    })
+}
+
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
@@ -568,9 +789,13 @@ fn list_passes() -> String {
     text
 }
 
-/// Reads and verifies the IR file, or builds the built-in model.
+/// Reads and verifies the IR file, reads a model file, or builds the built-in model.
 fn load_graph(args: &ModelArgs) -> Result<Graph> {
-    match (&args.file, args.model) {
+    let model = args.model.as_deref().map(ModelSource::parse);
+    if let (None, Some(ModelSource::File(path))) = (&args.file, &model) {
+        return Ok(cli_model::load(path, args.size.file_size()?)?.graph);
+    }
+    match (&args.file, model) {
         (Some(_), _) if args.size.any_given() => Err(Error::Usage(
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
@@ -590,7 +815,7 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
             graph::verify(&graph).map_err(|e| locations.attach(e))?;
             Ok(graph)
         }
-        (None, Some(ModelName::Mobilenetv2)) => frontend::mobilenet_v2(&args.size.config()),
+        (None, Some(_)) => frontend::mobilenet_v2(&args.size.config()?),
         (None, None) => Err(Error::Usage(
             "no model given: pass an IR file or `--model mobilenetv2`".into(),
         )),

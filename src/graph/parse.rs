@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 
-use super::{BatchNorm, Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
+use super::{
+    BatchNorm, Const, ConstDef, Conv2d, Dense, Epilogue, Graph, Op, Pads, ScaleOffset, TensorType,
+};
 use crate::error::Location;
 use crate::{Error, Result};
 
@@ -693,11 +695,13 @@ impl Parser<'_> {
                     epsilon: d.float("epsilon")?,
                 })
             }
-            "relu6" | "softmax" | "global_avg_pool" | "flatten" => {
+            "pad" | "dense" | "scale_offset" => self.import_op(&app, &mut d)?,
+            "relu6" | "relu" | "softmax" | "global_avg_pool" | "flatten" => {
                 let x = d.value("the input value")?;
                 d.operands.push(x);
                 match app.name.as_str() {
                     "relu6" => Op::Relu6,
+                    "relu" => Op::Relu,
                     "softmax" => Op::Softmax,
                     "global_avg_pool" => Op::GlobalAvgPool,
                     _ => Op::Flatten,
@@ -713,13 +717,38 @@ impl Parser<'_> {
                 return Err(self.error_at(
                     app.at,
                     format!(
-                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, add, global_avg_pool, flatten, softmax)"
+                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, relu, add, global_avg_pool, flatten, softmax, pad, dense, scale_offset)"
                     ),
                 ));
             }
         };
         d.finish()?;
         Ok((op, d.operands))
+    }
+
+    /// The ops front ends bring beyond the seed's: `pad`, `dense`, `scale_offset`.
+    fn import_op(&self, app: &Application, d: &mut Decoder<'_, '_>) -> Result<Op> {
+        let x = d.value("the input value")?;
+        d.operands.push(x);
+        Ok(match app.name.as_str() {
+            "pad" => {
+                let p = d.list::<4>("pads", "[top, bottom, left, right]")?;
+                Op::Pad(Pads {
+                    top: p[0],
+                    bottom: p[1],
+                    left: p[2],
+                    right: p[3],
+                })
+            }
+            "dense" => Op::Dense(Dense {
+                weight: d.constant("the weight constant")?,
+                bias: d.optional_constant("bias")?,
+            }),
+            _ => Op::ScaleOffset(ScaleOffset {
+                scale: d.float("scale")?,
+                offset: d.float("offset")?,
+            }),
+        })
     }
 
     fn const_def(&self, app: Application) -> Result<ConstDef> {
@@ -739,11 +768,20 @@ impl Parser<'_> {
                 bias: d.optional_constant("bias")?,
                 epsilon: d.float("epsilon")?,
             },
+            "scale_weight" => ConstDef::ScaleWeight {
+                weight: d.constant("the weight constant")?,
+                scale: d.float("scale")?,
+            },
+            "scale_bias" => ConstDef::ScaleBias {
+                weight: d.constant("the weight constant")?,
+                bias: d.optional_constant("bias")?,
+                offset: d.float("offset")?,
+            },
             other => {
                 return Err(self.error_at(
                     app.at,
                     format!(
-                        "unknown constant definition `{other}` (expected fold_bn_weight or fold_bn_bias)"
+                        "unknown constant definition `{other}` (expected fold_bn_weight, fold_bn_bias, scale_weight or scale_bias)"
                     ),
                 ));
             }

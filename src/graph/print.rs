@@ -73,6 +73,20 @@ impl Display for ConstDefText<'_> {
                 }
                 write!(f, ") {{epsilon = {epsilon:?}}}")
             }
+            ConstDef::ScaleWeight { weight, scale } => {
+                write!(f, " = scale_weight(@{weight}) {{scale = {scale:?}}}")
+            }
+            ConstDef::ScaleBias {
+                weight,
+                bias,
+                offset,
+            } => {
+                write!(f, " = scale_bias(@{weight}")?;
+                if let Some(b) = bias {
+                    write!(f, ", bias = @{b}")?;
+                }
+                write!(f, ") {{offset = {offset:?}}}")
+            }
         }
     }
 }
@@ -116,6 +130,25 @@ impl Display for OpText<'_> {
                     args.push(format!("@{name}"));
                 }
                 write!(attrs, "epsilon = {:?}", b.epsilon)?;
+            }
+            Op::Pad(p) => {
+                args.extend(operands.iter().cloned());
+                write!(
+                    attrs,
+                    "pads = [{}, {}, {}, {}]",
+                    p.top, p.bottom, p.left, p.right
+                )?;
+            }
+            Op::Dense(d) => {
+                args.extend(operands.first().cloned());
+                args.push(format!("@{}", d.weight));
+                if let Some(b) = &d.bias {
+                    args.push(format!("bias = @{b}"));
+                }
+            }
+            Op::ScaleOffset(so) => {
+                args.extend(operands.iter().cloned());
+                write!(attrs, "scale = {:?}, offset = {:?}", so.scale, so.offset)?;
             }
             _ => args.extend(operands.iter().cloned()),
         }

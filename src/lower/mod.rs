@@ -15,6 +15,7 @@
 //! graph value or constant can have — and stored in [`Program::constants`].
 
 pub mod conv;
+pub mod dense;
 pub mod depthwise;
 pub mod elementwise;
 pub mod pool;
@@ -61,6 +62,10 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         Op::Add => elementwise::add(&mut cx)?,
         Op::GlobalAvgPool => pool::lower(&mut cx)?,
         Op::Softmax => softmax::lower(&mut cx)?,
+        Op::Pad(p) => elementwise::pad(&mut cx, p)?,
+        Op::Dense(d) => dense::lower(&mut cx, d)?,
+        Op::Relu => elementwise::relu(&mut cx)?,
+        Op::ScaleOffset(so) => elementwise::scale_offset(&mut cx, so)?,
     };
     let mut kernel = kernel;
     kernel.flops = flops(graph, id);
@@ -163,10 +168,19 @@ fn declare(
 }
 
 /// Floating-point operations of a node's kernel: 2 per multiply-add of a convolution (output
-/// elements x taps x input channels per group), 0 for the other ops. Saturates (a verified
-/// graph's counts fit easily).
+/// elements x taps x input channels per group) or a dense layer (outputs x inputs), 0 for the
+/// other ops. Saturates (a verified graph's counts fit easily).
 fn flops(graph: &Graph, id: ValueId) -> u64 {
     let node = graph.node(id);
+    if let Op::Dense(_) = &node.op {
+        let k = graph
+            .operands(id)
+            .first()
+            .and_then(|&x| graph.node(x).ty.dims.last().copied())
+            .unwrap_or(0) as u64;
+        let outputs = node.ty.num_elements().unwrap_or(0) as u64;
+        return outputs.saturating_mul(k).saturating_mul(2);
+    }
     let Op::Conv2d(conv) = &node.op else {
         return 0;
     };

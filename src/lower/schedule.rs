@@ -93,6 +93,8 @@ pub enum Family {
     Pool,
     /// Softmax over the last axis.
     Softmax,
+    /// Dense layer: a matrix-vector product per batch row.
+    Dense,
 }
 
 impl Family {
@@ -105,6 +107,7 @@ impl Family {
             Family::Elementwise => "elementwise",
             Family::Pool => "avgpool",
             Family::Softmax => "softmax",
+            Family::Dense => "dense",
         }
     }
 }
@@ -151,7 +154,7 @@ impl Schedule {
         let (pixel_tile, channel_vectors) = match family {
             Family::Pointwise => (2, 4),
             Family::Direct | Family::Depthwise => (4, 2),
-            Family::Elementwise | Family::Pool => (1, 2),
+            Family::Elementwise | Family::Pool | Family::Dense => (1, 2),
             Family::Softmax => (1, 1),
         };
         Schedule {
@@ -217,6 +220,7 @@ impl fmt::Display for Schedule {
             ),
             Family::Elementwise => ("elementwise", "no reduction"),
             Family::Pool => ("global average pool", "reduction h, w"),
+            Family::Dense => ("dense", "reduction over input features"),
             Family::Softmax => {
                 return write!(
                     f,

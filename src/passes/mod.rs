@@ -15,8 +15,11 @@
 //! ## Names
 //! Rewritten nodes keep the *producer's* name: when `conv -> batch_norm` becomes one conv, the
 //! node is still `%res5_1/pw` and the batch norm's users now read it; the absorbed node
-//! (`batch_norm`, `relu6`, `add`) disappears. New constants derive their names from the
-//! constants they are computed from (see [`fold_batchnorm`]); `fresh_const_name` keeps them
+//! (`batch_norm`, `relu6`, `add`) disappears. The one exception keeps graph outputs named: when
+//! the absorbed node is a graph output, the producer takes its name (`absorb`), so a model
+//! whose output is `%out_relu` still has an output `%out_relu` after fusion. New constants
+//! derive their names from the constants they are computed from (see [`fold_batchnorm`]);
+//! `fresh_const_name` keeps them
 //! unique.
 //!
 //! ## The default pipeline and why in this order
@@ -27,12 +30,20 @@
 //!    (epilogue `add`); it then turns that into `add_relu6`. In the other order the relu6 would
 //!    stay standalone. (No relu6 follows an add in MobileNetV2, but this order is the right one
 //!    in general; `relu6 -> add` never fuses either way, since an add cannot go after a clamp.)
-//! 3. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
+//! 3. `fold-pad` after the fusions: it only widens a conv's pads and removes the pad node, which
+//!    none of the rewrites above looks through, so its place is free; after them it keeps the
+//!    numbering of their snapshots.
+//! 4. `fold-rescale` after `fold-pad`: a pad between a Rescaling and a conv, once folded, makes
+//!    the conv padded, and then folding the Rescaling would not be exact (see its module doc);
+//!    after `fold-batchnorm`, whose folded weight it scales in turn.
+//! 5. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
 //!    live reads. The folds' sources (weights, batch-norm parameters) stay: the derived
 //!    constants read them, and they are what a weights file provides.
 
 pub mod dce;
 pub mod fold_batchnorm;
+pub mod fold_pad;
+pub mod fold_rescale;
 pub mod fuse_add;
 pub mod fuse_relu6;
 
@@ -56,6 +67,18 @@ pub const FOLD_BATCHNORM: Pass = Pass {
     run: fold_batchnorm::run,
 };
 
+pub const FOLD_PAD: Pass = Pass {
+    name: "fold-pad",
+    summary: "fold a zero pad into the padding of the conv it feeds",
+    run: fold_pad::run,
+};
+
+pub const FOLD_RESCALE: Pass = Pass {
+    name: "fold-rescale",
+    summary: "fold a scale_offset (Keras Rescaling) into the unpadded conv it feeds",
+    run: fold_rescale::run,
+};
+
 pub const FUSE_ADD: Pass = Pass {
     name: "fuse-add",
     summary: "fuse a residual add into the epilogue of the conv producing one of its operands",
@@ -75,10 +98,24 @@ pub const DCE: Pass = Pass {
 };
 
 /// Every pass, in the order of the default pipeline; what [`lookup`] searches.
-pub const ALL_PASSES: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, DCE];
+pub const ALL_PASSES: &[Pass] = &[
+    FOLD_BATCHNORM,
+    FUSE_ADD,
+    FUSE_RELU6,
+    FOLD_PAD,
+    FOLD_RESCALE,
+    DCE,
+];
 
 /// The passes `mnv2c compile` runs unless told otherwise (see the module doc for the order).
-pub const DEFAULT_PIPELINE: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, DCE];
+pub const DEFAULT_PIPELINE: &[Pass] = &[
+    FOLD_BATCHNORM,
+    FUSE_ADD,
+    FUSE_RELU6,
+    FOLD_PAD,
+    FOLD_RESCALE,
+    DCE,
+];
 
 /// The pass called `name`, or a usage error listing the valid names.
 pub fn lookup(name: &str) -> Result<Pass> {
@@ -166,6 +203,20 @@ pub(crate) fn sole_user(graph: &Graph, id: ValueId) -> Option<(ValueId, usize)> 
     match graph.users(id)[..] {
         [only] => Some(only),
         _ => None, // the one use is an output
+    }
+}
+
+/// Folds `consumer` into `producer`: the producer takes over the consumer's uses and the
+/// consumer is removed. When the consumer is a graph output, the producer also takes its name,
+/// so graph outputs keep their names through every pass (the producer's own name had no other
+/// reader: fusions require it to have the consumer as its only use).
+pub(crate) fn absorb(graph: &mut Graph, producer: ValueId, consumer: ValueId) {
+    let is_output = graph.outputs().contains(&consumer);
+    graph.replace_all_uses(consumer, producer);
+    if let Some(node) = graph.remove_node(consumer)
+        && is_output
+    {
+        graph.node_mut(producer).name = node.name;
     }
 }
 
