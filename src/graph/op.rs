@@ -144,6 +144,11 @@ pub enum Op {
     Flatten,
     /// Softmax over the last axis.
     Softmax,
+    /// A layout change: `y[i_0, .., i_k] = x[j]` with `j[perm[a]] = i_a`, i.e. output axis `a` is
+    /// input axis `perm[a]` (ONNX's and NumPy's convention). Operand: `x`. The ONNX front end
+    /// emits it where a model's file layout (NCHW) meets the IR's NHWC: at an input, or at a 4-D
+    /// output.
+    Transpose(Vec<usize>),
 }
 
 impl Op {
@@ -158,6 +163,7 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Flatten => "flatten",
             Op::Softmax => "softmax",
+            Op::Transpose(_) => "transpose",
         }
     }
 
@@ -167,7 +173,12 @@ impl Op {
             Op::Input => 0,
             Op::Conv2d(c) => 1 + usize::from(c.epilogue.has_residual()),
             Op::Add => 2,
-            Op::BatchNorm(_) | Op::Relu6 | Op::GlobalAvgPool | Op::Flatten | Op::Softmax => 1,
+            Op::BatchNorm(_)
+            | Op::Relu6
+            | Op::GlobalAvgPool
+            | Op::Flatten
+            | Op::Softmax
+            | Op::Transpose(_) => 1,
         }
     }
 
@@ -332,6 +343,27 @@ pub fn infer_type(
                 .ok_or("flattened size overflows")?;
             Ok(TensorType::new(vec![dims[0], rest]))
         }
+        Op::Transpose(perm) => {
+            let dims = &operands[0].dims;
+            check_perm(perm, dims.len())?;
+            Ok(TensorType::new(perm.iter().map(|&a| dims[a]).collect()))
+        }
+    }
+}
+
+/// `perm` is a permutation of `0..rank`.
+fn check_perm(perm: &[usize], rank: usize) -> Result<(), String> {
+    let mut seen = vec![false; rank];
+    let ok = perm.len() == rank
+        && perm
+            .iter()
+            .all(|&a| a < rank && !std::mem::replace(&mut seen[a], true));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "perm {perm:?} is not a permutation of the {rank} axes of the operand"
+        ))
     }
 }
 

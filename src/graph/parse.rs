@@ -660,6 +660,11 @@ impl Parser<'_> {
                     _ => Op::Flatten,
                 }
             }
+            "transpose" => {
+                let x = d.value("the input value")?;
+                d.operands.push(x);
+                Op::Transpose(d.usize_list("perm", "[axis, ..]")?)
+            }
             "add" => {
                 let a = d.value("the first operand")?;
                 let b = d.value("the second operand")?;
@@ -670,7 +675,7 @@ impl Parser<'_> {
                 return Err(self.error_at(
                     app.at,
                     format!(
-                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, add, global_avg_pool, flatten, softmax)"
+                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, add, global_avg_pool, flatten, softmax, transpose)"
                     ),
                 ));
             }
@@ -856,22 +861,33 @@ impl<'p, 'a> Decoder<'p, 'a> {
     }
 
     fn list<const N: usize>(&mut self, key: &str, form: &str) -> Result<[usize; N]> {
+        let at = self.attrs.iter().find(|a| a.key == key).map(|a| a.at);
+        let values = self.usize_list(key, form)?;
+        values.try_into().map_err(|_| {
+            self.parser.error_at(
+                at.unwrap_or(self.at),
+                format!("`{key}` must be a list of {N} non-negative integers {form}"),
+            )
+        })
+    }
+
+    /// A list attribute of non-negative integers, of any length.
+    fn usize_list(&mut self, key: &str, form: &str) -> Result<Vec<usize>> {
         let a = self.required_attr(key)?;
         let bad = || {
             self.parser.error_at(
                 a.at,
-                format!("`{key}` must be a list of {N} non-negative integers {form}"),
+                format!("`{key}` must be a list of non-negative integers {form}"),
             )
         };
         let AttrValue::List(items) = &a.value else {
             return Err(bad());
         };
-        let values: Vec<usize> = items
+        items
             .iter()
             .map(|s| parse_usize(s))
             .collect::<Option<_>>()
-            .ok_or_else(bad)?;
-        values.try_into().map_err(|_| bad())
+            .ok_or_else(bad)
     }
 
     fn pair(&mut self, key: &str) -> Result<[usize; 2]> {

@@ -117,6 +117,11 @@ impl Display for OpText<'_> {
                 }
                 write!(attrs, "epsilon = {:?}", b.epsilon)?;
             }
+            Op::Transpose(perm) => {
+                args.extend(operands.iter().cloned());
+                let items: Vec<String> = perm.iter().map(usize::to_string).collect();
+                write!(attrs, "perm = [{}]", items.join(", "))?;
+            }
             _ => args.extend(operands.iter().cloned()),
         }
         write!(f, "({})", args.join(", "))?;

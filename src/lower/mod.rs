@@ -18,6 +18,7 @@ pub mod elementwise;
 pub mod pool;
 pub mod schedule;
 pub mod softmax;
+pub mod transpose;
 
 use std::collections::BTreeMap;
 
@@ -59,6 +60,7 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         Op::Add => elementwise::add(&mut cx)?,
         Op::GlobalAvgPool => pool::lower(&mut cx)?,
         Op::Softmax => softmax::lower(&mut cx)?,
+        Op::Transpose(perm) => transpose::lower(&mut cx, perm)?,
     };
     loops::verify(&kernel)?;
     Ok(Some(Lowered {

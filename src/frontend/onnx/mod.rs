@@ -1,0 +1,3 @@
+//! placeholder during build
+pub mod proto;
+pub mod tensors;
