@@ -1,0 +1,76 @@
+//! The ONNX front end against ONNX Runtime: every fixture of `tests/fixtures/onnx/` (made by
+//! `tools/onnx_fixtures.py` with real exporters) imported, run through the reference
+//! interpreter and the JIT, and compared with ONNX Runtime's logits and probabilities
+//! (`src/tolerance.rs`), top-5 classes included.
+
+use std::path::{Path, PathBuf};
+
+use mnv2c::frontend::onnx::{self, ImportOptions};
+use mnv2c::frontend::weights;
+use mnv2c::graph::interp;
+use mnv2c::tolerance::{self, LOGITS_ABS, LOGITS_REL, PROBS_ABS};
+use mnv2c::{CompiledModel, Options, Tensor, npy};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+fn top5(row: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(5);
+    order
+}
+
+fn check(what: &str, got: &Tensor, want: &Tensor, rel: f32, abs: f32) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let c = tolerance::compare(got.data(), want.data(), rel, abs).unwrap();
+    assert!(c.passed(), "{what}: {c:?}");
+}
+
+/// Imports `name.onnx` with the fixture input's shape, runs it both ways, compares.
+fn matches_onnx_runtime(name: &str) {
+    let x = npy::read(&fixture(&format!("{name}.x.npy"))).unwrap();
+    let want_logits = npy::read(&fixture(&format!("{name}.logits.npy"))).unwrap();
+    let want_probs = npy::read(&fixture(&format!("{name}.probs.npy"))).unwrap();
+    let options = ImportOptions {
+        input_shape: Some(x.dims().to_vec()),
+    };
+    let mut m = onnx::read(&fixture(&format!("{name}.onnx")), &options).unwrap();
+    m.classifier().unwrap();
+    let consts = weights::bind(&m.graph, &m.params).unwrap();
+    let by_interp = interp::run(&m.graph, &consts, std::slice::from_ref(&x)).unwrap();
+    let model = CompiledModel::compile(&m.graph, &m.params, &Options::default()).unwrap();
+    let by_jit = model.run_all(std::slice::from_ref(&x)).unwrap();
+    for (how, out) in [("interpreter", &by_interp), ("jit", &by_jit)] {
+        check(
+            &format!("{name} {how} logits"),
+            &out[0],
+            &want_logits,
+            LOGITS_REL,
+            LOGITS_ABS,
+        );
+        check(
+            &format!("{name} {how} probs"),
+            &out[1],
+            &want_probs,
+            0.0,
+            PROBS_ABS,
+        );
+        let classes = want_logits.dims()[1];
+        for (got, want) in out[0]
+            .data()
+            .chunks_exact(classes)
+            .zip(want_logits.data().chunks_exact(classes))
+        {
+            assert_eq!(top5(got), top5(want), "{name} {how}: top-5 classes");
+        }
+    }
+}
+
+#[test]
+fn tutorial_model_matches_onnx_runtime() {
+    matches_onnx_runtime("tutorial_small");
+}
