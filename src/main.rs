@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod file_model;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
@@ -41,6 +43,12 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
+    /// A model file (ONNX) to time instead of the built-in model (its weights as stored).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// The input shape of a model file, in its layout (fixes symbolic dimensions).
+    #[arg(long, value_name = "N,C,H,W", requires = "model")]
+    input_shape: Option<String>,
     /// Number of classes.
     #[arg(long, value_name = "N", default_value_t = Config::default().num_classes)]
     num_classes: usize,
@@ -67,21 +75,19 @@ struct BenchArgs {
     threads: usize,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum ModelName {
-    /// The seed's MobileNetV2.
-    Mobilenetv2,
-}
-
 /// Where the graph comes from: an IR file, or a built-in model and its configuration.
 #[derive(Args, Debug)]
 struct ModelArgs {
     /// A graph IR file (`.ir`) to read instead of a built-in model.
     #[arg(value_name = "FILE.ir", conflicts_with = "model")]
     file: Option<PathBuf>,
-    /// A built-in model.
-    #[arg(long, value_enum)]
-    model: Option<ModelName>,
+    /// The built-in model (`mobilenetv2`) or a model file (ONNX; the format is read from the
+    /// file's first bytes).
+    #[arg(long, value_name = "mobilenetv2|FILE")]
+    model: Option<String>,
+    /// The input shape of a model file, in its layout (fixes symbolic dimensions).
+    #[arg(long, value_name = "N,C,H,W")]
+    input_shape: Option<String>,
     /// Number of classes of the built-in model.
     #[arg(long, value_name = "N")]
     num_classes: Option<usize>,
@@ -143,6 +149,16 @@ struct CompileArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// A model file (ONNX) to run instead of the built-in model, with the weights it stores;
+    /// `--input` is then in the file's layout.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["weights", "seed", "num_classes", "batch", "height", "width"])]
+    model: Option<PathBuf>,
+    /// The input shape of a model file, in its layout (fixes symbolic dimensions).
+    #[arg(long, value_name = "N,C,H,W", requires = "model")]
+    input_shape: Option<String>,
+    /// Write the model file's output NAME to FILE.npy (repeatable; split at the last `=`).
+    #[arg(long, value_name = "NAME=FILE.npy", requires = "model")]
+    output: Vec<String>,
     /// Weights (`.safetensors`, TF variable names); the number of classes comes from them.
     /// Default: seeded weights.
     #[arg(long, value_name = "W.safetensors")]
@@ -260,6 +276,9 @@ fn run(cli: Cli) -> Result<()> {
 /// `mnv2c run`: resolve the configuration from the weights, the input and the options (any two
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
+    if let Some(path) = &args.model {
+        return run_file_model(&args, path);
+    }
     let file_weights = match &args.weights {
         Some(path) => {
             let w = weights::read(path)?;
@@ -398,8 +417,59 @@ fn run_model(args: RunArgs) -> Result<()> {
          {timing}\n",
         config.batch, config.height, config.width, config.num_classes,
     );
-    let classes = config.num_classes;
-    for (item, row) in probs.data().chunks_exact(classes).enumerate() {
+    text.push_str(&top_classes(logits, probs, args.top)?);
+    emit(&text, None)
+}
+
+/// `mnv2c run --model FILE`: the file's model, its own weights, the input in the file's layout.
+fn run_file_model(args: &RunArgs, path: &Path) -> Result<()> {
+    let request = file_model::RunRequest {
+        path,
+        input: args.input.as_deref(),
+        input_shape: args.input_shape.as_deref(),
+        logits: args.logits.as_deref(),
+        probs: args.probs.as_deref(),
+        outputs: &args.output,
+        interp: args.interp,
+        threads: args.threads,
+    };
+    let file_model::RunResult {
+        values,
+        roles,
+        timing,
+    } = file_model::run(&request)?;
+    let get = |name: &str| {
+        values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Codegen(format!("output %{name} was not computed")))
+    };
+    let (logits, probs) = (get(&roles.logits)?, get(&roles.probs)?);
+    let input = args
+        .input
+        .as_ref()
+        .map_or("synthetic".to_string(), |p| p.display().to_string());
+    let mut text = format!(
+        "{}: logits %{}, probabilities %{}; input: {input}\n{timing}\n",
+        path.display(),
+        roles.logits,
+        roles.probs
+    );
+    text.push_str(&top_classes(logits, probs, args.top)?);
+    emit(&text, None)
+}
+
+/// The `top` most probable classes of each batch item, one line each.
+fn top_classes(logits: &mnv2c::Tensor, probs: &mnv2c::Tensor, top: usize) -> Result<String> {
+    let &[_, classes] = probs.dims() else {
+        return Err(Error::Codegen(format!(
+            "probabilities have shape {:?}, expected [N, classes]",
+            probs.dims()
+        )));
+    };
+    let mut text = String::new();
+    for (item, row) in probs.data().chunks_exact(classes.max(1)).enumerate() {
         let logit_row = &logits.data()[item * classes..][..classes];
         let mut order: Vec<usize> = (0..classes).collect();
         // Most probable first, ranked by logit: softmax keeps the order, and logits still
@@ -407,7 +477,7 @@ fn run_model(args: RunArgs) -> Result<()> {
         // Ties by class index, so the listing is stable.
         order.sort_by(|&a, &b| logit_row[b].total_cmp(&logit_row[a]).then(a.cmp(&b)));
         text.push_str(&format!("item {item}:\n"));
-        for (rank, &c) in order.iter().take(args.top).enumerate() {
+        for (rank, &c) in order.iter().take(top).enumerate() {
             text.push_str(&format!(
                 "  {:>2}. class {c:>4}  p = {:.6}  logit = {}\n",
                 rank + 1,
@@ -416,7 +486,7 @@ fn run_model(args: RunArgs) -> Result<()> {
             ));
         }
     }
-    emit(&text, None)
+    Ok(text)
 }
 
 /// A number for people: fixed point when it reads well, scientific when tiny or huge (seeded
@@ -449,6 +519,19 @@ fn agree(
 
 /// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input.
 fn bench(args: BenchArgs) -> Result<()> {
+    let settings = mnv2c::bench::Settings {
+        runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
+        warmup: args.warmup,
+    };
+    if let Some(path) = &args.model {
+        let report = file_model::bench(path, args.input_shape.as_deref(), args.threads, &settings)?;
+        let text = if args.json {
+            report.json()
+        } else {
+            report.table()
+        };
+        return emit(&text, None);
+    }
     let config = Config {
         num_classes: args.num_classes,
         batch: args.batch,
@@ -469,10 +552,6 @@ fn bench(args: BenchArgs) -> Result<()> {
         "mobilenetv2 [{},{},{},3] -> {} classes",
         config.batch, config.height, config.width, config.num_classes
     );
-    let settings = mnv2c::bench::Settings {
-        runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
-        warmup: args.warmup,
-    };
     let report = mnv2c::bench::run(&model, &x, &name, compile_ms, &settings)?;
     let text = if args.json {
         report.json()
@@ -510,7 +589,7 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
         print_after.push(pass.name);
     }
-    let mut graph = load_graph(&args.model)?;
+    let (mut graph, notes) = load_graph(&args.model)?;
     passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
         if args.print_after_all || print_after.contains(&pass.name) {
             let header = passes::print_after_header(pass.name, changed);
@@ -519,7 +598,10 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
     })?;
     let text = match args.emit {
-        Some(Emit::Ir) | None => graph.to_string(),
+        // The import's notes (where layouts changed) as comments: the text still parses.
+        Some(Emit::Ir) | None => {
+            notes.iter().map(|n| format!("# {n}\n")).collect::<String>() + &graph.to_string()
+        }
         Some(level) => emit_code(&graph, level)?,
     };
     emit(&text, args.output.as_deref())
@@ -562,11 +644,26 @@ fn list_passes() -> String {
 }
 
 /// Reads and verifies the IR file, or builds the built-in model.
-fn load_graph(args: &ModelArgs) -> Result<Graph> {
+fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>)> {
     let config_given = [args.num_classes, args.batch, args.height, args.width]
         .iter()
         .any(Option::is_some);
-    match (&args.file, args.model) {
+    let source = args.model.as_deref().map(file_model::source).transpose()?;
+    if args.input_shape.is_some() && !matches!(source, Some(file_model::Source::File(_))) {
+        return Err(Error::Usage(
+            "--input-shape fixes the input of a model file (`--model FILE`)".into(),
+        ));
+    }
+    if let Some(file_model::Source::File(path)) = &source {
+        if config_given {
+            return Err(Error::Usage(
+                "--num-classes, --batch, --height and --width configure the built-in model; a model file fixes its own shapes (use --input-shape)".into(),
+            ));
+        }
+        let model = file_model::load(path, args.input_shape.as_deref(), None)?;
+        return Ok((model.graph, model.notes));
+    }
+    let graph = match (&args.file, source) {
         (Some(_), _) if config_given => Err(Error::Usage(
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
@@ -586,7 +683,7 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
             graph::verify(&graph).map_err(|e| locations.attach(e))?;
             Ok(graph)
         }
-        (None, Some(ModelName::Mobilenetv2)) => {
+        (None, Some(_)) => {
             let d = Config::default();
             frontend::mobilenet_v2(&Config {
                 num_classes: args.num_classes.unwrap_or(d.num_classes),
@@ -596,9 +693,10 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
             })
         }
         (None, None) => Err(Error::Usage(
-            "no model given: pass an IR file or `--model mobilenetv2`".into(),
+            "no model given: pass an IR file, `--model mobilenetv2` or `--model FILE`".into(),
         )),
-    }
+    }?;
+    Ok((graph, Vec::new()))
 }
 
 /// Writes `text` to `path`, or to stdout. A closed stdout (`mnv2c ... | head`) is not an error.

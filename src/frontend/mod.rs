@@ -8,6 +8,7 @@
 //! [`mobilenet_v2`] is the model of `shared/spec/seed-model.md`, written block by block as the
 //! tutorial writes it.
 
+pub mod detect;
 pub mod onnx;
 pub mod weights;
 

@@ -65,14 +65,18 @@ const NCHW_AS_NHWC: [usize; 4] = [0, 3, 1, 2];
 /// Reads and imports an `.onnx` file; external data is looked up next to it.
 pub fn read(path: &Path, options: &ImportOptions) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let dir = path.parent().map(|d| {
+    import(&bytes, path, model_dir(path), options)
+}
+
+/// The directory external data of the model at `path` is read from.
+pub fn model_dir(path: &Path) -> Option<&Path> {
+    path.parent().map(|d| {
         if d.as_os_str().is_empty() {
             Path::new(".")
         } else {
             d
         }
-    });
-    import(&bytes, path, dir, options)
+    })
 }
 
 /// Imports a model from bytes; `path` names it in messages, `dir` is where external data lives
