@@ -121,7 +121,6 @@ pub struct RunResult {
 pub fn run(req: &RunRequest<'_>) -> Result<RunResult> {
     let x = req.input.map(npy::read).transpose()?;
     let mut model = load(req.path, req.input_shape, x.as_ref())?;
-    print_notes(&model.notes);
     let x = match x {
         Some(x) => x,
         None => synthetic(&model.inputs[0].1)?,
@@ -132,7 +131,7 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunResult> {
         .map(|s| parse_output(s))
         .collect::<Result<_>>()?;
     let classifier = model.classifier()?;
-    print_notes(classifier.note.as_slice());
+
     let (values, timing) = if req.interp {
         let consts = weights::bind(&model.graph, &model.params)?;
         let start = Instant::now();
@@ -191,6 +190,9 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunResult> {
         })?;
         npy::write(path, t)?;
     }
+    // Notes only once everything worked, so a failure stays a one-line error.
+    print_notes(&model.notes);
+    print_notes(classifier.note.as_slice());
     Ok(RunResult {
         values: named,
         roles: classifier,
@@ -206,7 +208,6 @@ pub fn bench(
     settings: &mnv2c::bench::Settings,
 ) -> Result<mnv2c::bench::Report> {
     let model = load(path, input_shape, None)?;
-    print_notes(&model.notes);
     let x = synthetic(&model.inputs[0].1)?;
     let start = Instant::now();
     let options = Options {
@@ -216,5 +217,7 @@ pub fn bench(
     let compiled = CompiledModel::compile(&model.graph, &model.params, &options)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let name = format!("{} {:?}", path.display(), model.inputs[0].1);
-    mnv2c::bench::run(&compiled, &x, &name, compile_ms, settings)
+    let report = mnv2c::bench::run(&compiled, &x, &name, compile_ms, settings)?;
+    print_notes(&model.notes);
+    Ok(report)
 }

@@ -74,3 +74,45 @@ fn matches_onnx_runtime(name: &str) {
 fn tutorial_model_matches_onnx_runtime() {
     matches_onnx_runtime("tutorial_small");
 }
+
+/// The imported graph prints and parses back to itself (names, layouts, the transpose op).
+#[test]
+fn imported_graph_round_trips_through_the_text_form() {
+    let m = onnx::read(&fixture("tutorial_small.onnx"), &ImportOptions::default()).unwrap();
+    let text = m.graph.to_string();
+    assert!(
+        text.contains("transpose(%input) {perm = [0, 2, 3, 1]}"),
+        "{text}"
+    );
+    let back = mnv2c::graph::parse(&text, "printed.ir").unwrap();
+    assert_eq!(back, m.graph);
+    assert_eq!(m.inputs, vec![("input".to_string(), vec![1, 3, 32, 32])]);
+    assert_eq!(
+        m.outputs,
+        vec![("output".to_string(), "output".to_string())]
+    );
+}
+
+/// Every prefix of a real model and every single-byte change in its first kilobyte is an
+/// error or a model, never a panic.
+#[test]
+fn truncated_and_corrupted_files_never_panic() {
+    let bytes = std::fs::read(fixture("ops_mix_op13.onnx")).unwrap();
+    let options = ImportOptions {
+        input_shape: Some(vec![1, 3, 20, 20]),
+    };
+    let path = Path::new("m.onnx");
+    for len in 0..bytes.len() {
+        let r = onnx::import(&bytes[..len], path, None, &options);
+        if len < 100 {
+            assert!(r.is_err(), "a {len}-byte prefix imported");
+        }
+    }
+    for at in 0..1024.min(bytes.len()) {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[at] ^= flip;
+            let _ = onnx::import(&b, path, None, &options);
+        }
+    }
+}

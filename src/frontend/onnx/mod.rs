@@ -409,32 +409,40 @@ impl Importer<'_> {
                 }
             }
             if remaining == before {
-                let (i, n) = g
-                    .node
-                    .iter()
-                    .enumerate()
-                    .find(|&(i, _)| !done[i])
-                    .ok_or_else(|| self.format("node bookkeeping failed"))?;
-                let _ = i;
-                let missing = n
-                    .input
-                    .iter()
-                    .find(|s| !s.is_empty() && !self.vals.contains_key(*s))
-                    .cloned()
-                    .unwrap_or_default();
-                let message = if produced.contains(missing.as_str()) {
-                    format!(
-                        "input '{missing}' depends on this node's own output: the graph has a cycle"
-                    )
-                } else {
-                    format!(
-                        "input '{missing}' is not defined by any node, initializer or graph input"
-                    )
-                };
-                return Err(self.node_error(n, message));
+                return Err(self.stuck(g, &done, &produced));
             }
         }
         Ok(())
+    }
+
+    /// Why no remaining node can be translated: an input nobody defines, or else a cycle (every
+    /// missing input is the output of a node that is itself waiting).
+    fn stuck(&self, g: &GraphProto, done: &[bool], produced: &HashSet<&str>) -> Error {
+        let waiting = || {
+            g.node
+                .iter()
+                .zip(done)
+                .filter(|(_, d)| !**d)
+                .flat_map(|(n, _)| {
+                    n.input
+                        .iter()
+                        .filter(|s| !s.is_empty() && !self.vals.contains_key(*s))
+                        .map(move |s| (n, s))
+                })
+        };
+        if let Some((n, s)) = waiting().find(|(_, s)| !produced.contains(s.as_str())) {
+            return self.node_error(
+                n,
+                format!("input '{s}' is not defined by any node, initializer or graph input"),
+            );
+        }
+        match waiting().next() {
+            Some((n, s)) => self.node_error(
+                n,
+                format!("input '{s}' can never be computed: the graph has a cycle"),
+            ),
+            None => self.format("node bookkeeping failed"),
+        }
     }
 
     fn translate(&mut self, n: &NodeProto) -> Result<()> {
