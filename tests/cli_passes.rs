@@ -94,6 +94,7 @@ fn print_after_goes_to_stderr_under_a_comment_header_and_parses() {
             "# ----- IR after fold-batchnorm (changed) -----",
             "# ----- IR after fuse-add (changed) -----",
             "# ----- IR after fuse-relu6 (changed) -----",
+            "# ----- IR after fold-pad (unchanged) -----",
             "# ----- IR after dce (unchanged) -----",
         ]
     );
@@ -107,7 +108,16 @@ fn list_passes_needs_no_model() {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["fold-batchnorm", "fuse-add", "fuse-relu6", "dce"]);
+    assert_eq!(
+        names,
+        [
+            "fold-batchnorm",
+            "fuse-add",
+            "fuse-relu6",
+            "fold-pad",
+            "dce"
+        ]
+    );
 }
 
 #[test]
@@ -116,7 +126,7 @@ fn bad_pass_flags_are_one_line_usage_errors() {
         (&["-O0", "--passes", "dce"][..], "cannot be used with"),
         (
             &["--passes", "dce,nope"][..],
-            "error: unknown pass 'nope' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, dce)",
+            "error: unknown pass 'nope' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, fold-pad, dce)",
         ),
         (&["--print-after", "nope"][..], "error: unknown pass 'nope'"),
         (

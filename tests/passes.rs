@@ -436,7 +436,7 @@ fn pass_lookup_lists_the_valid_names() {
     let err = passes::lookup("fold-bn").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown pass 'fold-bn' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, dce)"
+        "unknown pass 'fold-bn' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, fold-pad, dce)"
     );
     let names: Vec<&str> = passes::parse_pass_list("dce, fuse-add")
         .unwrap()

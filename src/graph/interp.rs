@@ -12,7 +12,7 @@
 //!   in f64 and rounded once to f32 when the value is stored, so the interpreter's own rounding
 //!   error is far below any tolerance in [`crate::tolerance`]; differences against it are the
 //!   other side's. Element-wise `add` and `relu6` are exact in f32.
-//! - **NaN propagates.** `relu6(NaN)` is NaN (not 0, as `f32::max` would give), so a NaN
+//! - **NaN propagates.** `relu6(NaN)` and `relu(NaN)` are NaN (not 0, as `f32::max` would give), so a NaN
 //!   anywhere shows in the outputs instead of being hidden by a clamp.
 //! - **Softmax is stable**: the row maximum is subtracted before `exp`, so logits near 100 (or
 //!   1e4) do not overflow.
@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 
-use super::{BatchNorm, Conv2d, ConvGeometry, Graph, Op, ValueId};
+use super::{BatchNorm, Conv2d, ConvGeometry, Graph, Op, Pads, ScaleOffset, ValueId};
 use crate::{Error, Result, Tensor, TensorMap};
 
 /// Evaluates `graph` on `inputs` (one per input node, in [`Graph::inputs`] order) with every
@@ -132,6 +132,9 @@ fn evaluate(
             Op::Flatten => flatten(args[0]).map_err(at)?,
             Op::Softmax => softmax(args[0]).map_err(at)?,
             Op::Transpose(perm) => transpose(args[0], perm).map_err(at)?,
+            Op::Pad(_) | Op::Dense(_) | Op::Relu | Op::ScaleOffset(_) => {
+                import_op(&node.op, args[0], consts).map_err(at)?
+            }
         };
         if value.dims() != node.ty.dims.as_slice() {
             return Err(at(format!(
@@ -432,4 +435,90 @@ pub fn softmax(x: &Tensor) -> std::result::Result<Tensor, String> {
         }
     }
     Ok(out)
+}
+
+/// The ops front ends bring beyond the seed's (one operand each).
+fn import_op(op: &Op, x: &Tensor, consts: &TensorMap) -> std::result::Result<Tensor, String> {
+    match op {
+        Op::Pad(p) => pad(x, p),
+        Op::Dense(d) => dense(x, &consts[&d.weight], d.bias.as_ref().map(|b| &consts[b])),
+        Op::Relu => Ok(relu(x)),
+        Op::ScaleOffset(so) => Ok(scale_offset(x, so)),
+        other => Err(format!("{} is not an import op", other.mnemonic())),
+    }
+}
+
+/// Zero padding of height and width by the four-sided pads.
+pub fn pad(x: &Tensor, p: &Pads) -> std::result::Result<Tensor, String> {
+    let [n, h, w, c] = nhwc(x, "pad input")?;
+    let oh = h
+        .checked_add(p.top)
+        .and_then(|v| v.checked_add(p.bottom))
+        .ok_or("padded height overflows")?;
+    let ow = w
+        .checked_add(p.left)
+        .and_then(|v| v.checked_add(p.right))
+        .ok_or("padded width overflows")?;
+    let mut out = Tensor::zeros(vec![n, oh, ow, c]).ok_or("the output is too large to allocate")?;
+    let od = out.data_mut();
+    for b in 0..n {
+        for y in 0..h {
+            let src = &x.data()[(b * h + y) * w * c..][..w * c];
+            let dst = ((b * oh + y + p.top) * ow + p.left) * c;
+            od[dst..dst + w * c].copy_from_slice(src);
+        }
+    }
+    Ok(out)
+}
+
+/// `y[n, m] = sum_k x[n, k] * w[k, m] + bias[m]`, summed in f64 and rounded once.
+pub fn dense(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> std::result::Result<Tensor, String> {
+    let [n, k] = x.dims()[..] else {
+        return Err(format!("dense input must be rank 2, got {}", x.ty()));
+    };
+    let [wk, m] = w.dims()[..] else {
+        return Err(format!("dense weight must be rank 2, got {}", w.ty()));
+    };
+    if wk != k {
+        return Err(format!("dense weight {} does not take {k} inputs", w.ty()));
+    }
+    if let Some(b) = bias
+        && b.dims() != [m]
+    {
+        return Err(format!("bias has shape {}, expected [{m}]", b.ty()));
+    }
+    let mut out = Tensor::zeros(vec![n, m]).ok_or("the output is too large to allocate")?;
+    let mut acc = vec![0f64; m];
+    for b in 0..n {
+        acc.iter_mut().enumerate().for_each(|(j, a)| {
+            *a = bias.map_or(0.0, |t| f64::from(t.data()[j]));
+        });
+        for (i, &xv) in x.data()[b * k..][..k].iter().enumerate() {
+            for (a, &wv) in acc.iter_mut().zip(&w.data()[i * m..][..m]) {
+                *a += f64::from(xv) * f64::from(wv);
+            }
+        }
+        for (o, a) in out.data_mut()[b * m..][..m].iter_mut().zip(&acc) {
+            *o = *a as f32;
+        }
+    }
+    Ok(out)
+}
+
+/// `max(x, 0)`, element-wise; NaN stays NaN.
+pub fn relu(x: &Tensor) -> Tensor {
+    let mut out = x.clone();
+    out.data_mut()
+        .iter_mut()
+        .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+    out
+}
+
+/// `x * scale + offset`, element-wise, rounded once (a fused multiply-add, as the kernel does).
+pub fn scale_offset(x: &Tensor, so: &ScaleOffset) -> Tensor {
+    let mut out = x.clone();
+    out.data_mut()
+        .iter_mut()
+        .for_each(|v| *v = v.mul_add(so.scale, so.offset));
+    out
 }

@@ -41,7 +41,9 @@ use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 
-pub use op::{BatchNorm, ConstTypes, Conv2d, ConvGeometry, Epilogue, Op, Pads, infer_type};
+pub use op::{
+    BatchNorm, ConstTypes, Conv2d, ConvGeometry, Dense, Epilogue, Op, Pads, ScaleOffset, infer_type,
+};
 pub use parse::parse;
 pub use verify::verify;
 

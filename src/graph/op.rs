@@ -124,6 +124,22 @@ pub struct BatchNorm {
     pub epsilon: f32,
 }
 
+/// A dense (fully connected) layer: `y[n, m] = sum_k x[n, k] * weight[k, m] + bias[m]`, with the
+/// weight `[K, M]` (Keras's layout) and the optional bias `[M]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub weight: String,
+    pub bias: Option<String>,
+}
+
+/// An element-wise affine map with scalar coefficients: `y = x * scale + offset` (Keras's
+/// `Rescaling`), computed as one fused multiply-add.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaleOffset {
+    pub scale: f32,
+    pub offset: f32,
+}
+
 /// An operation. Value operands are the node's incoming edges (see [`Op::num_operands`]);
 /// constants are referenced by name.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +165,14 @@ pub enum Op {
     /// emits it where a model's file layout (NCHW) meets the IR's NHWC: at an input, or at a 4-D
     /// output.
     Transpose(Vec<usize>),
+    /// Zero padding of an NHWC value's height and width by the four-sided pads. Operand: `x`.
+    Pad(Pads),
+    /// `[N, K] -> [N, M]`, see [`Dense`]. Operand: `x`.
+    Dense(Dense),
+    /// `max(x, 0)` (NaN stays NaN). Operand: `x`.
+    Relu,
+    /// `x * scale + offset`, see [`ScaleOffset`]. Operand: `x`.
+    ScaleOffset(ScaleOffset),
 }
 
 impl Op {
@@ -164,6 +188,10 @@ impl Op {
             Op::Flatten => "flatten",
             Op::Softmax => "softmax",
             Op::Transpose(_) => "transpose",
+            Op::Pad(_) => "pad",
+            Op::Dense(_) => "dense",
+            Op::Relu => "relu",
+            Op::ScaleOffset(_) => "scale_offset",
         }
     }
 
@@ -178,7 +206,11 @@ impl Op {
             | Op::GlobalAvgPool
             | Op::Flatten
             | Op::Softmax
-            | Op::Transpose(_) => 1,
+            | Op::Transpose(_)
+            | Op::Pad(_)
+            | Op::Dense(_)
+            | Op::Relu
+            | Op::ScaleOffset(_) => 1,
         }
     }
 
@@ -189,6 +221,9 @@ impl Op {
                 .chain(c.bias.as_deref())
                 .collect(),
             Op::BatchNorm(b) => vec![&b.gamma, &b.beta, &b.mean, &b.variance],
+            Op::Dense(d) => std::iter::once(d.weight.as_str())
+                .chain(d.bias.as_deref())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -318,7 +353,13 @@ pub fn infer_type(
             }
             Ok(x.clone())
         }
-        Op::Relu6 | Op::Softmax => Ok(operands[0].clone()),
+        Op::ScaleOffset(so) if !(so.scale.is_finite() && so.offset.is_finite()) => Err(format!(
+            "scale and offset must be finite, got {} and {}",
+            so.scale, so.offset
+        )),
+        Op::Relu6 | Op::Softmax | Op::Relu | Op::ScaleOffset(_) => Ok(operands[0].clone()),
+        Op::Pad(p) => pad_type(operands[0], p),
+        Op::Dense(d) => dense_type(operands[0], d, consts),
         Op::Add => {
             if operands[0] != operands[1] {
                 return Err(format!(
@@ -365,6 +406,48 @@ fn check_perm(perm: &[usize], rank: usize) -> Result<(), String> {
             "perm {perm:?} is not a permutation of the {rank} axes of the operand"
         ))
     }
+}
+
+/// `pad`: height and width grow by the pads.
+fn pad_type(x: &TensorType, p: &Pads) -> Result<TensorType, String> {
+    let [n, h, w, c] = nhwc(x, "pad input")?;
+    let grow = |x: usize, a: usize, b: usize, axis: &str| {
+        x.checked_add(a)
+            .and_then(|s| s.checked_add(b))
+            .ok_or_else(|| format!("padded {axis} overflows"))
+    };
+    let oh = grow(h, p.top, p.bottom, "height")?;
+    let ow = grow(w, p.left, p.right, "width")?;
+    Ok(TensorType::new(vec![n, oh, ow, c]))
+}
+
+/// `dense`: `[N, K]` with a `[K, M]` weight (and `[M]` bias) gives `[N, M]`.
+fn dense_type(x: &TensorType, d: &Dense, consts: &dyn ConstTypes) -> Result<TensorType, String> {
+    let const_type = |name: &str| {
+        consts
+            .const_type(name)
+            .ok_or_else(|| format!("constant @{name} is not declared"))
+    };
+    let [n, k] = x.dims[..] else {
+        return Err(format!("dense input must be [N, K] (rank 2), got {x}"));
+    };
+    let w = const_type(&d.weight)?;
+    let [wk, m] = w.dims[..] else {
+        return Err(format!(
+            "weight @{} must be [K, M] (rank 2), got {w}",
+            d.weight
+        ));
+    };
+    if wk != k {
+        return Err(format!(
+            "weight @{} has type {w}, expected {k} rows (the input's features)",
+            d.weight
+        ));
+    }
+    if let Some(bias) = &d.bias {
+        expect_shape(const_type(bias)?, &[m], &format!("bias @{bias}"))?;
+    }
+    Ok(TensorType::new(vec![n, m]))
 }
 
 fn nhwc(t: &TensorType, what: &str) -> Result<[usize; 4], String> {

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 
-use super::{BatchNorm, Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
+use super::{
+    BatchNorm, Const, ConstDef, Conv2d, Dense, Epilogue, Graph, Op, Pads, ScaleOffset, TensorType,
+};
 use crate::{Error, Result};
 
 /// Parses the text form. `file` is used in error messages only.
@@ -650,11 +652,13 @@ impl Parser<'_> {
                     epsilon: d.float("epsilon")?,
                 })
             }
-            "relu6" | "softmax" | "global_avg_pool" | "flatten" => {
+            "pad" | "dense" | "scale_offset" => self.import_op(&app, &mut d)?,
+            "relu6" | "relu" | "softmax" | "global_avg_pool" | "flatten" => {
                 let x = d.value("the input value")?;
                 d.operands.push(x);
                 match app.name.as_str() {
                     "relu6" => Op::Relu6,
+                    "relu" => Op::Relu,
                     "softmax" => Op::Softmax,
                     "global_avg_pool" => Op::GlobalAvgPool,
                     _ => Op::Flatten,
@@ -675,13 +679,38 @@ impl Parser<'_> {
                 return Err(self.error_at(
                     app.at,
                     format!(
-                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, add, global_avg_pool, flatten, softmax, transpose)"
+                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, relu, add, global_avg_pool, flatten, softmax, pad, dense, scale_offset, transpose)"
                     ),
                 ));
             }
         };
         d.finish()?;
         Ok((op, d.operands))
+    }
+
+    /// The ops front ends bring beyond the seed's: `pad`, `dense`, `scale_offset`.
+    fn import_op(&self, app: &Application, d: &mut Decoder<'_, '_>) -> Result<Op> {
+        let x = d.value("the input value")?;
+        d.operands.push(x);
+        Ok(match app.name.as_str() {
+            "pad" => {
+                let p = d.list::<4>("pads", "[top, bottom, left, right]")?;
+                Op::Pad(Pads {
+                    top: p[0],
+                    bottom: p[1],
+                    left: p[2],
+                    right: p[3],
+                })
+            }
+            "dense" => Op::Dense(Dense {
+                weight: d.constant("the weight constant")?,
+                bias: d.optional_constant("bias")?,
+            }),
+            _ => Op::ScaleOffset(ScaleOffset {
+                scale: d.float("scale")?,
+                offset: d.float("offset")?,
+            }),
+        })
     }
 
     fn const_def(&self, app: Application) -> Result<ConstDef> {

@@ -122,6 +122,25 @@ impl Display for OpText<'_> {
                 let items: Vec<String> = perm.iter().map(usize::to_string).collect();
                 write!(attrs, "perm = [{}]", items.join(", "))?;
             }
+            Op::Pad(p) => {
+                args.extend(operands.iter().cloned());
+                write!(
+                    attrs,
+                    "pads = [{}, {}, {}, {}]",
+                    p.top, p.bottom, p.left, p.right
+                )?;
+            }
+            Op::Dense(d) => {
+                args.extend(operands.first().cloned());
+                args.push(format!("@{}", d.weight));
+                if let Some(b) = &d.bias {
+                    args.push(format!("bias = @{b}"));
+                }
+            }
+            Op::ScaleOffset(so) => {
+                args.extend(operands.iter().cloned());
+                write!(attrs, "scale = {:?}, offset = {:?}", so.scale, so.offset)?;
+            }
             _ => args.extend(operands.iter().cloned()),
         }
         write!(f, "({})", args.join(", "))?;

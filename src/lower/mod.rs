@@ -13,6 +13,7 @@
 //! per-channel scale and shift), named `<node>/<what>` and stored in [`Program::constants`].
 
 pub mod conv;
+pub mod dense;
 pub mod depthwise;
 pub mod elementwise;
 pub mod pool;
@@ -61,6 +62,10 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         Op::GlobalAvgPool => pool::lower(&mut cx)?,
         Op::Softmax => softmax::lower(&mut cx)?,
         Op::Transpose(perm) => transpose::lower(&mut cx, perm)?,
+        Op::Pad(p) => elementwise::pad(&mut cx, p)?,
+        Op::Dense(d) => dense::lower(&mut cx, d)?,
+        Op::Relu => elementwise::relu(&mut cx)?,
+        Op::ScaleOffset(so) => elementwise::scale_offset(&mut cx, so)?,
     };
     loops::verify(&kernel)?;
     Ok(Some(Lowered {

@@ -73,6 +73,8 @@ pub enum Family {
     Pool,
     /// Softmax over the last axis.
     Softmax,
+    /// Dense layer: a matrix-vector product per batch row.
+    Dense,
 }
 
 /// The shape of a kernel's loop nest.
@@ -110,7 +112,7 @@ impl Schedule {
         let (pixel_tile, channel_vectors) = match family {
             Family::Pointwise => (2, 4),
             Family::Direct | Family::Depthwise => (4, 2),
-            Family::Elementwise | Family::Pool => (1, 2),
+            Family::Elementwise | Family::Pool | Family::Dense => (1, 2),
             Family::Softmax => (1, 1),
         };
         Schedule {
@@ -171,6 +173,7 @@ impl fmt::Display for Schedule {
             ),
             Family::Elementwise => ("elementwise", "no reduction"),
             Family::Pool => ("global average pool", "reduction h, w"),
+            Family::Dense => ("dense", "reduction over input features"),
             Family::Softmax => {
                 return write!(
                     f,

@@ -27,12 +27,16 @@
 //!    (epilogue `add`); it then turns that into `add_relu6`. In the other order the relu6 would
 //!    stay standalone. (No relu6 follows an add in MobileNetV2, but this order is the right one
 //!    in general; `relu6 -> add` never fuses either way, since an add cannot go after a clamp.)
-//! 3. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
+//! 3. `fold-pad` after the fusions: it only widens a conv's pads and removes the pad node, which
+//!    none of the rewrites above looks through, so its place is free; after them it keeps the
+//!    numbering of their snapshots.
+//! 4. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
 //!    live reads. The folds' sources (weights, batch-norm parameters) stay: the derived
 //!    constants read them, and they are what a weights file provides.
 
 pub mod dce;
 pub mod fold_batchnorm;
+pub mod fold_pad;
 pub mod fuse_add;
 pub mod fuse_relu6;
 
@@ -56,6 +60,12 @@ pub const FOLD_BATCHNORM: Pass = Pass {
     run: fold_batchnorm::run,
 };
 
+pub const FOLD_PAD: Pass = Pass {
+    name: "fold-pad",
+    summary: "fold a zero pad into the padding of the conv it feeds",
+    run: fold_pad::run,
+};
+
 pub const FUSE_ADD: Pass = Pass {
     name: "fuse-add",
     summary: "fuse a residual add into the epilogue of the conv producing one of its operands",
@@ -75,10 +85,10 @@ pub const DCE: Pass = Pass {
 };
 
 /// Every pass, in the order of the default pipeline; what [`lookup`] searches.
-pub const ALL_PASSES: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, DCE];
+pub const ALL_PASSES: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, FOLD_PAD, DCE];
 
 /// The passes `mnv2c compile` runs unless told otherwise (see the module doc for the order).
-pub const DEFAULT_PIPELINE: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, DCE];
+pub const DEFAULT_PIPELINE: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, FOLD_PAD, DCE];
 
 /// The pass called `name`, or a usage error listing the valid names.
 pub fn lookup(name: &str) -> Result<Pass> {
