@@ -75,6 +75,27 @@ fn tutorial_model_matches_onnx_runtime() {
     matches_onnx_runtime("tutorial_small");
 }
 
+#[test]
+fn tf2onnx_nhwc_model_matches_onnx_runtime() {
+    matches_onnx_runtime("keras_nhwc_op13");
+}
+
+#[test]
+fn tf2onnx_nchw_models_match_onnx_runtime_at_opsets_9_and_18() {
+    matches_onnx_runtime("keras_nchw_op9");
+    matches_onnx_runtime("keras_nchw_op18");
+}
+
+#[test]
+fn every_supported_operator_matches_onnx_runtime() {
+    matches_onnx_runtime("ops_mix_op13");
+}
+
+#[test]
+fn external_data_next_to_the_model_is_read() {
+    matches_onnx_runtime("ops_mix_ext");
+}
+
 /// The imported graph prints and parses back to itself (names, layouts, the transpose op).
 #[test]
 fn imported_graph_round_trips_through_the_text_form() {

@@ -10,7 +10,7 @@ use super::proto::NodeProto;
 use super::tensors::{ConstVal, Data};
 use super::{Act, Importer, NCHW_AS_NHWC, Pending, Val};
 use crate::Result;
-use crate::graph::{BatchNorm, Conv2d, Op, Pads};
+use crate::graph::{BatchNorm, Conv2d, Dense, Op, Pads, ScaleOffset};
 
 /// Attribute readers.
 pub(crate) fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n super::proto::AttributeProto> {
@@ -60,6 +60,12 @@ pub(crate) fn translate(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         "Softmax" => softmax(imp, n)?,
         "Transpose" => transpose(imp, n)?,
         "Pad" => pad(imp, n)?,
+        "Relu" => {
+            let x = imp.act_in(n, 0, &NCHW_AS_NHWC)?;
+            let perm = x.perm.clone();
+            Val::Act(imp.unary(n, Op::Relu, x, perm)?)
+        }
+        "Gemm" | "MatMul" => dense(imp, n, op)?,
         "Identity" | "Dropout" => imp.input(n, 0)?,
         _ => return Err(imp.node_error(n, "unsupported operator")),
     };
@@ -133,13 +139,40 @@ impl Importer<'_> {
     pub(crate) fn act(&mut self, v: Val, name: &str) -> Result<Act> {
         match v {
             Val::Act(a) => Ok(a),
-            Val::Const(_) => Err(self.format(format!("'{name}' is a constant where an activation is expected"))),
-            Val::Pending(Pending::Pad { .. }) => Err(self.format(format!(
-                "'{name}': a Pad is supported only as the input of a Conv (where it is folded into the conv's pads)"
+            Val::Const(_) => Err(self.format(format!(
+                "'{name}' is a constant where an activation is expected"
             ))),
+            Val::Pending(Pending::Pad { act, pads }) => {
+                let a = self.relayout(act, &NCHW_AS_NHWC, name, "to_nhwc")?;
+                let [top, left, bottom, right] = pads;
+                let op = Op::Pad(Pads {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                });
+                let id = self.node(name, op, &[a.id])?;
+                Ok(Act { id, perm: a.perm })
+            }
+            Val::Pending(Pending::Affine { act, scale, shift })
+                if scale.windows(2).all(|w| w[0] == w[1])
+                    && shift.windows(2).all(|w| w[0] == w[1]) =>
+            {
+                // One scale and one shift for every channel: element-wise, in any layout.
+                let op = Op::ScaleOffset(ScaleOffset {
+                    scale: scale[0],
+                    offset: shift[0],
+                });
+                let id = self.node(name, op, &[act.id])?;
+                Ok(Act { id, perm: act.perm })
+            }
             Val::Pending(Pending::Affine { act, scale, shift }) => {
                 let rank = act.perm.len();
-                let want: Vec<usize> = if rank == 4 { NCHW_AS_NHWC.to_vec() } else { (0..rank).collect() };
+                let want: Vec<usize> = if rank == 4 {
+                    NCHW_AS_NHWC.to_vec()
+                } else {
+                    (0..rank).collect()
+                };
                 let a = self.relayout(act, &want, name, "to_nhwc")?;
                 let c = scale.len();
                 let base = format!("{name}/affine");
@@ -147,7 +180,13 @@ impl Importer<'_> {
                 let beta = self.param(&format!("{base}/shift"), vec![c], shift)?;
                 let mean = self.param(&format!("{base}/zero"), vec![c], vec![0.0; c])?;
                 let variance = self.param(&format!("{base}/one"), vec![c], vec![1.0; c])?;
-                let op = Op::BatchNorm(BatchNorm { gamma, beta, mean, variance, epsilon: 0.0 });
+                let op = Op::BatchNorm(BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    variance,
+                    epsilon: 0.0,
+                });
                 let id = self.node(name, op, &[a.id])?;
                 Ok(Act { id, perm: a.perm })
             }
@@ -350,10 +389,98 @@ fn clip(imp: &mut Importer<'_>, n: &NodeProto) -> Result<Val> {
     if lo == 0.0 && hi == 6.0 {
         return Ok(Val::Act(imp.unary(n, Op::Relu6, x, perm)?));
     }
-    Err(imp.node_error(
+    if lo == 0.0 && hi == f32::INFINITY {
+        return Ok(Val::Act(imp.unary(n, Op::Relu, x, perm)?));
+    }
+    // Other bounds through the clamps the IR has, with scalar affine maps around them:
+    // clip(x, lo, hi) = lo + (hi - lo) / 6 * relu6((x - lo) * 6 / (hi - lo)),
+    // max(x, lo) = relu(x - lo) + lo, min(x, hi) = hi - relu(hi - x).
+    let (pre, clamp, post) = match (lo.is_finite(), hi.is_finite()) {
+        (true, true) if lo < hi => {
+            let k = 6.0 / (hi - lo);
+            ((k, -lo * k), Op::Relu6, ((hi - lo) / 6.0, lo))
+        }
+        (true, false) if hi == f32::INFINITY => ((1.0, -lo), Op::Relu, (1.0, lo)),
+        (false, true) if lo == f32::NEG_INFINITY => ((-1.0, hi), Op::Relu, (-1.0, hi)),
+        _ => return Err(imp.node_error(n, format!("bounds [{lo}, {hi}] are not supported"))),
+    };
+    let name = n.output.first().cloned().unwrap_or_default();
+    let so = |(scale, offset): (f32, f32)| Op::ScaleOffset(ScaleOffset { scale, offset });
+    let a = imp
+        .node(&format!("{name}/pre"), so(pre), &[x.id])
+        .map_err(|e| imp.node_error(n, e))?;
+    let b = imp
+        .node(&format!("{name}/clamp"), clamp, &[a])
+        .map_err(|e| imp.node_error(n, e))?;
+    let id = imp
+        .node(&name, so(post), &[b])
+        .map_err(|e| imp.node_error(n, e))?;
+    Ok(Val::Act(Act { id, perm }))
+}
+
+/// `Gemm` (`alpha * A * B' + beta * C`, A not transposed) and `MatMul` of an `[N, K]`
+/// activation by a constant: a `dense` with the weight `[K, M]` (alpha folded in) and the bias
+/// `beta * C` (`[M]`, `[1, M]` or one value broadcast).
+fn dense(imp: &mut Importer<'_>, n: &NodeProto, op: &str) -> Result<Val> {
+    if attr_i(n, "transA").unwrap_or(0) != 0 {
+        return Err(imp.node_error(n, "transA = 1 is not supported"));
+    }
+    let x = imp.act_in(n, 0, &[0, 1])?;
+    if x.perm.len() != 2 {
+        let r = x.perm.len();
+        return Err(imp.node_error(
+            n,
+            format!("the input must be [N, K] (rank 2), got rank {r}"),
+        ));
+    }
+    let k = imp.dims(&x)[1];
+    let (wd, w) = imp.weight_in(n, 1)?;
+    let trans = op == "Gemm" && attr_i(n, "transB").unwrap_or(0) != 0;
+    let alpha = if op == "Gemm" {
+        attr_f(n, "alpha").unwrap_or(1.0)
+    } else {
+        1.0
+    };
+    let (wk, m) = match (wd.as_slice(), trans) {
+        (&[a, b], false) => (a, b),
+        (&[a, b], true) => (b, a),
+        _ => return Err(imp.node_error(n, format!("weight must be 2-D, got {wd:?}"))),
+    };
+    if wk != k {
+        return Err(imp.node_error(n, format!("weight {wd:?} does not take {k} input features")));
+    }
+    let mut km = vec![0.0f32; w.len()];
+    for r in 0..k {
+        for c in 0..m {
+            let v = if trans { w[c * k + r] } else { w[r * m + c] };
+            km[r * m + c] = alpha * v;
+        }
+    }
+    let weight = imp.param(&n.input[1], vec![k, m], km)?;
+    let bias = match (op, imp.const_in(n, 2)?) {
+        ("Gemm", Some(c)) => {
+            let beta = attr_f(n, "beta").unwrap_or(1.0);
+            let v = c.floats();
+            let b: Vec<f32> = match (c.dims.as_slice(), v.len()) {
+                (_, 1) => vec![beta * v[0]; m],
+                (&[l] | &[1, l], _) if l == m => v.iter().map(|&x| beta * x).collect(),
+                (d, _) => {
+                    return Err(imp.node_error(
+                        n,
+                        format!("C of shape {d:?} does not broadcast to [N, {m}]"),
+                    ));
+                }
+            };
+            Some(imp.param(&n.input[2], vec![m], b)?)
+        }
+        _ => None,
+    };
+    Ok(Val::Act(imp.unary(
         n,
-        format!("bounds [{lo}, {hi}]: only [0, 6] (relu6) is supported"),
-    ))
+        Op::Dense(Dense { weight, bias }),
+        x,
+        vec![0, 1],
+    )?))
 }
 
 /// `Add`, `Mul`, `Sub`, `Div`: two activations (Add only), or an activation and a per-channel
@@ -471,7 +598,8 @@ fn reduce_mean(imp: &mut Importer<'_>, n: &NodeProto) -> Result<Val> {
     } else {
         attr_ints(n, "axes")
     };
-    let x = imp.act_in(n, 0, &NCHW_AS_NHWC)?;
+    let v = imp.input(n, 0)?;
+    let x = imp.act(v, &n.input[0])?;
     let rank = x.perm.len();
     let mut axes: Vec<usize> = axes
         .unwrap_or_default()
@@ -480,9 +608,17 @@ fn reduce_mean(imp: &mut Importer<'_>, n: &NodeProto) -> Result<Val> {
         .collect::<Option<_>>()
         .ok_or_else(|| imp.node_error(n, "an axis is out of range"))?;
     axes.sort_unstable();
-    if rank != 4 || axes != [2, 3] {
+    // The IR pools its NHWC axes 1 and 2: the reduced ONNX axes must land there (tf2onnx
+    // reduces [N, 1, 1, C] over axes 1, 2 after a Reshape); else the value is brought to NHWC.
+    let mut ir_axes: Vec<usize> = axes.iter().map(|&a| x.perm[a]).collect();
+    ir_axes.sort_unstable();
+    let x = if rank == 4 && x.perm[0] == 0 && ir_axes == [1, 2] {
+        x
+    } else if rank == 4 && axes == [2, 3] {
+        imp.act_in(n, 0, &NCHW_AS_NHWC)?
+    } else {
         return Err(imp.node_error(n, format!("only the mean over H and W of an NCHW value is supported (axes [2, 3]), got axes {axes:?} of rank {rank}")));
-    }
+    };
     let keep = attr_i(n, "keepdims").unwrap_or(1) != 0;
     let name = n.output.first().cloned().unwrap_or_default();
     let pooled = imp
@@ -490,12 +626,36 @@ fn reduce_mean(imp: &mut Importer<'_>, n: &NodeProto) -> Result<Val> {
         .map_err(|e| imp.node_error(n, e))?;
     let pooled = Act {
         id: pooled,
-        perm: NCHW_AS_NHWC.to_vec(),
+        perm: x.perm.clone(),
     };
     if keep {
         return Ok(Val::Act(pooled));
     }
     Ok(Val::Act(imp.unary(n, Op::Flatten, pooled, vec![0, 1])?))
+}
+
+/// A same-rank reshape that only moves size-1 axes (`[N, C, 1, 1] -> [N, 1, 1, C]`) changes no
+/// data: the new ONNX axes of size > 1 keep the IR axes of the old ones, the size-1 axes take
+/// the IR axes left over. `None` for any other reshape.
+fn move_unit_axes(from: &[usize], to: &[usize], perm: &[usize]) -> Option<Vec<usize>> {
+    let big = |d: &[usize]| -> Vec<usize> { (0..d.len()).filter(|&i| d[i] != 1).collect() };
+    let (bf, bt) = (big(from), big(to));
+    let same = from.len() == to.len()
+        && bf.len() == bt.len()
+        && bf.iter().zip(&bt).all(|(&i, &j)| from[i] == to[j]);
+    if !same {
+        return None;
+    }
+    let mut out = vec![usize::MAX; to.len()];
+    for (&i, &j) in bf.iter().zip(&bt) {
+        out[j] = perm[i];
+    }
+    let spare: Vec<usize> = (0..perm.len()).filter(|p| !out.contains(p)).collect();
+    let mut spare = spare.into_iter();
+    for slot in out.iter_mut().filter(|s| **s == usize::MAX) {
+        *slot = spare.next()?;
+    }
+    Some(out)
 }
 
 /// `[N, d1, ..] -> [N, d1 * ..]` of an activation, in ONNX element order.
@@ -557,6 +717,9 @@ fn reshape(imp: &mut Importer<'_>, n: &NodeProto, op: &str) -> Result<Val> {
     };
     if target == d {
         return Ok(Val::Act(a));
+    }
+    if let Some(perm) = move_unit_axes(&d, &target, &a.perm) {
+        return Ok(Val::Act(Act { id: a.id, perm }));
     }
     let rest: usize = d.iter().skip(1).product();
     if target.len() == 2 && target[0] == d[0] && target[1] == rest {
