@@ -137,3 +137,23 @@ fn truncated_and_corrupted_files_never_panic() {
         }
     }
 }
+
+/// ONNX names outside the bare grammar keep their spelling: printed quoted, parsed back equal.
+#[test]
+fn onnx_names_keep_their_spelling_through_quoted_names() {
+    let options = ImportOptions {
+        input_shape: Some(vec![1, 32, 32, 3]),
+    };
+    let m = onnx::read(&fixture("keras_nhwc_op13.onnx"), &options).unwrap();
+    let text = m.graph.to_string();
+    assert!(text.contains("%\"Conv__339:0\" = conv2d("), "{text}");
+    assert_eq!(mnv2c::graph::parse(&text, "printed.ir").unwrap(), m.graph);
+    let escaped = "graph g {\n  %\"x \\\"1\\\" \\\\ y\" = input : f32[1,2]\n  %\"s:0\" = softmax(%\"x \\\"1\\\" \\\\ y\") : f32[1,2]\n  output %\"s:0\"\n}\n";
+    let g = mnv2c::graph::parse(escaped, "quoted.ir").unwrap();
+    assert!(g.find("x \"1\" \\ y").is_some());
+    assert_eq!(g.to_string(), escaped);
+    for bad in ["%\"\" = input", "%\"open = input", "%\"a\\n\" = input"] {
+        let text = format!("graph g {{\n  {bad} : f32[1]\n  output %a\n}}\n");
+        assert!(mnv2c::graph::parse(&text, "bad.ir").is_err(), "{bad}");
+    }
+}

@@ -25,6 +25,13 @@ Models:
                      subgraph Shape->Gather->Unsqueeze->Concat->Reshape, Squeeze, Gemm, MatMul,
                      Transpose, Identity, Dropout, two named outputs (logits and prob)
   ops_mix_ext        ops_mix_op13 with its initializers in an external file (ops_mix_ext.data)
+
+    venv/bin/python tools/onnx_fixtures.py --bench DIR
+
+writes the full-size models of the head-to-head benchmark (docs/performance.md) to DIR instead,
+too large to commit: mnv2_tutorial.onnx (make_onnx.py's tutorial network, 224x224, 1000
+classes) and keras_mnv2_224.onnx (keras.applications.MobileNetV2 alpha 1.0, 224x224, 1000
+classes, random weights, tf2onnx opset 13, NHWC input).
 """
 import copy
 import importlib.util
@@ -180,7 +187,27 @@ def ops_mix():
     ort_reference("ops_mix_ext", ext, x)
 
 
+def bench_models(out):
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    os.makedirs(out, exist_ok=True)
+    spec = importlib.util.spec_from_file_location("make_onnx", MAKE_ONNX)
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    onnx.save(mk.build("tutorial", hw=224, batch=1, seed=0), os.path.join(out, "mnv2_tutorial.onnx"))
+    keras.utils.set_random_seed(5)
+    model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
+    spec = (tf.TensorSpec((None, 224, 224, 3), tf.float32, name="image"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=13,
+                               output_path=os.path.join(out, "keras_mnv2_224.onnx"))
+    print("wrote", out)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--bench":
+        return bench_models(sys.argv[2])
     os.makedirs(OUT, exist_ok=True)
     tutorial_small()
     ops_mix()

@@ -134,6 +134,16 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
                 i = take_while(i, &|c| c != '\n');
                 continue;
             }
+            '%' | '@' if chars.get(i + 1) == Some(&'"') => {
+                let (name, j) =
+                    quoted_name(&chars, i + 2).map_err(|(at, m)| err(tline, tcol + (at - i), m))?;
+                let tok = if c == '%' {
+                    Tok::Value(name)
+                } else {
+                    Tok::Const(name)
+                };
+                (tok, j)
+            }
             '%' | '@' => {
                 let j = take_while(i + 1, &|c| super::is_name_char(c));
                 if j == i + 1 {
@@ -189,6 +199,45 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
         col,
     });
     Ok(out)
+}
+
+/// A quoted name starting after its opening `"` at `start`: the name and the index after the
+/// closing quote. `\"` and `\\` are the only escapes; the name ends on its line and is not
+/// empty. The error carries the index it refers to.
+fn quoted_name(chars: &[char], start: usize) -> Result<(String, usize), (usize, String)> {
+    let mut name = String::new();
+    let mut j = start;
+    loop {
+        match chars.get(j) {
+            None | Some('\n') => {
+                return Err((j, "unterminated quoted name (a `\"` is missing)".into()));
+            }
+            Some('"') if name.is_empty() => return Err((j, "a quoted name is empty".into())),
+            Some('"') => return Ok((name, j + 1)),
+            Some('\\') => match chars.get(j + 1) {
+                Some(&e @ ('"' | '\\')) => {
+                    name.push(e);
+                    j += 2;
+                }
+                _ => {
+                    return Err((
+                        j,
+                        "in a quoted name, `\\` escapes only `\"` and `\\`".into(),
+                    ));
+                }
+            },
+            Some(c) if c.is_control() => {
+                return Err((
+                    j,
+                    format!("control character {} in a quoted name", c.escape_debug()),
+                ));
+            }
+            Some(&c) => {
+                name.push(c);
+                j += 1;
+            }
+        }
+    }
 }
 
 /// An operand in an argument list: a value or a constant, with where it was written.

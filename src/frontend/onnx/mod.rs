@@ -16,9 +16,10 @@
 //! - **Shapes.** Every dimension is fixed at import: a symbolic input dimension takes its value
 //!   from [`ImportOptions::input_shape`] (in the file's layout), or the import fails naming the
 //!   input, the axis and the option that fixes it.
-//! - **Names.** IR names are the ONNX value and initializer names with characters outside the
-//!   IR's name grammar replaced by `_`, made unique; [`Imported::outputs`] maps each ONNX output
-//!   name to its IR value.
+//! - **Names.** IR names are the ONNX value and initializer names, spelled as in the file (the
+//!   text form quotes those outside its bare grammar: `%"onnx::Conv_12"`), made unique with a
+//!   `_2` suffix where ONNX reuses a name for a transformed weight; [`Imported::outputs`] maps
+//!   each ONNX output name to its IR value.
 //! - **Errors.** A file that is not an ONNX model, an operator or attribute outside the supported
 //!   set, a non-float32 tensor, a cycle or an undefined input is an [`Error::Format`] naming the
 //!   file, the node, its op type and the opset; nothing panics on any input bytes.
@@ -31,7 +32,7 @@ pub mod tensors;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use crate::graph::{Const, ConstDef, Graph, Op, TensorType, ValueId, is_valid_name};
+use crate::graph::{Const, ConstDef, Graph, NameText, Op, TensorType, ValueId};
 use crate::{Error, Result, Tensor, TensorMap};
 use proto::{GraphProto, NodeProto, data_type};
 use tensors::{ConstVal, ModelDir};
@@ -113,7 +114,7 @@ pub fn import(
         path,
         dir,
         opset,
-        graph: Graph::new(sanitize(if name.is_empty() { "onnx" } else { &name })),
+        graph: Graph::new(graph_name(&name)),
         params: TensorMap::new(),
         vals: HashMap::new(),
         used: HashSet::new(),
@@ -175,19 +176,27 @@ pub(crate) struct Importer<'a> {
     pub notes: Vec<String>,
 }
 
-/// `name` with every character outside the IR's name grammar replaced by `_`.
-fn sanitize(name: &str) -> String {
+/// An ONNX name as an IR name: the same spelling (printed quoted when it is not a bare name),
+/// control characters replaced by `_`, `v` for an empty name.
+fn ir_name(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| {
-            if crate::graph::is_valid_name(&c.to_string()) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_control() { '_' } else { c })
         .collect();
     if s.is_empty() { "v".into() } else { s }
+}
+
+/// A graph name for the header (`graph NAME {`), which takes an identifier.
+fn graph_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    match s.chars().next() {
+        None => "onnx".into(),
+        Some(c) if c.is_ascii_digit() => format!("_{s}"),
+        Some(_) => s,
+    }
 }
 
 impl Importer<'_> {
@@ -212,10 +221,10 @@ impl Importer<'_> {
 
     /// A fresh IR name derived from an ONNX name.
     pub fn fresh(&mut self, base: &str) -> String {
-        let base = sanitize(base);
+        let base = ir_name(base);
         let mut name = base.clone();
         let mut k = 2;
-        while self.used.contains(&name) || !is_valid_name(&name) {
+        while self.used.contains(&name) {
             name = format!("{base}_{k}");
             k += 1;
         }
@@ -275,7 +284,9 @@ impl Importer<'_> {
         let id = self.node(&format!("{base}/{what}"), Op::Transpose(p.clone()), &[a.id])?;
         let new_name = self.graph.node(id).name.clone();
         self.notes.push(format!(
-            "layout: %{new_name} = transpose(%{ir_name}) {{perm = {p:?}}} changes '{base}' from {} to {}",
+            "layout: %{} = transpose(%{}) {{perm = {p:?}}} changes '{base}' from {} to {}",
+            NameText(&new_name),
+            NameText(&ir_name),
             layout_name(&a.perm),
             layout_name(want)
         ));
