@@ -68,10 +68,7 @@ fn compiled_matches_interpreter_with_and_without_passes() {
         let x = common::Rng(i as u64).tensor(&[n, h, w, cin], 0.0, 255.0);
         let want = interp::run(&g, &weights, std::slice::from_ref(&x)).unwrap();
         for optimize in [false, true] {
-            let opts = Options {
-                optimize,
-                ..Options::default()
-            };
+            let opts = Options::new().with_optimize(optimize);
             let m = CompiledModel::compile(&g, &weights, &opts).unwrap();
             let got = m.run(&x).unwrap();
             let cmp = |name: &str, a: &Tensor, b: &Tensor| {

@@ -200,10 +200,18 @@ fn compile_function(
 }
 
 /// The host ISA at `level`; the IR verifier only when `verifier`.
+/// The value of Cranelift's `opt_level` setting for a kernel's [`OptLevel`].
+fn cranelift_opt_level(level: OptLevel) -> &'static str {
+    match level {
+        OptLevel::None => "none",
+        OptLevel::Speed => "speed",
+    }
+}
+
 fn make_isa(level: OptLevel, verifier: bool) -> Result<OwnedTargetIsa> {
     let mut fb = settings::builder();
     for (k, v) in [
-        ("opt_level", level.cranelift_name()),
+        ("opt_level", cranelift_opt_level(level)),
         ("enable_verifier", if verifier { "true" } else { "false" }),
         ("is_pic", "false"),
         ("use_colocated_libcalls", "false"),

@@ -9,6 +9,7 @@
 //! tutorial writes it.
 
 pub mod detect;
+pub mod keras;
 pub mod onnx;
 pub mod weights;
 

@@ -31,7 +31,7 @@ use super::{BatchNorm, Conv2d, ConvGeometry, Graph, Op, Pads, ScaleOffset, Value
 use crate::{Error, Result, Tensor, TensorMap};
 
 /// Evaluates `graph` on `inputs` (one per input node, in [`Graph::inputs`] order) with every
-/// constant bound in `consts` (see `frontend::weights::bind`). Returns the outputs in the
+/// constant bound in `consts` (see [`bind`](super::consts::bind)). Returns the outputs in the
 /// graph's output order.
 pub fn run(graph: &Graph, consts: &TensorMap, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     let (values, _) = evaluate(graph, consts, inputs, false)?;
@@ -249,7 +249,7 @@ pub fn conv2d(
         ));
     }
     let (xd, wdat) = (x.data(), w.data());
-    let mut out = Tensor::zeros(out_dims).ok_or("the output is too large to allocate")?;
+    let mut out = Tensor::zeros(out_dims).map_err(|e| e.to_string())?;
     let od = out.data_mut();
     let mut acc = vec![0f64; cout];
     for b in 0..n {
@@ -358,7 +358,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> std::result::Result<Tensor, String> {
 /// Mean over H and W: `[N, H, W, C] -> [N, 1, 1, C]`, summed in f64.
 pub fn global_avg_pool(x: &Tensor) -> std::result::Result<Tensor, String> {
     let [n, h, w, c] = nhwc(x, "global_avg_pool input")?;
-    let mut out = Tensor::zeros(vec![n, 1, 1, c]).ok_or("the output is too large to allocate")?;
+    let mut out = Tensor::zeros(vec![n, 1, 1, c]).map_err(|e| e.to_string())?;
     let count = (h * w) as f64;
     for b in 0..n {
         let mut sum = vec![0f64; c];
@@ -383,7 +383,7 @@ pub fn flatten(x: &Tensor) -> std::result::Result<Tensor, String> {
     let rest = dims[1..].iter().product();
     x.clone()
         .reshaped(vec![dims[0], rest])
-        .ok_or_else(|| "flatten changed the element count".into())
+        .map_err(|e| format!("flatten: {e}"))
 }
 
 /// Output axis `a` is input axis `perm[a]`: `y[i] = x[j]` with `j[perm[a]] = i[a]`.
@@ -413,7 +413,7 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> std::result::Result<Tensor, Stri
             index[a] = 0;
         }
     }
-    Tensor::new(out_dims, data).ok_or_else(|| "transpose changed the element count".into())
+    Tensor::new(out_dims, data).map_err(|e| e.to_string())
 }
 
 /// Softmax over the last axis, in f64, with the row maximum subtracted first so large logits do
@@ -459,7 +459,7 @@ pub fn pad(x: &Tensor, p: &Pads) -> std::result::Result<Tensor, String> {
         .checked_add(p.left)
         .and_then(|v| v.checked_add(p.right))
         .ok_or("padded width overflows")?;
-    let mut out = Tensor::zeros(vec![n, oh, ow, c]).ok_or("the output is too large to allocate")?;
+    let mut out = Tensor::zeros(vec![n, oh, ow, c]).map_err(|e| e.to_string())?;
     let od = out.data_mut();
     for b in 0..n {
         for y in 0..h {
@@ -487,7 +487,7 @@ pub fn dense(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> std::result::Resu
     {
         return Err(format!("bias has shape {}, expected [{m}]", b.ty()));
     }
-    let mut out = Tensor::zeros(vec![n, m]).ok_or("the output is too large to allocate")?;
+    let mut out = Tensor::zeros(vec![n, m]).map_err(|e| e.to_string())?;
     let mut acc = vec![0f64; m];
     for b in 0..n {
         acc.iter_mut().enumerate().for_each(|(j, a)| {

@@ -3,14 +3,14 @@
 //! serial with one fused multiply-add per step, starting from the bias (or zero).
 
 use super::schedule::{Family, Schedule};
-use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest};
 use crate::graph::Dense;
 use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
 use crate::{Error, Result};
 
 pub(crate) fn lower(cx: &mut Cx<'_>, d: &Dense) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Dense);
-    let mut k = Kernel::new(cx.name(), sched.to_string());
+    let mut k = Kernel::new(cx.name(), Some(sched));
     k.opt_level = sched.opt_level;
     let x = cx.input_buffer(&mut k, 0)?;
     let w = cx.const_buffer(&mut k, &d.weight)?;
@@ -50,7 +50,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>, d: &Dense) -> Result<Kernel> {
         sched.channel_vectors,
         m,
         &Affine::default(),
-        &[("k", 0, kk, LoopMode::Serial)],
+        &[Reduction::new("k", 0, kk, LoopMode::Serial)],
         &TileBody {
             init: &init,
             update: &update,

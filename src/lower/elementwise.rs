@@ -44,7 +44,7 @@ fn row_nest(
     body: &RowBody<'_>,
 ) -> Result<Stmt> {
     let sched = Schedule::choose(Family::Elementwise);
-    k.schedule = sched.to_string();
+    k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let rv = k.new_var("row");
     let row = Affine::var(rv);
@@ -75,14 +75,14 @@ fn row_nest(
 }
 
 pub(crate) fn relu6(cx: &mut Cx<'_>) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     rows_nest(cx, &mut k, &|i, _| Expr::relu6(load(x, i.clone())))?;
     Ok(k)
 }
 
 pub(crate) fn add(cx: &mut Cx<'_>) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let a = cx.input_buffer(&mut k, 0)?;
     let b = cx.input_buffer(&mut k, 1)?;
     rows_nest(cx, &mut k, &|i, _| {
@@ -92,7 +92,7 @@ pub(crate) fn add(cx: &mut Cx<'_>) -> Result<Kernel> {
 }
 
 pub(crate) fn batch_norm(cx: &mut Cx<'_>, bn: &BatchNorm) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     let get = |n: &str| -> Result<Vec<f64>> {
         Ok(cx
@@ -134,7 +134,7 @@ pub(crate) fn batch_norm(cx: &mut Cx<'_>, bn: &BatchNorm) -> Result<Kernel> {
 }
 
 pub(crate) fn relu(cx: &mut Cx<'_>) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     rows_nest(cx, &mut k, &|i, _| {
         Expr::bin(BinOp::Max, load(x, i.clone()), Expr::Const(0.0))
@@ -143,7 +143,7 @@ pub(crate) fn relu(cx: &mut Cx<'_>) -> Result<Kernel> {
 }
 
 pub(crate) fn scale_offset(cx: &mut Cx<'_>, so: &ScaleOffset) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     rows_nest(cx, &mut k, &|i, _| {
         Expr::fma(
@@ -158,7 +158,7 @@ pub(crate) fn scale_offset(cx: &mut Cx<'_>, so: &ScaleOffset) -> Result<Kernel> 
 /// Zero padding: the output zeroed, then each input row `(n, y)` copied to output row
 /// `(n, y + top)` starting at column `left` (a row of `w * c` contiguous floats).
 pub(crate) fn pad(cx: &mut Cx<'_>, p: &Pads) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     let out = cx.output_buffer(&mut k)?;
     let (_, xd) = cx.operand(0)?;

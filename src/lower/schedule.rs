@@ -58,8 +58,8 @@ use std::fmt;
 
 use crate::loops::{LoopMode, OptLevel};
 
-/// The kernel family a schedule is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kernel family a schedule is for; benchmarks report time per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// 1x1, stride 1, unpadded, ungrouped convolution: a GEMM over pixels x channels.
     Pointwise,
@@ -75,6 +75,21 @@ pub enum Family {
     Softmax,
     /// Dense layer: a matrix-vector product per batch row.
     Dense,
+}
+
+impl Family {
+    /// The family's short name in benchmark tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Pointwise => "conv1x1",
+            Family::Depthwise => "depthwise",
+            Family::Direct => "conv",
+            Family::Elementwise => "elementwise",
+            Family::Pool => "avgpool",
+            Family::Softmax => "softmax",
+            Family::Dense => "dense",
+        }
+    }
 }
 
 /// The shape of a kernel's loop nest.
@@ -205,6 +220,6 @@ impl fmt::Display for Schedule {
         if self.pixel_tile > 1 {
             write!(f, ", pixels -> 1-px tiles")?;
         }
-        write!(f, "; opt_level={}", self.opt_level.cranelift_name())
+        write!(f, "; opt_level={}", self.opt_level)
     }
 }

@@ -9,7 +9,7 @@ use crate::loops::{Affine, Kernel, LoopKind, LoopMode};
 use crate::{Error, Result};
 
 pub(crate) fn lower(cx: &mut Cx<'_>, perm: &[usize]) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "transpose: serial loops, scalar copy");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     let (_, xdims) = cx.operand(0)?;
     let out = cx.output_buffer(&mut k)?;

@@ -235,9 +235,8 @@ impl Importer<'_> {
     /// Declares a parameter constant with its value; returns its IR name.
     pub fn param(&mut self, base: &str, dims: Vec<usize>, data: Vec<f32>) -> Result<String> {
         let name = self.fresh(base);
-        let t = Tensor::new(dims.clone(), data).ok_or_else(|| {
-            self.format(format!("constant '{base}': size does not match {dims:?}"))
-        })?;
+        let t = Tensor::new(dims.clone(), data)
+            .map_err(|e| self.format(format!("constant '{base}': {e}")))?;
         self.graph.add_const(
             name.clone(),
             Const {

