@@ -4,12 +4,13 @@
 //! loop variables, so the loop-IR verifier proves every access in bounds. It runs once per
 //! inference on the input image; the weights never need one (they are transposed at import).
 
+use super::schedule::{Family, Schedule};
 use super::{Cx, c, for_loop, load, store};
 use crate::loops::{Affine, Kernel, LoopKind, LoopMode};
 use crate::{Error, Result};
 
 pub(crate) fn lower(cx: &mut Cx<'_>, perm: &[usize]) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), None);
+    let mut k = Kernel::new(cx.name(), Some(Schedule::choose(Family::Layout)));
     let x = cx.input_buffer(&mut k, 0)?;
     let (_, xdims) = cx.operand(0)?;
     let out = cx.output_buffer(&mut k)?;
