@@ -157,3 +157,65 @@ fn onnx_names_keep_their_spelling_through_quoted_names() {
         assert!(mnv2c::graph::parse(&text, "bad.ir").is_err(), "{bad}");
     }
 }
+
+/// `mnv2c run --model FILE` on an ONNX file and a Keras file (told apart by their bytes):
+/// `--logits`, `--probs` and `--output NAME=FILE.npy` write what the exporters' runtimes computed.
+#[test]
+fn run_model_file_writes_logits_probs_and_named_outputs() {
+    let dir = std::env::temp_dir().join(format!("mnv2c-onnx-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keras = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras");
+    let cases = [
+        (
+            fixture("ops_mix_op13.onnx"),
+            fixture("ops_mix_op13"),
+            Some("prob"),
+        ),
+        (
+            keras.join("a035_32_top.h5"),
+            keras.join("a035_32_top"),
+            None,
+        ),
+    ];
+    for (model, refs, named) in cases {
+        let refs = refs.to_str().unwrap();
+        let (l, p, o) = (dir.join("l.npy"), dir.join("p.npy"), dir.join("o.npy"));
+        let mut args = vec![
+            "run".to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--input".into(),
+            format!("{refs}.x.npy"),
+            "--logits".into(),
+            l.display().to_string(),
+            "--probs".into(),
+            p.display().to_string(),
+        ];
+        if let Some(name) = named {
+            args.extend(["--output".into(), format!("{name}={}", o.display())]);
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnv2c"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want_logits = npy::read(Path::new(&format!("{refs}.logits.npy"))).unwrap();
+        let want_probs = npy::read(Path::new(&format!("{refs}.probs.npy"))).unwrap();
+        check(
+            refs,
+            &npy::read(&l).unwrap(),
+            &want_logits,
+            LOGITS_REL,
+            LOGITS_ABS,
+        );
+        check(refs, &npy::read(&p).unwrap(), &want_probs, 0.0, PROBS_ABS);
+        if named.is_some() {
+            check(refs, &npy::read(&o).unwrap(), &want_probs, 0.0, PROBS_ABS);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

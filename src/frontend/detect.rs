@@ -4,41 +4,22 @@
 
 use std::path::Path;
 
+use super::keras::{self, FileKind, InputSize};
 use super::onnx::{self, ImportOptions, Imported};
 use crate::{Error, Result};
-
-/// The formats a model file can be in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// HDF5 (`.h5`, Keras 2 and 3).
-    Hdf5,
-    /// A zip archive (`.keras`).
-    Zip,
-    /// Anything else: tried as an ONNX `ModelProto`.
-    Onnx,
-}
-
-/// The format of a file from its first bytes.
-pub fn sniff(bytes: &[u8]) -> Format {
-    if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
-        Format::Hdf5
-    } else if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
-        Format::Zip
-    } else {
-        Format::Onnx
-    }
-}
 
 /// Reads a model file in any supported format.
 pub fn load(path: &Path, options: &ImportOptions) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    match sniff(&bytes) {
-        Format::Hdf5 | Format::Zip => Err(Error::Format {
+    if bytes.is_empty() {
+        return Err(Error::Format {
             path: path.to_path_buf(),
-            message: "a Keras model file (HDF5 or zip): this build of mnv2c reads ONNX model files"
-                .into(),
-        }),
-        Format::Onnx => {
+            message: "an empty file, not a model".into(),
+        });
+    }
+    match keras::file_kind(&bytes) {
+        FileKind::Hdf5 | FileKind::Zip => keras_model(bytes, path, options),
+        FileKind::Other => {
             onnx::import(&bytes, path, onnx::model_dir(path), options).map_err(|e| match e {
                 Error::Format { path, message } if message.starts_with("not an ONNX model") => {
                     Error::Format {
@@ -52,4 +33,50 @@ pub fn load(path: &Path, options: &ImportOptions) -> Result<Imported> {
             })
         }
     }
+}
+
+/// A Keras file as an [`Imported`] model: the input shape (NHWC, Keras's layout) fixes the free
+/// sizes; the outputs keep their names.
+fn keras_model(bytes: Vec<u8>, path: &Path, options: &ImportOptions) -> Result<Imported> {
+    let size = match options.input_shape.as_deref() {
+        None => InputSize::default(),
+        Some(&[n, h, w, _]) => InputSize {
+            batch: Some(n),
+            height: Some(h),
+            width: Some(w),
+        },
+        Some(other) => {
+            return Err(Error::Usage(format!(
+                "the input shape {other:?} of the Keras model {} must be [N, H, W, C]",
+                path.display()
+            )));
+        }
+    };
+    let m = keras::parse(bytes, path, size)?;
+    let g = &m.graph;
+    let inputs: Vec<(String, Vec<usize>)> = g
+        .inputs()
+        .iter()
+        .map(|&i| (g.node(i).name.clone(), g.node(i).ty.dims.clone()))
+        .collect();
+    if let (Some(given), Some((name, dims))) = (&options.input_shape, inputs.first())
+        && given != dims
+    {
+        return Err(Error::Input(format!(
+            "the input shape {given:?} does not fit input '{name}' of {}, which is {dims:?}",
+            path.display()
+        )));
+    }
+    let outputs = g
+        .outputs()
+        .iter()
+        .map(|&o| (g.node(o).name.clone(), g.node(o).name.clone()))
+        .collect();
+    Ok(Imported {
+        graph: m.graph,
+        params: m.weights,
+        outputs,
+        inputs,
+        notes: Vec::new(),
+    })
 }

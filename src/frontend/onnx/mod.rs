@@ -548,7 +548,12 @@ impl Imported {
                 g.node(first).name
             )));
         }
-        let (logits, probs, note) = if g.node(first).op == Op::Softmax {
+        let second = g.outputs().get(1).copied();
+        // A Keras import already lists `[logits, softmax(logits)]`.
+        let pair = second.filter(|&s| g.node(s).op == Op::Softmax && g.operands(s) == [first]);
+        let (logits, probs, note) = if let Some(probs) = pair {
+            (first, probs, None)
+        } else if g.node(first).op == Op::Softmax {
             (g.operands(first)[0], first, None)
         } else {
             let base = format!("{}/softmax", g.node(first).name);
