@@ -929,6 +929,8 @@ fn onnx_cases() -> Vec<Case> {
     };
     let bounds = || vec![scalar("lo", 0.0), scalar("hi", 6.0)];
     let float = proto::data_type::FLOAT;
+    // A relu6 of the input, with these initializers.
+    let clip_model = |inits| onnx_model(vec![relu6("x", "y")], inits, float, X4, "y");
     let run = &["run", "--model", "{d}/m.onnx"];
     vec![
         case(
@@ -1031,32 +1033,14 @@ fn onnx_cases() -> Vec<Case> {
         ),
         case(
             "onnx: external data missing",
-            vec![(
-                "m.onnx",
-                onnx_model(
-                    vec![relu6("x", "y")],
-                    vec![external_init("w.bin")],
-                    float,
-                    X4,
-                    "y",
-                ),
-            )],
+            vec![("m.onnx", clip_model(vec![external_init("w.bin")]))],
             run,
             3,
             &["initializer 'w'", "external data file", "w.bin"],
         ),
         case(
             "onnx: external data outside the model's directory",
-            vec![(
-                "m.onnx",
-                onnx_model(
-                    vec![relu6("x", "y")],
-                    vec![external_init("../w.bin")],
-                    float,
-                    X4,
-                    "y",
-                ),
-            )],
+            vec![("m.onnx", clip_model(vec![external_init("../w.bin")]))],
             run,
             3,
             &["'../w.bin' must be a path inside the model's directory"],
@@ -1065,16 +1049,7 @@ fn onnx_cases() -> Vec<Case> {
             "onnx: external data shorter than the tensor",
             vec![
                 ("w.bin", bytes(&[0; 6])),
-                (
-                    "m.onnx",
-                    onnx_model(
-                        vec![relu6("x", "y")],
-                        vec![external_init("w.bin")],
-                        float,
-                        X4,
-                        "y",
-                    ),
-                ),
+                ("m.onnx", clip_model(vec![external_init("w.bin")])),
             ],
             run,
             3,
@@ -1082,20 +1057,14 @@ fn onnx_cases() -> Vec<Case> {
         ),
         case(
             "onnx: --input-shape of the wrong rank",
-            vec![(
-                "m.onnx",
-                onnx_model(vec![relu6("x", "y")], bounds(), float, X4, "y"),
-            )],
+            vec![("m.onnx", clip_model(bounds()))],
             &["run", "--model", "{d}/m.onnx", "--input-shape", "1,4,2"],
             2,
             &["--input-shape [1, 4, 2] has rank 3", "rank 4"],
         ),
         case(
             "onnx: --input-shape that is not a shape",
-            vec![(
-                "m.onnx",
-                onnx_model(vec![relu6("x", "y")], bounds(), float, X4, "y"),
-            )],
+            vec![("m.onnx", clip_model(bounds()))],
             &["run", "--model", "{d}/m.onnx", "--input-shape", "1,x"],
             2,
             &["--input-shape 1,x: expected dimensions >= 1"],
