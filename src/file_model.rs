@@ -1,6 +1,6 @@
-//! The command line's side of model files (`--model FILE`): reading one with the shape the user
-//! gives, running it (`run`), timing it (`bench`). The formats themselves are the library's
-//! (`frontend::detect`, `frontend::onnx`).
+//! The command line's side of ONNX model files (`--model FILE.onnx`; Keras files are
+//! `cli_model`'s): reading one with the shape the user gives, running it (`run`), timing it
+//! (`bench` builds on [`load`]). The formats themselves are the library's (`frontend::detect`, `frontend::onnx`).
 //!
 //! Shapes: a model file may leave dimensions symbolic; `--input X.npy` fixes them from the
 //! array, `--input-shape N,C,H,W` (in the file's layout) from the option; when both are given
@@ -9,31 +9,94 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mnv2c::frontend::detect;
 use mnv2c::frontend::onnx::{Classifier, ImportOptions, Imported};
 use mnv2c::frontend::weights;
+use mnv2c::frontend::{detect, keras};
 use mnv2c::graph::interp;
 use mnv2c::{CompiledModel, Error, Options, Result, Tensor, npy};
 
-/// What `--model` names: the built-in model or a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    Builtin,
-    File(PathBuf),
+/// Whether the model file at `path` is read as ONNX: no HDF5 or zip signature. A path that
+/// does not exist is a usage error (`--model resnet50` names no built-in model either).
+pub fn is_onnx(path: &Path) -> Result<bool> {
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "--model {}: not a built-in model (mobilenetv2) and no such file",
+            path.display()
+        )));
+    }
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(keras::file_kind(&head[..n]) == keras::FileKind::Other)
 }
 
-/// Decodes `--model`: `mobilenetv2`, or the path of an existing file.
-pub fn source(value: &str) -> Result<Source> {
-    if value == "mobilenetv2" {
-        return Ok(Source::Builtin);
-    }
-    let path = PathBuf::from(value);
-    if path.exists() {
-        Ok(Source::File(path))
+/// An ONNX model read for a batch of `batch` images: its graph (outputs `[logits, probs, ..]`)
+/// and weights, the image height and width, and whether it takes NCHW (else NHWC) input. Free
+/// height and width come from `size` (`--input-shape`).
+pub fn for_images(path: &Path, batch: usize, size: keras::InputSize) -> Result<ImageModel> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let declared = mnv2c::frontend::onnx::declared_input(&bytes, path)?;
+    let (nchw, h, w) = match declared[..] {
+        [_, Some(3), h, w] => (true, h, w),
+        [_, h, w, Some(3)] => (false, h, w),
+        _ => {
+            return Err(Error::Usage(format!(
+                "classify needs a model taking [N, 3, H, W] or [N, H, W, 3] images; {} takes {declared:?}",
+                path.display()
+            )));
+        }
+    };
+    let pick = |d: Option<usize>, given: Option<usize>, what: &str| {
+        d.or(given).ok_or_else(|| {
+            Error::Usage(format!(
+                "the image {what} of {} is not fixed by the model: give --input-shape N,H,W,3",
+                path.display()
+            ))
+        })
+    };
+    let (h, w) = (
+        pick(h, size.height, "height")?,
+        pick(w, size.width, "width")?,
+    );
+    let shape = if nchw {
+        vec![batch, 3, h, w]
     } else {
-        Err(Error::Usage(format!(
-            "--model {value}: not a built-in model (mobilenetv2) and no such file"
-        )))
+        vec![batch, h, w, 3]
+    };
+    let options = ImportOptions {
+        input_shape: Some(shape),
+    };
+    let mut m = detect::load(path, &options)?;
+    let roles = m.classifier()?;
+    print_notes(&m.notes);
+    print_notes(roles.note.as_slice());
+    Ok(ImageModel {
+        graph: m.graph,
+        weights: m.params,
+        height: h,
+        width: w,
+        nchw,
+    })
+}
+
+/// What [`for_images`] gives.
+pub struct ImageModel {
+    pub graph: mnv2c::graph::Graph,
+    pub weights: mnv2c::TensorMap,
+    pub height: usize,
+    pub width: usize,
+    pub nchw: bool,
+}
+
+/// Refuses the options that size the built-in model: an ONNX file's input shape is given with
+/// `--input-shape` in the file's layout.
+pub fn refuse_sizes(given: &[(&str, bool)]) -> Result<()> {
+    match given.iter().find(|(_, g)| *g) {
+        Some((flag, _)) => Err(Error::Usage(format!(
+            "{flag} sizes the built-in model; give an ONNX model's input shape with --input-shape, in the file's layout"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -68,7 +131,7 @@ pub fn load(path: &Path, shape: Option<&str>, input: Option<&Tensor>) -> Result<
     detect::load(path, &ImportOptions { input_shape })
 }
 
-fn print_notes(notes: &[String]) {
+pub fn print_notes(notes: &[String]) {
     for note in notes {
         eprintln!("note: {note}");
     }
@@ -194,23 +257,4 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunResult> {
         roles: classifier,
         timing,
     })
-}
-
-/// `bench --model FILE`: compiles the file's model and times it on a synthetic input.
-pub fn bench(
-    path: &Path,
-    input_shape: Option<&str>,
-    threads: usize,
-    settings: &mnv2c::bench::Settings,
-) -> Result<mnv2c::bench::Report> {
-    let model = load(path, input_shape, None)?;
-    let x = synthetic(&model.inputs[0].1)?;
-    let start = Instant::now();
-    let options = Options::default().with_threads(threads);
-    let compiled = CompiledModel::compile(&model.graph, &model.params, &options)?;
-    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
-    let name = format!("{} {:?}", path.display(), model.inputs[0].1);
-    let report = mnv2c::bench::run(&compiled, &x, &name, compile_ms, settings)?;
-    print_notes(&model.notes);
-    Ok(report)
 }

@@ -62,6 +62,7 @@
 )]
 
 pub mod bench;
+pub mod classify;
 pub mod codegen;
 pub mod error;
 pub mod frontend;

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod cli_model;
 mod file_model;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cli_model::ModelSource;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
@@ -39,6 +41,46 @@ enum Command {
     Weights(WeightsArgs),
     /// Time the JIT-compiled built-in model: latency, compile time, a per-layer table.
     Bench(BenchArgs),
+    /// Classify PNG or JPEG images with a trained Keras model; print each image's top classes.
+    Classify(ClassifyArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PreprocessArg {
+    /// `x / 127.5 - 1` (Keras's MobileNetV2).
+    Tf,
+    /// ImageNet mean and std on `x / 255` (torchvision).
+    Torch,
+    /// Pixel values `0..=255` as they are.
+    None,
+}
+
+#[derive(Args, Debug)]
+struct ClassifyArgs {
+    /// The trained model: a Keras `.h5` or `.keras` file, or an ONNX file (NCHW or NHWC input).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Class names, one line per class in index order.
+    #[arg(long, value_name = "labels.txt")]
+    labels: Option<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    top: usize,
+    /// One JSON object per image: {"image", "top": [{"index", "label", "prob"}]}.
+    #[arg(long)]
+    json: bool,
+    /// How pixels become model inputs.
+    #[arg(long, value_enum, default_value = "tf")]
+    preprocess: PreprocessArg,
+    /// The input size, for a model saved with free (None) height and width.
+    #[arg(long, value_name = "N,H,W,C")]
+    input_shape: Option<String>,
+    /// Threads per inference.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+    /// The images (PNG or JPEG; at most 64 megapixels each).
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
 }
 
 /// The built-in model's size, shared by `compile`, `run` and `bench`. Each is optional: `run`
@@ -58,6 +100,9 @@ struct SizeArgs {
     /// Input width of the built-in model [default: 224].
     #[arg(long, value_name = "W")]
     width: Option<usize>,
+    /// Input shape of a model file whose height and width are free (None), or to check.
+    #[arg(long, value_name = "N,H,W,C")]
+    input_shape: Option<String>,
 }
 
 impl SizeArgs {
@@ -65,28 +110,55 @@ impl SizeArgs {
         [self.num_classes, self.batch, self.height, self.width]
             .iter()
             .any(Option::is_some)
+            || self.input_shape.is_some()
     }
 
-    /// The configuration, with the default for every size not given.
-    fn config(&self) -> Config {
+    /// `--num-classes`, `--batch`, `--height`, `--width` as (flag, given): they size the built-in
+    /// model (and Keras files); an ONNX file takes `--input-shape` in its own layout.
+    fn builtin_sizes(&self) -> [(&'static str, bool); 4] {
+        [
+            ("--num-classes", self.num_classes.is_some()),
+            ("--batch", self.batch.is_some()),
+            ("--height", self.height.is_some()),
+            ("--width", self.width.is_some()),
+        ]
+    }
+
+    /// The sizes given for a model file (which has no `--num-classes`).
+    fn file_size(&self) -> Result<mnv2c::frontend::keras::InputSize> {
+        cli_model::refuse_builtin_options(&[("--num-classes", self.num_classes.is_some())])?;
+        cli_model::input_size(
+            self.batch,
+            self.height,
+            self.width,
+            self.input_shape.as_deref(),
+        )
+    }
+
+    /// The configuration, with the default for every size not given (`--input-shape` gives
+    /// batch, height and width at once).
+    fn config(&self) -> Result<Config> {
         let d = Config::default();
-        Config {
+        let size = cli_model::input_size(
+            self.batch,
+            self.height,
+            self.width,
+            self.input_shape.as_deref(),
+        )?;
+        Ok(Config {
             num_classes: self.num_classes.unwrap_or(d.num_classes),
-            batch: self.batch.unwrap_or(d.batch),
-            height: self.height.unwrap_or(d.height),
-            width: self.width.unwrap_or(d.width),
-        }
+            batch: size.batch.unwrap_or(d.batch),
+            height: size.height.unwrap_or(d.height),
+            width: size.width.unwrap_or(d.width),
+        })
     }
 }
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// A model file (ONNX) to time instead of the built-in model (its weights as stored).
-    #[arg(long, value_name = "FILE")]
-    model: Option<PathBuf>,
-    /// The input shape of a model file, in its layout (fixes symbolic dimensions).
-    #[arg(long, value_name = "N,C,H,W", requires = "model")]
-    input_shape: Option<String>,
+    /// `mobilenetv2` (the built-in model) or a model file: Keras `.h5`/`.keras` or ONNX.
+    #[arg(long, value_name = "NAME|FILE")]
+    model: Option<String>,
     #[command(flatten)]
     size: SizeArgs,
     /// Timed runs (the median and p90 are over these; the per-layer medians over as many more).
@@ -109,13 +181,9 @@ struct ModelArgs {
     /// A graph IR file (`.ir`) to read instead of a built-in model.
     #[arg(value_name = "FILE.ir", conflicts_with = "model")]
     file: Option<PathBuf>,
-    /// The built-in model (`mobilenetv2`) or a model file (ONNX; the format is read from the
-    /// file's first bytes).
-    #[arg(long, value_name = "mobilenetv2|FILE")]
+    /// `mobilenetv2` (the built-in model) or a model file: Keras `.h5`/`.keras` or ONNX.
+    #[arg(long, value_name = "NAME|FILE")]
     model: Option<String>,
-    /// The input shape of a model file, in its layout (fixes symbolic dimensions).
-    #[arg(long, value_name = "N,C,H,W")]
-    input_shape: Option<String>,
     #[command(flatten)]
     size: SizeArgs,
 }
@@ -167,16 +235,10 @@ struct CompileArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// A model file (ONNX) to run instead of the built-in model, with the weights it stores;
-    /// `--input` is then in the file's layout.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["weights", "seed", "num_classes", "batch", "height", "width"])]
-    model: Option<PathBuf>,
-    /// The input shape of a model file, in its layout (fixes symbolic dimensions).
-    #[arg(long, value_name = "N,C,H,W", requires = "model")]
-    input_shape: Option<String>,
-    /// Write the model file's output NAME to FILE.npy (repeatable; split at the last `=`).
-    #[arg(long, value_name = "NAME=FILE.npy", requires = "model")]
-    output: Vec<String>,
+    /// `mobilenetv2` (the built-in model, the default) or a model file: Keras `.h5`/`.keras`
+    /// or ONNX, told apart by the file's first bytes.
+    #[arg(long, value_name = "NAME|FILE")]
+    model: Option<String>,
     /// Weights (`.safetensors`, TF variable names); the number of classes comes from them.
     /// Default: seeded weights.
     #[arg(long, value_name = "W.safetensors")]
@@ -206,6 +268,10 @@ struct RunArgs {
     /// The sizes must agree with `--weights` (classes) and `--input` (batch, height, width).
     #[command(flatten)]
     size: SizeArgs,
+    /// Write the ONNX model's output NAME to FILE.npy, in the file's layout (repeatable; split
+    /// at the last `=`).
+    #[arg(long, value_name = "NAME=FILE.npy", requires = "model")]
+    output: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -263,14 +329,52 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_model(args),
         Command::Weights(args) => write_weights(args),
         Command::Bench(args) => bench(args),
+        Command::Classify(args) => classify(args),
     }
+}
+
+fn classify(args: ClassifyArgs) -> Result<()> {
+    let size = cli_model::input_size(None, None, None, args.input_shape.as_deref())?;
+    let text = cli_model::classify(&cli_model::Classify {
+        model: &args.model,
+        images: &args.images,
+        labels: args.labels.as_deref(),
+        top: args.top,
+        json: args.json,
+        preprocess: match args.preprocess {
+            PreprocessArg::Tf => mnv2c::classify::Preprocess::Tf,
+            PreprocessArg::Torch => mnv2c::classify::Preprocess::Torch,
+            PreprocessArg::None => mnv2c::classify::Preprocess::None,
+        },
+        size,
+        threads: args.threads,
+    })?;
+    emit(&text, None)
 }
 
 /// `mnv2c run`: resolve the configuration from the weights, the input and the options (any two
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
-    if let Some(path) = &args.model {
-        return run_file_model(&args, path);
+    if let Some(ModelSource::File(path)) = args.model.as_deref().map(ModelSource::parse) {
+        if file_model::is_onnx(&path)? {
+            return run_onnx_model(&args, &path);
+        }
+        if !args.output.is_empty() {
+            return Err(Error::Usage(
+                "--output NAME=FILE names an output of an ONNX model".into(),
+            ));
+        }
+        return run_file_model(&args, &path);
+    }
+    if args.size.input_shape.is_some() {
+        return Err(Error::Usage(
+            "--input-shape sizes a model file; the built-in model takes --batch, --height and --width".into(),
+        ));
+    }
+    if args.weights.is_none() {
+        eprintln!(
+            "note: the built-in model's weights are invented (seeded), so its classes mean nothing; to run a trained Keras model: mnv2c run --model FILE.h5|FILE.keras --input X.npy, or mnv2c classify --model FILE --labels labels.txt IMAGE..."
+        );
     }
     let file_weights = match &args.weights {
         Some(path) => {
@@ -282,31 +386,8 @@ fn run_model(args: RunArgs) -> Result<()> {
     };
     let input = match &args.input {
         Some(path) => {
-            let x = npy::read(path)?;
-            let &[n, h, w, 3] = x.dims() else {
-                return Err(Error::Input(format!(
-                    "{} has shape {}, expected [N, H, W, 3] (NHWC, 3 channels)",
-                    path.display(),
-                    x.ty()
-                )));
-            };
-            if [n, h, w].contains(&0) {
-                return Err(Error::Input(format!(
-                    "{} has shape {}: batch, height and width must be at least 1",
-                    path.display(),
-                    x.ty()
-                )));
-            }
-            // Like NaN weights: a non-finite pixel is a bug upstream, and would come out as
-            // NaN probabilities far from its cause.
-            if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
-                return Err(Error::Input(format!(
-                    "{}: element {i} is {} (NaN and infinite inputs are rejected)",
-                    path.display(),
-                    x.data()[i]
-                )));
-            }
-            Some((path, x, [n, h, w]))
+            let (x, dims) = read_input(path)?;
+            Some((path, x, dims))
         }
         None => None,
     };
@@ -412,59 +493,8 @@ fn run_model(args: RunArgs) -> Result<()> {
          {timing}\n",
         config.batch, config.height, config.width, config.num_classes,
     );
-    text.push_str(&top_classes(logits, probs, args.top)?);
-    emit(&text, None)
-}
-
-/// `mnv2c run --model FILE`: the file's model, its own weights, the input in the file's layout.
-fn run_file_model(args: &RunArgs, path: &Path) -> Result<()> {
-    let request = file_model::RunRequest {
-        path,
-        input: args.input.as_deref(),
-        input_shape: args.input_shape.as_deref(),
-        logits: args.logits.as_deref(),
-        probs: args.probs.as_deref(),
-        outputs: &args.output,
-        interp: args.interp,
-        threads: args.threads,
-    };
-    let file_model::RunResult {
-        values,
-        roles,
-        timing,
-    } = file_model::run(&request)?;
-    let get = |name: &str| {
-        values
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t)
-            .ok_or_else(|| Error::Codegen(format!("output %{name} was not computed")))
-    };
-    let (logits, probs) = (get(&roles.logits)?, get(&roles.probs)?);
-    let input = args
-        .input
-        .as_ref()
-        .map_or("synthetic".to_string(), |p| p.display().to_string());
-    let mut text = format!(
-        "{}: logits %{}, probabilities %{}; input: {input}\n{timing}\n",
-        path.display(),
-        roles.logits,
-        roles.probs
-    );
-    text.push_str(&top_classes(logits, probs, args.top)?);
-    emit(&text, None)
-}
-
-/// The `top` most probable classes of each batch item, one line each.
-fn top_classes(logits: &mnv2c::Tensor, probs: &mnv2c::Tensor, top: usize) -> Result<String> {
-    let &[_, classes] = probs.dims() else {
-        return Err(Error::Codegen(format!(
-            "probabilities have shape {:?}, expected [N, classes]",
-            probs.dims()
-        )));
-    };
-    let mut text = String::new();
-    for (item, row) in probs.data().chunks_exact(classes.max(1)).enumerate() {
+    let classes = config.num_classes;
+    for (item, row) in probs.data().chunks_exact(classes).enumerate() {
         let logit_row = &logits.data()[item * classes..][..classes];
         let mut order: Vec<usize> = (0..classes).collect();
         // Most probable first, ranked by logit: softmax keeps the order, and logits still
@@ -472,7 +502,7 @@ fn top_classes(logits: &mnv2c::Tensor, probs: &mnv2c::Tensor, top: usize) -> Res
         // Ties by class index, so the listing is stable.
         order.sort_by(|&a, &b| logit_row[b].total_cmp(&logit_row[a]).then(a.cmp(&b)));
         text.push_str(&format!("item {item}:\n"));
-        for (rank, &c) in order.iter().take(top).enumerate() {
+        for (rank, &c) in order.iter().take(args.top).enumerate() {
             text.push_str(&format!(
                 "  {:>2}. class {c:>4}  p = {:.6}  logit = {}\n",
                 rank + 1,
@@ -481,7 +511,178 @@ fn top_classes(logits: &mnv2c::Tensor, probs: &mnv2c::Tensor, top: usize) -> Res
             ));
         }
     }
-    Ok(text)
+    emit(&text, None)
+}
+
+/// Reads an `--input` array: `[N, H, W, 3]`, no zero dimension, every element finite.
+fn read_input(path: &Path) -> Result<(mnv2c::Tensor, [usize; 3])> {
+    let x = npy::read(path)?;
+    let &[n, h, w, 3] = x.dims() else {
+        return Err(Error::Input(format!(
+            "{} has shape {}, expected [N, H, W, 3] (NHWC, 3 channels)",
+            path.display(),
+            x.ty()
+        )));
+    };
+    if [n, h, w].contains(&0) {
+        return Err(Error::Input(format!(
+            "{} has shape {}: batch, height and width must be at least 1",
+            path.display(),
+            x.ty()
+        )));
+    }
+    // Like NaN weights: a non-finite pixel is a bug upstream, and would come out as
+    // NaN probabilities far from its cause.
+    if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
+        return Err(Error::Input(format!(
+            "{}: element {i} is {} (NaN and infinite inputs are rejected)",
+            path.display(),
+            x.data()[i]
+        )));
+    }
+    Ok((x, [n, h, w]))
+}
+
+/// `mnv2c run --model FILE.onnx`: the file's model and weights, the input in the file's layout,
+/// `--logits`/`--probs` by the logits rule, `--output NAME=FILE.npy` for any output.
+fn run_onnx_model(args: &RunArgs, path: &Path) -> Result<()> {
+    cli_model::refuse_builtin_options(&[
+        ("--weights", args.weights.is_some()),
+        ("--seed", args.seed.is_some()),
+    ])?;
+    file_model::refuse_sizes(&args.size.builtin_sizes())?;
+    let request = file_model::RunRequest {
+        path,
+        input: args.input.as_deref(),
+        input_shape: args.size.input_shape.as_deref(),
+        logits: args.logits.as_deref(),
+        probs: args.probs.as_deref(),
+        outputs: &args.output,
+        interp: args.interp,
+        threads: args.threads,
+    };
+    let r = file_model::run(&request)?;
+    let get = |name: &str| {
+        r.values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Internal(format!("output %{name} was not computed")))
+    };
+    let (logits, probs) = (get(&r.roles.logits)?, get(&r.roles.probs)?);
+    let classes = *probs.dims().last().unwrap_or(&1);
+    let mut text = format!(
+        "{}: logits %{}, probabilities %{}\n{}\n",
+        path.display(),
+        graph::NameText(&r.roles.logits),
+        graph::NameText(&r.roles.probs),
+        r.timing
+    );
+    for (item, row) in probs.data().chunks_exact(classes.max(1)).enumerate() {
+        let logit_row = &logits.data()[item * classes..][..classes];
+        text.push_str(&format!("item {item}:\n"));
+        for (rank, c) in mnv2c::classify::top_k(row, args.top)
+            .into_iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "  {:>2}. class {c:>4}  p = {}  logit = {}\n",
+                rank + 1,
+                cli_model::sig6(row[c]),
+                number(logit_row[c])
+            ));
+        }
+    }
+    emit(&text, None)
+}
+
+/// `mnv2c run --model FILE`: the file's graph and weights; sizes from the options and the input
+/// (which must agree with the file); writes the logits (the softmax's input) and probabilities.
+fn run_file_model(args: &RunArgs, path: &Path) -> Result<()> {
+    cli_model::refuse_builtin_options(&[
+        ("--weights", args.weights.is_some()),
+        ("--seed", args.seed.is_some()),
+    ])?;
+    let mut size = args.size.file_size()?;
+    let input = match &args.input {
+        Some(p) => {
+            let (x, dims) = read_input(p)?;
+            let from = |i: usize, what: &str| {
+                Some((
+                    dims[i],
+                    format!(
+                        "{} (its shape {} gives {what} {})",
+                        p.display(),
+                        x.ty(),
+                        dims[i]
+                    ),
+                ))
+            };
+            size.batch = Some(agree("--batch", size.batch, from(0, "batch"), 1)?);
+            size.height = Some(agree("--height", size.height, from(1, "height"), 1)?);
+            size.width = Some(agree("--width", size.width, from(2, "width"), 1)?);
+            Some(x)
+        }
+        None => None,
+    };
+    let start = Instant::now();
+    let m = cli_model::load(path, size)?;
+    let read_ms = ms(start);
+    if args.probs.is_some() && !m.ends_in_softmax {
+        return Err(Error::Usage(format!(
+            "--probs: {} does not end in a softmax; its output is written by --logits",
+            path.display()
+        )));
+    }
+    let dims = cli_model::input_dims(&m)?;
+    let x = match input {
+        Some(x) => x,
+        None => synthetic_for(&dims)?,
+    };
+    let start = Instant::now();
+    let outputs = if args.interp {
+        interp::run(&m.graph, &m.weights, std::slice::from_ref(&x))?
+    } else {
+        let options = Options::new().with_threads(args.threads);
+        CompiledModel::compile(&m.graph, &m.weights, &options)?.run_all(std::slice::from_ref(&x))?
+    };
+    let run_ms = ms(start);
+    let [logits, rest @ ..] = &outputs[..] else {
+        return Err(Error::Internal("the model gave no output".into()));
+    };
+    if let Some(p) = &args.logits {
+        npy::write(p, logits)?;
+    }
+    if let (Some(p), [probs, ..]) = (&args.probs, rest) {
+        npy::write(p, probs)?;
+    }
+    let shown = rest.first().unwrap_or(logits);
+    let classes = *shown.dims().last().unwrap_or(&1);
+    let engine = if args.interp {
+        "interpreter"
+    } else {
+        "compile + run"
+    };
+    let mut text = format!(
+        "{}: input {dims:?}, {classes} outputs{}\nread: {read_ms:.1} ms; {engine}: {run_ms:.1} ms\n",
+        path.display(),
+        if m.ends_in_softmax { " (softmax)" } else { "" },
+    );
+    for (item, row) in shown.data().chunks_exact(classes.max(1)).enumerate() {
+        text.push_str(&format!("item {item}:\n"));
+        for (rank, c) in mnv2c::classify::top_k(row, args.top)
+            .into_iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "  {:>2}. class {c:>4}  {} = {}\n",
+                rank + 1,
+                if m.ends_in_softmax { "p" } else { "y" },
+                cli_model::sig6(row[c])
+            ));
+        }
+    }
+    emit(&text, None)
 }
 
 /// A number for people: fixed point when it reads well, scientific when tiny or huge (seeded
@@ -512,33 +713,44 @@ fn agree(
     }
 }
 
-/// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input.
+/// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input;
+/// or a model file with its own weights.
 fn bench(args: BenchArgs) -> Result<()> {
+    let start = Instant::now();
+    let (graph, params, x, name) = match args.model.as_deref().map(ModelSource::parse) {
+        Some(ModelSource::File(path)) if file_model::is_onnx(&path)? => {
+            let m = file_model::load(&path, args.size.input_shape.as_deref(), None)?;
+            file_model::refuse_sizes(&args.size.builtin_sizes())?;
+            let x = file_model::synthetic(&m.inputs[0].1)?;
+            let name = format!("{} {:?}", path.display(), x.dims());
+            file_model::print_notes(&m.notes);
+            (m.graph, m.params, x, name)
+        }
+        Some(ModelSource::File(path)) => {
+            let m = cli_model::load(&path, args.size.file_size()?)?;
+            let x = synthetic_for(&cli_model::input_dims(&m)?)?;
+            let name = format!("{} {:?}", path.display(), x.dims());
+            (m.graph, m.weights, x, name)
+        }
+        _ => {
+            let config = args.size.config()?;
+            let graph = frontend::mobilenet_v2(&config)?;
+            let params = weights::seeded(&graph, 0)?;
+            let x = weights::synthetic_input(&config)?;
+            let name = format!(
+                "mobilenetv2 [{},{},{},3] -> {} classes",
+                config.batch, config.height, config.width, config.num_classes
+            );
+            (graph, params, x, name)
+        }
+    };
+    let options = Options::new().with_threads(args.threads);
+    let model = CompiledModel::compile(&graph, &params, &options)?;
+    let compile_ms = ms(start);
     let settings = mnv2c::bench::Settings {
         runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
         warmup: args.warmup,
     };
-    if let Some(path) = &args.model {
-        let report = file_model::bench(path, args.input_shape.as_deref(), args.threads, &settings)?;
-        let text = if args.json {
-            report.json()
-        } else {
-            report.table()
-        };
-        return emit(&text, None);
-    }
-    let config = args.size.config();
-    let graph = frontend::mobilenet_v2(&config)?;
-    let params = weights::seeded(&graph, 0)?;
-    let x = weights::synthetic_input(&config)?;
-    let start = Instant::now();
-    let options = Options::new().with_threads(args.threads);
-    let model = CompiledModel::compile(&graph, &params, &options)?;
-    let compile_ms = ms(start);
-    let name = format!(
-        "mobilenetv2 [{},{},{},3] -> {} classes",
-        config.batch, config.height, config.width, config.num_classes
-    );
     let report = mnv2c::bench::run(&model, &x, &name, compile_ms, &settings)?;
     let text = if args.json {
         report.json()
@@ -612,6 +824,21 @@ fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
     }
 }
 
+/// The synthetic input of `weights::synthetic_input` for any `[N, H, W, 3]` shape.
+fn synthetic_for(dims: &[usize]) -> Result<mnv2c::Tensor> {
+    let &[batch, height, width, 3] = dims else {
+        return Err(Error::Usage(format!(
+            "the model takes {dims:?}; mnv2c makes synthetic inputs for [N, H, W, 3] images only"
+        )));
+    };
+    weights::synthetic_input(&Config {
+        batch,
+        height,
+        width,
+        ..Config::default()
+    })
+}
+
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
@@ -627,26 +854,22 @@ fn list_passes() -> String {
     text
 }
 
-/// Reads and verifies the IR file, or builds the built-in model.
+/// Reads and verifies the IR file, reads a model file, or builds the built-in model.
 fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>)> {
-    let config_given = args.size.any_given();
-    let source = args.model.as_deref().map(file_model::source).transpose()?;
-    if args.input_shape.is_some() && !matches!(source, Some(file_model::Source::File(_))) {
-        return Err(Error::Usage(
-            "--input-shape fixes the input of a model file (`--model FILE`)".into(),
+    let model = args.model.as_deref().map(ModelSource::parse);
+    if let (None, Some(ModelSource::File(path))) = (&args.file, &model) {
+        if file_model::is_onnx(path)? {
+            file_model::refuse_sizes(&args.size.builtin_sizes())?;
+            let m = file_model::load(path, args.size.input_shape.as_deref(), None)?;
+            return Ok((m.graph, m.notes));
+        }
+        return Ok((
+            cli_model::load(path, args.size.file_size()?)?.graph,
+            Vec::new(),
         ));
     }
-    if let Some(file_model::Source::File(path)) = &source {
-        if config_given {
-            return Err(Error::Usage(
-                "--num-classes, --batch, --height and --width configure the built-in model; a model file fixes its own shapes (use --input-shape)".into(),
-            ));
-        }
-        let model = file_model::load(path, args.input_shape.as_deref(), None)?;
-        return Ok((model.graph, model.notes));
-    }
-    let graph = match (&args.file, source) {
-        (Some(_), _) if config_given => Err(Error::Usage(
+    let graph = match (&args.file, model) {
+        (Some(_), _) if args.size.any_given() => Err(Error::Usage(
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
         (Some(path), _) => {
@@ -665,7 +888,7 @@ fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>)> {
             graph::verify(&graph).map_err(|e| locations.attach(e))?;
             Ok(graph)
         }
-        (None, Some(_)) => frontend::mobilenet_v2(&args.size.config()),
+        (None, Some(_)) => frontend::mobilenet_v2(&args.size.config()?),
         (None, None) => Err(Error::Usage(
             "no model given: pass an IR file, `--model mobilenetv2` or `--model FILE`".into(),
         )),

@@ -1083,11 +1083,20 @@ fn onnx_cases() -> Vec<Case> {
             &["no output 'prob'", "its outputs: output"],
         ),
         case(
-            "onnx: --model naming no file",
+            "onnx: --batch with an ONNX file",
             vec![],
-            &["compile", "--model", "{d}/none.onnx", "--emit", "ir"],
+            &[
+                "run",
+                "--model",
+                "tests/fixtures/onnx/tutorial_small.onnx",
+                "--batch",
+                "2",
+            ],
             2,
-            &["not a built-in model (mobilenetv2) and no such file"],
+            &[
+                "--batch sizes the built-in model",
+                "--input-shape, in the file's layout",
+            ],
         ),
     ]
 }

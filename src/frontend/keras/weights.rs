@@ -13,14 +13,18 @@
 //! What must hold: a variable is found by its layer and name (or index) or the lookup is an
 //! [`Error::Weights`] naming the layer and variable; shapes are checked by the caller.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use super::hdf5::H5;
 use crate::{Error, Result, Tensor};
 
 /// The file a model's variables come from.
 #[derive(Debug)]
 pub enum Source {
-    /// A legacy `.h5` model file.
-    Legacy(H5),
+    /// A legacy `.h5` model file, and the `weight_names` of each group read so far (a nested
+    /// model's list is read once, not once per variable).
+    Legacy(H5, RefCell<HashMap<String, Vec<String>>>),
     /// The `model.weights.h5` member of a `.keras` file.
     Keras(H5),
 }
@@ -50,9 +54,14 @@ impl Source {
                     ))
                 })
             }
-            Source::Legacy(h5) => {
+            Source::Legacy(h5, cache) => {
                 let group = format!("model_weights/{}", place.top);
-                let names = h5.attr_strings(&group, "weight_names")?.unwrap_or_default();
+                if !cache.borrow().contains_key(&group) {
+                    let names = h5.attr_strings(&group, "weight_names")?.unwrap_or_default();
+                    cache.borrow_mut().insert(group.clone(), names);
+                }
+                let cache = cache.borrow();
+                let names = cache.get(&group).map(Vec::as_slice).unwrap_or_default();
                 let want = |n: &str| -> bool {
                     let n = n.strip_suffix(":0").unwrap_or(n);
                     let mut parts = n.rsplit('/');

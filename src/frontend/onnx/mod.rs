@@ -520,6 +520,45 @@ fn example_shape(dims: &[proto::Dimension]) -> String {
     items.join(",")
 }
 
+/// The declared dims of the model's first input (`None` where the file leaves one symbolic),
+/// without importing the graph: what a caller needs to choose an input shape.
+pub fn declared_input(bytes: &[u8], path: &Path) -> Result<Vec<Option<usize>>> {
+    let format = |message: String| Error::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let model = proto::decode_model(bytes)
+        .map_err(|e| format(format!("not an ONNX model (protobuf decoding failed: {e})")))?;
+    let g = model
+        .graph
+        .ok_or_else(|| format("not an ONNX model (no graph)".into()))?;
+    let inits: HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let input = g
+        .input
+        .iter()
+        .find(|v| !inits.contains(v.name.as_deref().unwrap_or_default()))
+        .ok_or_else(|| format("the graph has no input".into()))?;
+    let dims = input
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .and_then(|t| t.shape.as_ref())
+        .map(|s| s.dim.as_slice())
+        .unwrap_or_default();
+    Ok(dims
+        .iter()
+        .map(|d| {
+            d.dim_value
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v > 0)
+        })
+        .collect())
+}
+
 /// Which outputs of a classifier are its logits and its probabilities.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Classifier {
