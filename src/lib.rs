@@ -64,6 +64,7 @@
 pub mod bench;
 pub mod classify;
 pub mod codegen;
+pub mod emit;
 pub mod error;
 pub mod frontend;
 pub mod graph;

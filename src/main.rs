@@ -14,10 +14,11 @@ mod file_model;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cli_model::ModelSource;
+use mnv2c::emit::Level;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
-use mnv2c::{CompiledModel, Options, codegen, lower, passes};
+use mnv2c::{CompiledModel, Options, passes};
 use mnv2c::{Error, Result, npy};
 
 #[derive(Parser, Debug)]
@@ -796,32 +797,22 @@ fn compile(args: CompileArgs) -> Result<()> {
             let _ = write!(std::io::stderr().lock(), "{header}\n{g}");
         }
     })?;
-    let text = match args.emit {
-        // The import's notes (where layouts changed) as comments: the text still parses.
-        Some(Emit::Ir) | None => {
-            notes.iter().map(|n| format!("# {n}\n")).collect::<String>() + &graph.to_string()
+    let level = match args.emit {
+        Some(Emit::Ir) | None => Level::Ir,
+        Some(Emit::Loops) => Level::Loops,
+        Some(Emit::Clif) => Level::Clif,
+        Some(Emit::Asm) => Level::Asm,
+        Some(Emit::Memplan) => Level::Memplan,
+    };
+    // The import's notes (where layouts changed) as comments: the text still parses.
+    let text = match level {
+        Level::Ir => {
+            notes.iter().map(|n| format!("# {n}\n")).collect::<String>()
+                + &mnv2c::emit::emit(&graph, level)?
         }
-        Some(level) => emit_code(&graph, level)?,
+        _ => mnv2c::emit::emit(&graph, level)?,
     };
     emit(&text, args.output.as_deref())
-}
-
-/// The levels below the graph IR. Lowering packs weights into kernels, so it needs values:
-/// seeded ones (seed 0), which give the same code as any other weights of the same shapes.
-fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
-    let params = weights::seeded(graph, 0)?;
-    if level == Emit::Memplan {
-        let no_passes = Options::new().with_optimize(false);
-        let model = CompiledModel::compile(graph, &params, &no_passes)?;
-        return Ok(model.memory_plan().to_string());
-    }
-    let consts = weights::bind(graph, &params)?;
-    let program = lower::lower(graph, &consts)?;
-    match level {
-        Emit::Loops => Ok(program.to_string()),
-        Emit::Clif => codegen::emit_clif(&program.kernels),
-        _ => codegen::emit_asm(&program.kernels),
-    }
 }
 
 /// The synthetic input of `weights::synthetic_input` for any `[N, H, W, 3]` shape.

@@ -27,7 +27,7 @@
 //! - `@name`: the graph constant `name` (a parameter or a constant a pass derived);
 //! - `@node#what`: a constant made at lowering for `node` (`@conv1#w_packed`, `@bn#bn_scale`).
 //!   `#` starts a comment in the graph IR's text form, so no bare name contains it, and a name
-//!   in the (future) quoted form prints with its quotes (`@"a#b"`), so no graph constant prints
+//!   in the quoted form prints with its quotes (`@"a#b"`, `%"onnx::Conv_12"`), so no graph constant prints
 //!   like a lowering constant. [`value_buffer`], [`const_buffer`] and [`lowered_buffer`] are
 //!   the only places these names are made.
 //!
@@ -75,6 +75,7 @@ pub mod verify;
 use std::collections::BTreeMap;
 use std::ops::{Add, Mul};
 
+use crate::graph::NameText;
 pub use crate::lower::schedule::{Family, Schedule};
 pub use interp::{run_kernel, run_program};
 pub use verify::{verify, verify_program};
@@ -89,23 +90,35 @@ pub const MAX_KERNEL_BUFFERS: usize = 16;
 
 /// The buffer name of graph value `name` (see "Buffer names" in the module doc).
 pub fn value_buffer(name: &str) -> String {
-    format!("%{name}")
+    format!("%{}", NameText(name))
 }
 
 /// The buffer name of graph constant `name`.
 pub fn const_buffer(name: &str) -> String {
-    format!("@{name}")
+    format!("@{}", NameText(name))
 }
 
 /// The buffer name of constant `what` made at lowering for node `node`.
 pub fn lowered_buffer(node: &str, what: &str) -> String {
-    format!("@{node}#{what}")
+    format!("@{}#{what}", NameText(node))
 }
 
-/// The graph value a buffer name refers to (`%x` -> `x`), if it names one; the inverse of
-/// [`value_buffer`].
-pub fn value_of_buffer(buffer: &str) -> Option<&str> {
-    buffer.strip_prefix('%')
+/// The graph value a buffer name refers to (`%x` -> `x`, `%"a:0"` -> `a:0`), if it names one;
+/// the inverse of [`value_buffer`].
+pub fn value_of_buffer(buffer: &str) -> Option<String> {
+    let name = buffer.strip_prefix('%')?;
+    match name.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        // Quoted names (those outside the bare grammar) escape only `"` and `\`.
+        Some(quoted) => {
+            let mut out = String::new();
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' { chars.next()? } else { c });
+            }
+            Some(out)
+        }
+        None => Some(name.to_string()),
+    }
 }
 
 /// What a buffer is for.
@@ -389,6 +402,35 @@ pub struct Kernel {
     pub locals: Vec<Local>,
     pub vars: Vec<String>,
     pub body: Vec<Stmt>,
+    /// Every local and variable name given out, and the next suffix to try per base name, so a
+    /// fresh name costs O(1) however many a kernel has (a linear scan per name made large
+    /// bordered convs take minutes to lower).
+    names: Names,
+}
+
+/// Fresh names for locals and loop variables: `base`, then `base1`, `base2`, ...
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Names {
+    taken: std::collections::HashSet<String>,
+    next: std::collections::HashMap<String, usize>,
+}
+
+impl Names {
+    fn fresh(&mut self, base: &str) -> String {
+        let k = self.next.entry(base.to_string()).or_insert(0);
+        loop {
+            let name = if *k == 0 {
+                base.to_string()
+            } else {
+                format!("{base}{k}")
+            };
+            *k += 1;
+            // A suffixed name may equal another base (`p1` from `p`, then base `p1`): skip it.
+            if self.taken.insert(name.clone()) {
+                return name;
+            }
+        }
+    }
 }
 
 impl Kernel {
@@ -402,6 +444,7 @@ impl Kernel {
             locals: Vec::new(),
             vars: Vec::new(),
             body: Vec::new(),
+            names: Names::default(),
         }
     }
 
@@ -414,31 +457,18 @@ impl Kernel {
         BufId(self.buffers.len() - 1)
     }
 
-    /// A fresh local; names are made unique by suffixing.
+    /// A fresh local; names are made unique by suffixing (locals and variables share the
+    /// names, so a printed kernel never shows one name for two things).
     pub fn add_local(&mut self, name: &str, len: usize, vector: bool) -> LocalId {
-        let mut unique = name.to_string();
-        let mut k = 1;
-        while self.locals.iter().any(|l| l.name == unique) {
-            unique = format!("{name}{k}");
-            k += 1;
-        }
-        self.locals.push(Local {
-            name: unique,
-            len,
-            vector,
-        });
+        let name = self.names.fresh(name);
+        self.locals.push(Local { name, len, vector });
         LocalId(self.locals.len() - 1)
     }
 
     /// A fresh loop variable; names are made unique by suffixing.
     pub fn new_var(&mut self, name: &str) -> Var {
-        let mut unique = name.to_string();
-        let mut k = 1;
-        while self.vars.contains(&unique) {
-            unique = format!("{name}{k}");
-            k += 1;
-        }
-        self.vars.push(unique);
+        let name = self.names.fresh(name);
+        self.vars.push(name);
         Var(self.vars.len() - 1)
     }
 

@@ -22,6 +22,7 @@
 //! elements. Every output element is computed by the same code in the same order whatever the
 //! split, so results are bit-identical for any thread count.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -236,145 +237,38 @@ impl CompiledModel {
         Ok(model)
     }
 
-    /// Lays out memory and resolves every kernel argument.
+    /// Lays out memory and resolves every kernel argument: liveness, the memory plan, the slot
+    /// of every buffer, the per-kernel overlap check, and the caller's ports.
     fn assemble(
         jit: JitProgram,
         mut program: Program,
         layers: Vec<Layer>,
     ) -> Result<CompiledModel> {
-        let n = program.kernels.len();
-        // Liveness of each activation's storage: written at its kernel, read until its last
-        // reader; graph outputs live to the end (step `n`).
-        let mut first: std::collections::BTreeMap<&str, usize> = Default::default();
-        let mut last: std::collections::BTreeMap<&str, usize> = Default::default();
-        for (i, k) in program.kernels.iter().enumerate() {
-            for b in &k.buffers {
-                let storage = program.storage_of(&b.name);
-                if b.role.writable() {
-                    first.entry(storage).or_insert(i);
-                }
-                let l = last.entry(storage).or_insert(i);
-                *l = (*l).max(i);
-            }
-        }
-        for o in &program.outputs {
-            last.insert(program.storage_of(o), n);
-        }
-        let mut requests = Vec::new();
-        for (name, (dims, kind)) in &program.buffers {
-            let is_view = program.views.iter().any(|(v, _)| v == name);
-            if *kind != BufferKind::Activation || is_view {
-                continue;
-            }
-            let Some(&f) = first.get(name.as_str()) else {
-                return Err(Error::Codegen(format!("{name} is never computed")));
-            };
-            let bytes = crate::tensor::checked_product(dims)
-                .and_then(|e| e.checked_mul(4))
-                .ok_or_else(|| {
-                    Error::TooLarge(format!("{name} needs more bytes than fit in memory"))
-                })?;
-            requests.push(Request {
-                name: name.clone(),
-                bytes,
-                first: f,
-                last: last.get(name.as_str()).copied().unwrap_or(f),
-            });
-        }
-        let plan = memplan::plan(&requests)
-            .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))?;
+        let plan = plan_memory(&program)?;
         let arena_len = plan.arena_bytes / 4;
-
         // Constants move into the model, one buffer each.
-        let const_names: Vec<String> = program.constants.keys().cloned().collect();
-        let mut consts = Vec::with_capacity(const_names.len());
-        for name in &const_names {
-            consts.push(program.constants.remove(name).unwrap_or_default());
-        }
-
-        let slot_of = |name: &str| -> Result<Slot> {
-            let storage = program.storage_of(name);
-            if let Some(p) = plan.placements.iter().find(|p| p.request.name == storage) {
-                let start = p.offset / 4;
-                return Ok(Slot::Arena(start..start + p.request.bytes / 4));
-            }
-            if let Ok(i) = const_names.binary_search_by(|c| c.as_str().cmp(storage)) {
-                return Ok(Slot::Const(i));
-            }
-            if let Some(i) = program.inputs.iter().position(|x| x == storage) {
-                return Ok(Slot::Input(i));
-            }
-            Err(Error::Codegen(format!("buffer {name} has no storage")))
-        };
-
-        let mut steps = Vec::with_capacity(n);
-        for (k, layer) in program.kernels.iter().zip(layers) {
-            let slots = k
-                .buffers
-                .iter()
-                .map(|b| slot_of(&b.name))
-                .collect::<Result<Vec<_>>>()?;
-            let written: Vec<&Slot> = k
-                .buffers
-                .iter()
-                .zip(&slots)
-                .filter(|(b, _)| b.role.writable())
-                .map(|(_, s)| s)
-                .collect();
-            let [Slot::Arena(output)] = written[..] else {
-                return Err(Error::Codegen(format!(
-                    "kernel '{}' must write exactly one activation",
-                    k.name
-                )));
-            };
-            let output = output.clone();
-            let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
-            if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
-                return Err(Error::Codegen(format!(
-                    "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
-                    k.name,
-                    slots.len()
-                )));
-            }
-            // The memory plan's promise, checked: nothing the kernel reads overlaps its output.
-            for (b, s) in k.buffers.iter().zip(&slots) {
-                if let (Role::Input, Slot::Arena(r)) = (b.role, s)
-                    && r.start < output.end
-                    && output.start < r.end
-                {
-                    return Err(Error::Codegen(format!(
-                        "kernel '{}': {} overlaps its output in the arena",
-                        k.name, b.name
-                    )));
-                }
-            }
-            steps.push(Step {
-                slots,
-                output,
-                layer,
-            });
-        }
+        let (names, consts): (Vec<String>, Vec<Vec<f32>>) =
+            std::mem::take(&mut program.constants).into_iter().unzip();
+        let slots = Slots::new(&program, &plan, &names);
+        let steps = program
+            .kernels
+            .iter()
+            .zip(layers)
+            .map(|(k, layer)| step(k, layer, &slots))
+            .collect::<Result<Vec<_>>>()?;
         let port = |name: &String| -> Result<Port> {
             let (dims, _) = program
                 .buffers
                 .get(name)
-                .ok_or_else(|| Error::Codegen(format!("no buffer {name}")))?;
+                .ok_or_else(|| Error::Internal(format!("no buffer {name}")))?;
             Ok(Port {
                 name: name.clone(),
                 dims: dims.clone(),
-                slot: slot_of(name)?,
+                slot: slots.of(name)?,
             })
         };
-        let inputs = program
-            .inputs
-            .iter()
-            .map(port)
-            .collect::<Result<Vec<_>>>()?;
-        let outputs = program
-            .outputs
-            .iter()
-            .map(port)
-            .collect::<Result<Vec<_>>>()?;
+        let inputs = program.inputs.iter().map(port).collect::<Result<_>>()?;
+        let outputs = program.outputs.iter().map(port).collect::<Result<_>>()?;
         Ok(CompiledModel {
             jit,
             steps,
@@ -580,6 +474,164 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The static memory plan of a lowered program: what a model compiled from it would use
+/// (`--emit memplan` prints it without compiling the kernels).
+pub fn plan_memory(program: &Program) -> Result<MemPlan> {
+    memplan::plan(&requests(program)?)
+        .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
+}
+
+/// The memory plan's requests: every activation that owns storage (views do not), with its
+/// liveness: written at its kernel, read until its last reader; graph outputs live to the end
+/// (step `n`).
+fn requests(program: &Program) -> Result<Vec<Request>> {
+    let n = program.kernels.len();
+    let views: HashMap<&str, &str> = program
+        .views
+        .iter()
+        .map(|(v, s)| (v.as_str(), s.as_str()))
+        .collect();
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, k) in program.kernels.iter().enumerate() {
+        for b in &k.buffers {
+            let storage = storage_of(&views, &b.name);
+            if b.role.writable() {
+                first.entry(storage).or_insert(i);
+            }
+            let l = last.entry(storage).or_insert(i);
+            *l = (*l).max(i);
+        }
+    }
+    for o in &program.outputs {
+        last.insert(storage_of(&views, o), n);
+    }
+    let mut requests = Vec::new();
+    for (name, (dims, kind)) in &program.buffers {
+        if *kind != BufferKind::Activation || views.contains_key(name.as_str()) {
+            continue;
+        }
+        let Some(&f) = first.get(name.as_str()) else {
+            return Err(Error::Codegen(format!("{name} is never computed")));
+        };
+        let bytes = crate::tensor::checked_product(dims)
+            .and_then(|e| e.checked_mul(4))
+            .ok_or_else(|| {
+                Error::TooLarge(format!("{name} needs more bytes than fit in memory"))
+            })?;
+        requests.push(Request {
+            name: name.clone(),
+            bytes,
+            first: f,
+            last: last.get(name.as_str()).copied().unwrap_or(f),
+        });
+    }
+    Ok(requests)
+}
+
+/// The buffer holding `name`'s data: `name` itself, or the source of the view chain it starts.
+fn storage_of<'a>(views: &HashMap<&'a str, &'a str>, name: &'a str) -> &'a str {
+    let mut cur = name;
+    // Each view names an earlier buffer, so chains end; the bound is belt and braces.
+    for _ in 0..=views.len() {
+        match views.get(cur) {
+            Some(src) => cur = src,
+            None => break,
+        }
+    }
+    cur
+}
+
+/// Where every program buffer lives at run time, by name (maps, so resolving all of them is
+/// near-linear in their number).
+struct Slots {
+    views: HashMap<String, String>,
+    by_name: HashMap<String, Slot>,
+}
+
+impl Slots {
+    /// `constants` are the constant buffers' names in the order of the model's `consts`.
+    fn new(program: &Program, plan: &MemPlan, constants: &[String]) -> Slots {
+        let views = program.views.iter().cloned().collect();
+        let mut by_name: HashMap<String, Slot> = HashMap::new();
+        for p in &plan.placements {
+            let start = p.offset / 4;
+            let range = start..start + p.request.bytes / 4;
+            by_name.insert(p.request.name.clone(), Slot::Arena(range));
+        }
+        for (i, name) in constants.iter().enumerate() {
+            by_name.entry(name.clone()).or_insert(Slot::Const(i));
+        }
+        for (i, name) in program.inputs.iter().enumerate() {
+            by_name.entry(name.clone()).or_insert(Slot::Input(i));
+        }
+        Slots { views, by_name }
+    }
+
+    fn of(&self, name: &str) -> Result<Slot> {
+        let mut cur = name;
+        // Each view names an earlier buffer, so chains end; the bound is belt and braces.
+        for _ in 0..=self.views.len() {
+            match self.views.get(cur) {
+                Some(src) => cur = src,
+                None => break,
+            }
+        }
+        self.by_name
+            .get(cur)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("buffer {name} has no storage")))
+    }
+}
+
+/// One kernel's step: the slot of each of its buffers, checked to write exactly one activation
+/// that no buffer it reads overlaps (the memory plan's promise, checked once more).
+fn step(k: &Kernel, layer: Layer, slots: &Slots) -> Result<Step> {
+    let slots = k
+        .buffers
+        .iter()
+        .map(|b| slots.of(&b.name))
+        .collect::<Result<Vec<_>>>()?;
+    let written: Vec<&Slot> = k
+        .buffers
+        .iter()
+        .zip(&slots)
+        .filter(|(b, _)| b.role.writable())
+        .map(|(_, s)| s)
+        .collect();
+    let [Slot::Arena(output)] = written[..] else {
+        return Err(Error::Internal(format!(
+            "kernel '{}' must write exactly one activation",
+            k.name
+        )));
+    };
+    let output = output.clone();
+    let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
+    if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
+        return Err(Error::Internal(format!(
+            "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
+            k.name,
+            slots.len()
+        )));
+    }
+    for (b, s) in k.buffers.iter().zip(&slots) {
+        if let (Role::Input, Slot::Arena(r)) = (b.role, s)
+            && r.start < output.end
+            && output.start < r.end
+        {
+            return Err(Error::Internal(format!(
+                "kernel '{}': {} overlaps its output in the arena",
+                k.name, b.name
+            )));
+        }
+    }
+    Ok(Step {
+        slots,
+        output,
+        layer,
+    })
 }
 
 // A compiled model must be shareable between threads (see the module doc).
