@@ -93,6 +93,12 @@ pub fn input_size(
 
 /// Reads a model file (Keras `.h5` or `.keras`).
 pub fn load(path: &Path, size: InputSize) -> Result<KerasModel> {
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "--model {}: no such file (the built-in model is `--model mobilenetv2`; a trained model is a Keras .h5 or .keras file)",
+            path.display()
+        )));
+    }
     let mut head = [0u8; 8];
     let n = std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))

@@ -6,11 +6,14 @@
 //! frontend ──► graph IR ──► passes ──► lower ──► loop IR ──► codegen ──► runtime
 //! ```
 //!
-//! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
+//! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks;
+//!   [`frontend::keras`] reads a trained Keras model (`.h5` or `.keras`) into the same graph IR,
+//!   with its weights; [`classify`] turns photos into its input (Pillow-exact resize).
 //! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
 //!   and the verifier every later stage relies on; [`graph::interp`] is its reference
 //!   interpreter, the oracle for every faster path.
-//! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
+//! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, pad folding, dead-code
+//!   elimination),
 //!   verifying it after every pass.
 //! - [`frontend::weights`] gives the graph's constants values (seeded, or `.safetensors`);
 //!   [`npy`] reads and writes input and output arrays; [`tolerance`] says how close is correct.

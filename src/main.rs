@@ -372,11 +372,6 @@ fn run_model(args: RunArgs) -> Result<()> {
             "--input-shape sizes a model file; the built-in model takes --batch, --height and --width".into(),
         ));
     }
-    if args.weights.is_none() {
-        eprintln!(
-            "note: the built-in model's weights are invented (seeded), so its classes mean nothing; to run a trained Keras model: mnv2c run --model FILE.h5|FILE.keras --input X.npy, or mnv2c classify --model FILE --labels labels.txt IMAGE..."
-        );
-    }
     let file_weights = match &args.weights {
         Some(path) => {
             let w = weights::read(path)?;
@@ -511,6 +506,13 @@ fn run_model(args: RunArgs) -> Result<()> {
                 number(logit_row[c])
             ));
         }
+    }
+    if args.weights.is_none() {
+        text.push_str(
+            "note: the built-in model's weights are invented (seeded), so its classes mean nothing.\n\
+             To run a trained Keras model: mnv2c run --model FILE.h5|FILE.keras --input X.npy,\n\
+             or: mnv2c classify --model FILE.h5 --labels labels.txt IMAGE.png ...\n",
+        );
     }
     emit(&text, None)
 }

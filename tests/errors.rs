@@ -841,6 +841,307 @@ fn cli_cases() -> Vec<Case> {
     ]
 }
 
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keras")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// CRC-32 (IEEE), for the zip and PNG files built here.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A zip archive of stored members, as Keras writes a `.keras` file.
+fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in members {
+        let offset = out.len() as u32;
+        let (crc, len, nlen) = (crc32(data), data.len() as u32, name.len() as u16);
+        out.extend(0x0403_4b50u32.to_le_bytes());
+        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend(crc.to_le_bytes());
+        out.extend(len.to_le_bytes());
+        out.extend(len.to_le_bytes());
+        out.extend(nlen.to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend(*data);
+        central.extend(0x0201_4b50u32.to_le_bytes());
+        central.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend(crc.to_le_bytes());
+        central.extend(len.to_le_bytes());
+        central.extend(len.to_le_bytes());
+        central.extend(nlen.to_le_bytes());
+        central.extend([0u8; 12]);
+        central.extend(offset.to_le_bytes());
+        central.extend(name.as_bytes());
+    }
+    let (cd_offset, cd_len, n) = (out.len() as u32, central.len() as u32, members.len() as u16);
+    out.extend(central);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0u8; 4]);
+    out.extend(n.to_le_bytes());
+    out.extend(n.to_le_bytes());
+    out.extend(cd_len.to_le_bytes());
+    out.extend(cd_offset.to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
+/// The `a025_40x48_avg.keras` fixture with its config.json edited by `edit` (replace `from` by
+/// `to`, once).
+fn keras_edited(from: &str, to: &str) -> File {
+    let bytes = fixture_bytes("a025_40x48_avg.keras");
+    let path = Path::new("a.keras");
+    let config = String::from_utf8(
+        mnv2c::frontend::keras::zip::member(&bytes, "config.json", path)
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(config.contains(from), "the fixture's config has {from}");
+    let config = config.replacen(from, to, 1);
+    let weights = mnv2c::frontend::keras::zip::member(&bytes, "model.weights.h5", path).unwrap();
+    File::Bytes(zip_of(&[
+        ("config.json", config.as_bytes()),
+        ("model.weights.h5", weights),
+    ]))
+}
+
+/// A PNG whose header claims `w` x `h` pixels (the pixel data is a stub: the size must be
+/// refused before any is decoded).
+fn png_claiming(w: u32, h: u32) -> File {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+    png.extend(((idat.len() - 4) as u32).to_be_bytes());
+    png.extend(idat);
+    png.extend(crc32(idat).to_be_bytes());
+    File::Bytes(png)
+}
+
+const A035: &str = "tests/fixtures/keras/a035_32_top.h5";
+const CHELSEA: &str = "tests/fixtures/keras/images/chelsea_160.png";
+
+/// Keras model files, images and labels: `run`/`classify` with a model file.
+fn keras_cases() -> Vec<Case> {
+    let h5 = fixture_bytes("a035_32_top.h5");
+    let keras = fixture_bytes("a025_40x48_avg.keras");
+    let mut corrupt = h5.clone();
+    corrupt[8..96].iter_mut().for_each(|b| *b = 0xff);
+    let not_keras = hdf5_pure::FileBuilder::new().finish().unwrap();
+    vec![
+        case(
+            "truncated .h5",
+            vec![("t.h5", bytes(&h5[..4096]))],
+            &["run", "--model", "{d}/t.h5"],
+            3,
+            &["{d}/t.h5"],
+        ),
+        case(
+            "truncated .keras",
+            vec![("t.keras", bytes(&keras[..keras.len() / 2]))],
+            &["run", "--model", "{d}/t.keras"],
+            3,
+            &["{d}/t.keras", "zip"],
+        ),
+        case(
+            "corrupted .h5 superblock",
+            vec![("c.h5", bytes(&corrupt))],
+            &["run", "--model", "{d}/c.h5"],
+            3,
+            &["{d}/c.h5", "HDF5"],
+        ),
+        case(
+            "HDF5 that is not a Keras model",
+            vec![("n.h5", File::Bytes(not_keras))],
+            &["run", "--model", "{d}/n.h5"],
+            3,
+            &["model_config", "not a Keras model"],
+        ),
+        case(
+            "not a model file",
+            vec![("m.onnx", bytes(b"\x08\x07\x12\x04junk"))],
+            &["run", "--model", "{d}/m.onnx"],
+            3,
+            &["not a model file"],
+        ),
+        case(
+            "missing weight (a bias the file does not have)",
+            vec![(
+                "m.keras",
+                keras_edited("\"use_bias\": false", "\"use_bias\": true"),
+            )],
+            &["run", "--model", "{d}/m.keras"],
+            3,
+            &["Conv1/bias", "vars/1"],
+        ),
+        case(
+            "misshapen weight",
+            vec![("m.keras", keras_edited("\"filters\": 8", "\"filters\": 9"))],
+            &["run", "--model", "{d}/m.keras"],
+            3,
+            &["Conv1/kernel", "expected f32[3,3,3,9]"],
+        ),
+        case(
+            "unsupported layer",
+            vec![(
+                "m.keras",
+                keras_edited("\"class_name\": \"ReLU\"", "\"class_name\": \"ELU\""),
+            )],
+            &["run", "--model", "{d}/m.keras"],
+            3,
+            &["Conv1_relu", "ELU", "avg_dense"],
+        ),
+        case(
+            "leaky ReLU",
+            vec![(
+                "m.keras",
+                keras_edited("\"negative_slope\": 0.0", "\"negative_slope\": 0.1"),
+            )],
+            &["run", "--model", "{d}/m.keras"],
+            3,
+            &["leaky"],
+        ),
+        case(
+            "free height and width without a size",
+            vec![],
+            &["run", "--model", "tests/fixtures/keras/a020_nested_none.h5"],
+            2,
+            &["--input-shape", "free"],
+        ),
+        case(
+            "--weights with a model file",
+            vec![],
+            &["run", "--model", A035, "--weights", "w.safetensors"],
+            2,
+            &["--weights"],
+        ),
+        case(
+            "--num-classes with a model file",
+            vec![],
+            &["run", "--model", A035, "--num-classes", "5"],
+            2,
+            &["--num-classes"],
+        ),
+        case(
+            "--height contradicting the file",
+            vec![],
+            &["run", "--model", A035, "--height", "64"],
+            2,
+            &["64", "32"],
+        ),
+        case(
+            "malformed --input-shape",
+            vec![],
+            &["run", "--model", A035, "--input-shape", "1,32,32"],
+            2,
+            &["--input-shape", "N,H,W,C"],
+        ),
+        case(
+            "--probs without a softmax",
+            vec![],
+            &[
+                "run",
+                "--model",
+                "tests/fixtures/keras/a025_40x48_avg.keras",
+                "--probs",
+                "{d}/p.npy",
+            ],
+            2,
+            &["softmax"],
+        ),
+        case(
+            "classify: not an image",
+            vec![("x.png", bytes(b"hello, not a picture"))],
+            &["classify", "--model", A035, "{d}/x.png"],
+            3,
+            &["{d}/x.png", "PNG or JPEG"],
+        ),
+        case(
+            "classify: image over the pixel limit",
+            vec![("big.png", png_claiming(10_000, 10_000))],
+            &["classify", "--model", A035, "{d}/big.png"],
+            3,
+            &["10000x10000", "64 megapixels"],
+        ),
+        case(
+            "classify: truncated PNG",
+            vec![(
+                "t.png",
+                bytes(
+                    &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(CHELSEA)).unwrap()
+                        [..200],
+                ),
+            )],
+            &["classify", "--model", A035, "{d}/t.png"],
+            3,
+            &["{d}/t.png"],
+        ),
+        case(
+            "classify: empty labels file",
+            vec![("l.txt", bytes(b""))],
+            &[
+                "classify",
+                "--model",
+                A035,
+                "--labels",
+                "{d}/l.txt",
+                CHELSEA,
+            ],
+            3,
+            &["{d}/l.txt", "0 label line(s)", "5 classes"],
+        ),
+        case(
+            "classify: labels of the wrong length",
+            vec![("l.txt", bytes(b"a\nb\nc\n"))],
+            &[
+                "classify",
+                "--model",
+                A035,
+                "--labels",
+                "{d}/l.txt",
+                CHELSEA,
+            ],
+            3,
+            &["3 label line(s)", "5 classes"],
+        ),
+        case(
+            "classify: free size without --input-shape",
+            vec![],
+            &[
+                "classify",
+                "--model",
+                "tests/fixtures/keras/a020_nested_none.h5",
+                CHELSEA,
+            ],
+            2,
+            &["--input-shape"],
+        ),
+    ]
+}
+
 /// A one-input ONNX model (opset 13) from its nodes, initializers, input type and shape.
 fn onnx_model(
     nodes: Vec<proto::NodeProto>,
@@ -1105,6 +1406,7 @@ fn all_cases() -> Vec<Case> {
     let mut all = weights_cases();
     all.extend(npy_cases());
     all.extend(cli_cases());
+    all.extend(keras_cases());
     all.extend(onnx_cases());
     all
 }

@@ -26,7 +26,8 @@
 //!   rather than trusts it).
 //!
 //! ## Names
-//! The conv keeps its name and takes over the batch norm's uses; the batch-norm node is removed.
+//! The conv keeps its name and takes over the batch norm's uses; the batch-norm node is removed
+//! (when the batch norm is a graph output, the conv takes its name: see [`absorb`](super::absorb)).
 //! The new constants are named after the conv's weight: `<weight>.bn` for `w'` and
 //! `<weight>.bn_bias` for `b'` (e.g. `@mobilenetv2/res5_1/pw/w.bn`), made unique with a `.2`,
 //! `.3`, ... suffix if taken. The original constants are left alone: the derived constants read
@@ -110,8 +111,7 @@ pub fn run(graph: &mut Graph) -> Result<bool> {
             c.weight = weight;
             c.bias = Some(bias);
         }
-        graph.replace_all_uses(bn_id, conv_id);
-        graph.remove_node(bn_id);
+        super::absorb(graph, conv_id, bn_id);
         changed = true;
     }
     Ok(changed)

@@ -25,7 +25,8 @@
 //! identity or an `ex_dim` conv (which stays a plain conv feeding the residual slot).
 //!
 //! ## Names
-//! The conv keeps its name and takes over the add's uses; the add node is removed.
+//! The conv keeps its name and takes over the add's uses; the add node is removed. When the add is
+//! a graph output, the conv takes its name instead (see [`absorb`](super::absorb)).
 
 use super::{reaches, sole_user};
 use crate::Result;
@@ -56,8 +57,7 @@ pub fn run(graph: &mut Graph) -> Result<bool> {
         let [x] = graph.operands(conv_id)[..] else {
             continue; // epilogue none means one operand; `fusable` checked it
         };
-        graph.replace_all_uses(add_id, conv_id);
-        graph.remove_node(add_id);
+        super::absorb(graph, conv_id, add_id);
         graph.set_operands(conv_id, &[x, residual]);
         if let Op::Conv2d(c) = &mut graph.node_mut(conv_id).op {
             c.epilogue = Epilogue::Add;

@@ -13,7 +13,8 @@
 //!   unclamped value once the clamp is inside the conv.
 //!
 //! ## Names
-//! The conv keeps its name and takes over the relu6's uses; the relu6 node is removed.
+//! The conv keeps its name and takes over the relu6's uses; the relu6 node is removed. When the relu6
+//! is a graph output, the conv takes its name instead (see [`absorb`](super::absorb)).
 
 use super::sole_user;
 use crate::Result;
@@ -44,8 +45,7 @@ pub fn run(graph: &mut Graph) -> Result<bool> {
         if let Op::Conv2d(c) = &mut graph.node_mut(conv_id).op {
             c.epilogue = epilogue;
         }
-        graph.replace_all_uses(relu_id, conv_id);
-        graph.remove_node(relu_id);
+        super::absorb(graph, conv_id, relu_id);
         changed = true;
     }
     Ok(changed)

@@ -15,7 +15,9 @@
 //! ## Names
 //! Rewritten nodes keep the *producer's* name: when `conv -> batch_norm` becomes one conv, the
 //! node is still `%res5_1/pw` and the batch norm's users now read it; the absorbed node
-//! (`batch_norm`, `relu6`, `add`) disappears. New constants derive their names from the
+//! (`batch_norm`, `relu6`, `add`) disappears. The one exception keeps graph outputs named: when
+//! the absorbed node is a graph output, the producer takes its name ([`absorb`]), so a model
+//! whose output is `%out_relu` still has an output `%out_relu` after fusion. New constants derive their names from the
 //! constants they are computed from (see [`fold_batchnorm`]); [`fresh_const_name`] keeps them
 //! unique.
 //!
@@ -176,6 +178,20 @@ pub(crate) fn sole_user(graph: &Graph, id: ValueId) -> Option<(ValueId, usize)> 
     match graph.users(id)[..] {
         [only] => Some(only),
         _ => None, // the one use is an output
+    }
+}
+
+/// Folds `consumer` into `producer`: the producer takes over the consumer's uses and the
+/// consumer is removed. When the consumer is a graph output, the producer also takes its name,
+/// so graph outputs keep their names through every pass (the producer's own name had no other
+/// reader: fusions require it to have the consumer as its only use).
+pub(crate) fn absorb(graph: &mut Graph, producer: ValueId, consumer: ValueId) {
+    let is_output = graph.outputs().contains(&consumer);
+    graph.replace_all_uses(consumer, producer);
+    if let Some(node) = graph.remove_node(consumer)
+        && is_output
+    {
+        graph.node_mut(producer).name = node.name;
     }
 }
 

@@ -81,7 +81,7 @@ fn legacy(h5: hdf5::H5, path: &Path) -> Result<(String, weights::Source)> {
         message: m.to_string(),
     };
     let json = h5.attr_string("", "model_config")?.ok_or_else(|| {
-        bad("an HDF5 file without a 'model_config' attribute: not a Keras model saved with model.save() (a weights-only file needs its model)")
+        bad("an HDF5 file with no readable 'model_config' attribute: not a Keras model saved with model.save() (a weights-only file needs its model), or a truncated or corrupted one")
     })?;
     if !h5.has_group("model_weights") {
         return Err(bad("a Keras .h5 file without 'model_weights'"));
