@@ -357,15 +357,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
     if let Some(ModelSource::File(path)) = args.model.as_deref().map(ModelSource::parse) {
-        if file_model::is_onnx(&path)? {
-            return run_onnx_model(&args, &path);
-        }
-        if !args.output.is_empty() {
-            return Err(Error::Usage(
-                "--output NAME=FILE names an output of an ONNX model".into(),
-            ));
-        }
-        return run_file_model(&args, &path);
+        return run_any_file_model(&args, &path);
     }
     if args.size.input_shape.is_some() {
         return Err(Error::Usage(
@@ -544,6 +536,19 @@ fn read_input(path: &Path) -> Result<(mnv2c::Tensor, [usize; 3])> {
         )));
     }
     Ok((x, [n, h, w]))
+}
+
+/// `mnv2c run --model FILE`: an ONNX file, or a Keras file.
+fn run_any_file_model(args: &RunArgs, path: &Path) -> Result<()> {
+    if file_model::is_onnx(path)? {
+        return run_onnx_model(args, path);
+    }
+    if !args.output.is_empty() {
+        return Err(Error::Usage(
+            "--output NAME=FILE names an output of an ONNX model".into(),
+        ));
+    }
+    run_file_model(args, path)
 }
 
 /// `mnv2c run --model FILE.onnx`: the file's model and weights, the input in the file's layout,

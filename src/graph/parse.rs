@@ -133,38 +133,7 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
                 i = take_while(i, &|c| c != '\n');
                 continue;
             }
-            '%' | '@' if chars.get(i + 1) == Some(&'"') => {
-                let (name, j) =
-                    quoted_name(&chars, i + 2).map_err(|(at, m)| err(tline, tcol + (at - i), m))?;
-                let tok = if c == '%' {
-                    Tok::Value(name)
-                } else {
-                    Tok::Const(name)
-                };
-                (tok, j)
-            }
-            '%' | '@' => {
-                let j = take_while(i + 1, &|c| super::is_name_char(c));
-                if j == i + 1 {
-                    let found = chars
-                        .get(j)
-                        .map_or("end of file".into(), |c| format!("`{c}`"));
-                    return Err(err(
-                        tline,
-                        tcol + 1,
-                        format!("expected a name after `{c}`, found {found}"),
-                    ));
-                }
-                let name: String = chars[i + 1..j].iter().collect();
-                (
-                    if c == '%' {
-                        Tok::Value(name)
-                    } else {
-                        Tok::Const(name)
-                    },
-                    j,
-                )
-            }
+            '%' | '@' => sigil_name(&chars, i).map_err(|(at, m)| err(tline, tcol + (at - i), m))?,
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let j = take_while(i, &|c| c.is_ascii_alphanumeric() || c == '_');
                 (Tok::Ident(chars[i..j].iter().collect()), j)
@@ -198,6 +167,35 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
         col,
     });
     Ok(out)
+}
+
+/// The value (`%`) or constant (`@`) whose sigil is at `i`, bare or quoted: the token and the
+/// index after it. The error carries the index it refers to.
+fn sigil_name(chars: &[char], i: usize) -> Result<(Tok, usize), (usize, String)> {
+    let (name, j) = if chars.get(i + 1) == Some(&'"') {
+        quoted_name(chars, i + 2)?
+    } else {
+        let mut j = i + 1;
+        while j < chars.len() && super::is_name_char(chars[j]) {
+            j += 1;
+        }
+        if j == i + 1 {
+            let found = chars
+                .get(j)
+                .map_or("end of file".into(), |c| format!("`{c}`"));
+            return Err((
+                j,
+                format!("expected a name after `{}`, found {found}", chars[i]),
+            ));
+        }
+        (chars[i + 1..j].iter().collect(), j)
+    };
+    let tok = if chars[i] == '%' {
+        Tok::Value(name)
+    } else {
+        Tok::Const(name)
+    };
+    Ok((tok, j))
 }
 
 /// A quoted name starting after its opening `"` at `start`: the name and the index after the

@@ -684,10 +684,18 @@ fn flatten_2d(imp: &mut Importer<'_>, n: &NodeProto, i: usize) -> Result<Act> {
 }
 
 fn flatten(imp: &mut Importer<'_>, n: &NodeProto) -> Result<Val> {
-    if axis(attr_i(n, "axis").unwrap_or(1), 4).is_none_or(|a| a != 1)
-        && attr_i(n, "axis").unwrap_or(1) != 1
-    {
-        return Err(imp.node_error(n, "only axis 1 is supported"));
+    let rank = match imp.input(n, 0)? {
+        Val::Act(a)
+        | Val::Pending(Pending::Pad { act: a, .. })
+        | Val::Pending(Pending::Affine { act: a, .. }) => a.perm.len(),
+        Val::Const(c) => c.dims.len(),
+    };
+    let ax = attr_i(n, "axis").unwrap_or(1);
+    if axis(ax, rank) != Some(1) {
+        return Err(imp.node_error(
+            n,
+            format!("axis {ax} of a rank-{rank} value: only axis 1 ([N, rest]) is supported"),
+        ));
     }
     Ok(Val::Act(flatten_2d(imp, n, 0)?))
 }
