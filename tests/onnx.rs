@@ -219,3 +219,41 @@ fn run_model_file_writes_logits_probs_and_named_outputs() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `classify` feeds images in the layout the file declares: the same Keras model exported
+/// NHWC (opset 13) and NCHW (opset 9) gives the same probabilities for the same photos.
+#[test]
+fn classify_feeds_nchw_and_nhwc_models_alike() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras/images");
+    let probs = |model: &str| -> Vec<f64> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnv2c"))
+            .args(["classify", "--json", "--top", "5", "--model"])
+            .arg(fixture(model))
+            .arg(images.join("chelsea_160.png"))
+            .arg(images.join("astronaut_160.png"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        // Every `"prob":` number, in order (image by image, rank by rank).
+        text.split("\"prob\":")
+            .skip(1)
+            .map(|s| {
+                let end = s.find(|c: char| c == '}' || c == ',').unwrap();
+                s[..end].trim().parse().unwrap()
+            })
+            .collect()
+    };
+    let (nhwc, nchw) = (probs("keras_nhwc_op13.onnx"), probs("keras_nchw_op9.onnx"));
+    assert_eq!(nhwc.len(), 10);
+    for (a, b) in nhwc.iter().zip(&nchw) {
+        assert!(
+            (a - b).abs() <= f64::from(PROBS_ABS),
+            "{nhwc:?} vs {nchw:?}"
+        );
+    }
+}
