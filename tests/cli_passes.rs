@@ -95,6 +95,7 @@ fn print_after_goes_to_stderr_under_a_comment_header_and_parses() {
             "# ----- IR after fuse-add (changed) -----",
             "# ----- IR after fuse-relu6 (changed) -----",
             "# ----- IR after fold-pad (unchanged) -----",
+            "# ----- IR after fold-rescale (unchanged) -----",
             "# ----- IR after dce (unchanged) -----",
         ]
     );
@@ -115,6 +116,7 @@ fn list_passes_needs_no_model() {
             "fuse-add",
             "fuse-relu6",
             "fold-pad",
+            "fold-rescale",
             "dce"
         ]
     );
@@ -126,7 +128,7 @@ fn bad_pass_flags_are_one_line_usage_errors() {
         (&["-O0", "--passes", "dce"][..], "cannot be used with"),
         (
             &["--passes", "dce,nope"][..],
-            "error: unknown pass 'nope' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, fold-pad, dce)",
+            "error: unknown pass 'nope' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, fold-pad, fold-rescale, dce)",
         ),
         (&["--print-after", "nope"][..], "error: unknown pass 'nope'"),
         (

@@ -170,3 +170,23 @@ fn resize_matches_pillow_exactly() {
         assert_eq!(diff, 0, "{src} -> {dst}: {diff} bytes differ from Pillow");
     }
 }
+
+/// JPEG decoding agrees with Pillow's (libjpeg) to within a few steps per channel: another
+/// IDCT and upsampler, not exact, which is why exactness is checked on PNG.
+#[test]
+fn jpeg_decodes_close_to_pillow() {
+    let p = fixture("images/chelsea_160.jpg");
+    let got = mnv2c::classify::image::decode(&std::fs::read(&p).unwrap(), &p).unwrap();
+    let want = png("chelsea_160_jpg_by_pillow.png");
+    assert_eq!((got.width, got.height), (want.width, want.height));
+    let diffs: Vec<i32> = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+        .collect();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let max = *diffs.iter().max().unwrap();
+    eprintln!("JPEG vs Pillow: mean {mean}, max {max}");
+    assert!(mean < 1.0 && max <= 8, "mean {mean}, max {max}");
+}

@@ -154,3 +154,52 @@ fn typing_rules_reject_misfits() {
         );
     }
 }
+
+/// `fold-rescale` folds a Rescaling into an unpadded conv (exactly, up to rounding) and leaves
+/// it before a padded one; the compiled model agrees with the interpreter either way.
+#[test]
+fn fold_rescale_only_where_exact() {
+    for (pads_text, folds) in [("0, 0, 0, 0", true), ("1, 1, 1, 1", false)] {
+        let text = format!(
+            "graph g {{
+  const @w : f32[3,3,3,5]
+  const @b : f32[5]
+  %x = input : f32[2,6,7,3]
+  %r = scale_offset(%x) {{scale = 0.007843138, offset = -1.0}} : f32[2,6,7,3]
+  %c = conv2d(%r, @w, bias = @b) {{stride = [1, 1], pads = [{pads_text}], groups = 1}} : f32[2,{},{},5]
+  output %c
+}}
+",
+            if folds { 4 } else { 6 },
+            if folds { 5 } else { 7 }
+        );
+        let g = graph::parse(&text, "r.ir").unwrap();
+        let mut folded = g.clone();
+        assert_eq!(passes::fold_rescale::run(&mut folded).unwrap(), folds);
+        graph::verify(&folded).unwrap();
+        assert_eq!(folded.find("r").is_none(), folds);
+        let weights = common::random_weights(&g, 3);
+        let x = common::Rng(9).tensor(&[2, 6, 7, 3], 0.0, 255.0);
+        let want = interp::run(&g, &weights, std::slice::from_ref(&x)).unwrap();
+        let bound = mnv2c::graph::consts::bind(&folded, &weights).unwrap();
+        let got = interp::run(&folded, &bound, std::slice::from_ref(&x)).unwrap();
+        let c = tolerance::compare(
+            got[0].data(),
+            want[0].data(),
+            tolerance::LOGITS_REL,
+            tolerance::LOGITS_ABS,
+        )
+        .unwrap();
+        assert!(c.passed(), "pads {pads_text}: {c:?}");
+        let m = CompiledModel::compile(&g, &weights, &Options::new()).unwrap();
+        let jit = m.run_all(std::slice::from_ref(&x)).unwrap();
+        let c = tolerance::compare(
+            jit[0].data(),
+            want[0].data(),
+            tolerance::LOGITS_REL,
+            tolerance::LOGITS_ABS,
+        )
+        .unwrap();
+        assert!(c.passed(), "pads {pads_text} (JIT): {c:?}");
+    }
+}

@@ -243,7 +243,7 @@ fn classify_feeds_nchw_and_nhwc_models_alike() {
         text.split("\"prob\":")
             .skip(1)
             .map(|s| {
-                let end = s.find(|c: char| c == '}' || c == ',').unwrap();
+                let end = s.find(['}', ',']).unwrap();
                 s[..end].trim().parse().unwrap()
             })
             .collect()

@@ -158,7 +158,8 @@ fn fold_keeps_an_existing_bias_and_chains_of_batch_norms_fold_in_one_run() {
     ));
     assert!(run_one(&mut g, FOLD_BATCHNORM));
     assert_eq!(count(&g, "batch_norm"), 0, "{g}");
-    let c = conv_of(&g, "c");
+    // The fused conv takes the name of the output it replaces.
+    let c = conv_of(&g, "bn2");
     assert_eq!(c.weight, "w.bn.bn");
     assert_eq!(c.bias.as_deref(), Some("w.bn.bn_bias"));
     let bias_of = |n: &str| match &g.const_decl(n).unwrap().def {
@@ -239,9 +240,10 @@ fn fuse_relu6_appends_the_clamp_to_the_epilogue() {
   output %r"
         )));
         assert!(run_one(&mut g, FUSE_RELU6));
-        assert_eq!(conv_of(&g, "c").epilogue, after);
+        // The relu6 was the output: the conv takes its name, so the output stays `%r`.
+        assert_eq!(conv_of(&g, "r").epilogue, after);
         assert_eq!(count(&g, "relu6"), 0);
-        assert_eq!(g.node(g.outputs()[0]).name, "c");
+        assert_eq!(g.node(g.outputs()[0]).name, "r");
     }
 }
 
@@ -282,10 +284,11 @@ fn fuse_add_takes_the_other_operand_as_residual_on_either_side() {
   output %s"
         )));
         assert!(run_one(&mut g, FUSE_ADD));
-        assert_eq!(conv_of(&g, "c").epilogue, Epilogue::Add);
-        assert_eq!(conv_of(&g, "c").bias.as_deref(), Some("b"));
+        // The add was the output: the conv takes its name.
+        assert_eq!(conv_of(&g, "s").epilogue, Epilogue::Add);
+        assert_eq!(conv_of(&g, "s").bias.as_deref(), Some("b"));
         // x is both the conv's input and its residual.
-        assert_eq!(operand_names(&g, "c"), ["x", "x"]);
+        assert_eq!(operand_names(&g, "s"), ["x", "x"]);
         assert_eq!(count(&g, "add"), 0);
     }
 }
@@ -300,8 +303,9 @@ fn fuse_add_prefers_operand_1_when_both_are_fusable_convs() {
   output %s",
     ));
     assert!(run_one(&mut g, FUSE_ADD));
-    assert_eq!(conv_of(&g, "main").epilogue, Epilogue::Add);
-    assert_eq!(operand_names(&g, "main"), ["x", "ex"]);
+    // `main` took the add (and, the add being the output, its name `s`).
+    assert_eq!(conv_of(&g, "s").epilogue, Epilogue::Add);
+    assert_eq!(operand_names(&g, "s"), ["x", "ex"]);
     assert_eq!(conv_of(&g, "ex").epilogue, Epilogue::None);
     // Operand 1 not fusable (it clamps): operand 0 takes the add.
     let mut g = parse(&graph_text(
@@ -311,7 +315,8 @@ fn fuse_add_prefers_operand_1_when_both_are_fusable_convs() {
   output %s",
     ));
     assert!(run_one(&mut g, FUSE_ADD));
-    assert_eq!(operand_names(&g, "ex"), ["x", "main"]);
+    assert_eq!(operand_names(&g, "s"), ["x", "main"]);
+    assert!(g.find("ex").is_none(), "`ex` took the add and its name");
 }
 
 #[test]
@@ -355,7 +360,7 @@ fn conv_add_relu6_becomes_add_relu6_only_with_fuse_add_first() {
   output %r",
     );
     let g = run(parse(&text), &[FUSE_ADD, FUSE_RELU6]);
-    assert_eq!(conv_of(&g, "c").epilogue, Epilogue::AddRelu6);
+    assert_eq!(conv_of(&g, "r").epilogue, Epilogue::AddRelu6);
     assert_eq!(g.num_nodes(), 2, "{g}");
     // The other order leaves the relu6 standalone: why the default pipeline is ordered so.
     let g = run(parse(&text), &[FUSE_RELU6, FUSE_ADD]);
@@ -436,7 +441,7 @@ fn pass_lookup_lists_the_valid_names() {
     let err = passes::lookup("fold-bn").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown pass 'fold-bn' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, fold-pad, dce)"
+        "unknown pass 'fold-bn' (valid passes: fold-batchnorm, fuse-add, fuse-relu6, fold-pad, fold-rescale, dce)"
     );
     let names: Vec<&str> = passes::parse_pass_list("dce, fuse-add")
         .unwrap()

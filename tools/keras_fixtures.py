@@ -155,6 +155,11 @@ def images():
         os.path.join(d, "chelsea_90x60_170x130.png"))
     Image.open(os.path.join(d, "chelsea_160.png")).resize((90, 60)).save(
         os.path.join(d, "chelsea_90x60.png"))
+    # A JPEG and Pillow's (libjpeg's) decoding of it: another decoder may differ by a step.
+    Image.open(os.path.join(d, "chelsea_160.png")).save(
+        os.path.join(d, "chelsea_160.jpg"), quality=90)
+    Image.open(os.path.join(d, "chelsea_160.jpg")).convert("RGB").save(
+        os.path.join(d, "chelsea_160_jpg_by_pillow.png"))
     return paths
 
 

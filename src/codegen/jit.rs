@@ -200,6 +200,82 @@ fn compile_function(
 }
 
 /// The host ISA at `level`; the IR verifier only when `verifier`.
+/// A kernel's function, ready to compile: its context, its id in the module, its ISA.
+type Job = Mutex<Option<(Context, FuncId, OwnedTargetIsa)>>;
+
+/// Compiles every job on up to `threads` scoped threads; result `i` is kernel `i`'s.
+fn compile_parallel(
+    work: &[Job],
+    kernels: &[Kernel],
+    threads: usize,
+) -> Vec<Mutex<Option<Result<Compiled>>>> {
+    let results: Vec<Mutex<Option<Result<Compiled>>>> =
+        (0..work.len()).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = work.get(i) else { break };
+            let job = slot.lock().ok().and_then(|mut j| j.take());
+            let res = match job {
+                Some((ctx, id, isa)) => compile_function(ctx, id, &*isa, &kernels[i].name),
+                None => Err(Error::Codegen(format!("kernel #{i} compiled twice"))),
+            };
+            if let Ok(mut r) = results[i].lock() {
+                *r = Some(res);
+            }
+        }
+    };
+    let threads = threads.clamp(1, work.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    results
+}
+
+/// The callable kernels of a finalized module: entry points, buffer lengths, work items.
+fn finalized_kernels(
+    module: &JITModule,
+    kernels: &[Kernel],
+    ids: &[FuncId],
+    sizes: &[usize],
+) -> Result<Vec<JitKernel>> {
+    let mut out = Vec::with_capacity(kernels.len());
+    for ((k, &id), &code_size) in kernels.iter().zip(ids).zip(sizes) {
+        let ptr = module.get_finalized_function(id);
+        // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
+        // in `module`, with `kernel_signature`: one pointer argument, no result, the host's
+        // default (System V / C) calling convention, which is what `KernelFn` declares. The
+        // pointer stays valid until `free_memory`, which only `Drop` calls, after every
+        // borrow of `self` (and so every call) has ended.
+        let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+        let buffers = k
+            .buffers
+            .iter()
+            .map(|b| {
+                let len = b
+                    .len()
+                    .ok_or_else(|| Error::Codegen(format!("buffer {} overflows", b.name)))?;
+                Ok((b.name.clone(), len, b.role))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let items = loops::verify::work_items(k)
+            .ok_or_else(|| Error::Codegen(format!("kernel '{}': too many work items", k.name)))?;
+        out.push(JitKernel {
+            name: k.name.clone(),
+            buffers,
+            f,
+            code_size,
+            items,
+            parallel_safe: loops::verify::parallel_safe(k),
+        });
+    }
+    Ok(out)
+}
+
 /// The value of Cranelift's `opt_level` setting for a kernel's [`OptLevel`].
 fn cranelift_opt_level(level: OptLevel) -> &'static str {
     match level {
@@ -266,7 +342,7 @@ impl JitProgram {
 
         // Phase 1: translate and declare.
         let mut fctx = FunctionBuilderContext::new();
-        let mut work = Vec::with_capacity(kernels.len());
+        let mut work: Vec<Job> = Vec::with_capacity(kernels.len());
         for (i, k) in kernels.iter().enumerate() {
             let mut ctx = module.make_context();
             ctx.func.signature = kernel_signature(module);
@@ -291,30 +367,7 @@ impl JitProgram {
         }
 
         // Phase 2: compile, in parallel.
-        let results: Vec<Mutex<Option<Result<Compiled>>>> =
-            (0..work.len()).map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let worker = || {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = work.get(i) else { break };
-                let job = slot.lock().ok().and_then(|mut j| j.take());
-                let res = match job {
-                    Some((ctx, id, isa)) => compile_function(ctx, id, &*isa, &kernels[i].name),
-                    None => Err(Error::Codegen(format!("kernel #{i} compiled twice"))),
-                };
-                if let Ok(mut r) = results[i].lock() {
-                    *r = Some(res);
-                }
-            }
-        };
-        let threads = opts.compile_threads.clamp(1, work.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(worker);
-            }
-            worker();
-        });
+        let results = compile_parallel(&work, kernels, opts.compile_threads);
 
         // Phase 3: define in kernel order, finalize.
         let mut ids = Vec::with_capacity(kernels.len());
@@ -341,36 +394,7 @@ impl JitProgram {
         module
             .finalize_definitions()
             .map_err(|e| err("finalizing JIT code", e))?;
-        for ((k, id), code_size) in kernels.iter().zip(ids).zip(sizes) {
-            let ptr = module.get_finalized_function(id);
-            // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
-            // in `module`, with `kernel_signature`: one pointer argument, no result, the host's
-            // default (System V / C) calling convention, which is what `KernelFn` declares. The
-            // pointer stays valid until `free_memory`, which only `Drop` calls, after every
-            // borrow of `self` (and so every call) has ended.
-            let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
-            let buffers = k
-                .buffers
-                .iter()
-                .map(|b| {
-                    let len = b
-                        .len()
-                        .ok_or_else(|| Error::Codegen(format!("buffer {} overflows", b.name)))?;
-                    Ok((b.name.clone(), len, b.role))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let items = loops::verify::work_items(k).ok_or_else(|| {
-                Error::Codegen(format!("kernel '{}': too many work items", k.name))
-            })?;
-            prog.kernels.push(JitKernel {
-                name: k.name.clone(),
-                buffers,
-                f,
-                code_size,
-                items,
-                parallel_safe: loops::verify::parallel_safe(k),
-            });
-        }
+        prog.kernels = finalized_kernels(module, kernels, &ids, &sizes)?;
         Ok(prog)
     }
 

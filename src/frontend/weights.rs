@@ -197,7 +197,7 @@ pub fn seeded(graph: &Graph, seed: u64) -> Result<TensorMap> {
                 variance,
                 ..
             } => bn(&mut roles, gamma, beta, mean, variance),
-            ConstDef::Param => {}
+            ConstDef::Param | ConstDef::ScaleWeight { .. } | ConstDef::ScaleBias { .. } => {}
         }
     }
     let mut out = TensorMap::new();

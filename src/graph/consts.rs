@@ -128,6 +128,19 @@ fn bind_values(graph: &Graph, weights: &TensorMap, finite: bool) -> Result<Tenso
                 ];
                 fold_bn_bias(name, per, b, *epsilon)?
             }
+            ConstDef::ScaleWeight { weight, scale } => operand(weight)?
+                .data()
+                .iter()
+                .map(|&w| (f64::from(w) * f64::from(*scale)) as f32)
+                .collect(),
+            ConstDef::ScaleBias {
+                weight,
+                bias,
+                offset,
+            } => {
+                let b = bias.as_deref().map(operand).transpose()?;
+                scale_bias(&c.ty.dims, operand(weight)?, b, *offset)
+            }
         };
         if let Some(i) = data.iter().position(|v| !v.is_finite()).filter(|_| finite) {
             return Err(Error::Weights {
@@ -185,6 +198,25 @@ fn fold_bn_weight(
                 .map(|(&wv, &(gc, s))| (f64::from(wv) * gc / s) as f32)
         })
         .collect())
+}
+
+/// [`ConstDef::ScaleBias`]: `bias[co] + offset * sum_{i % cout == co} w[i]`, in f64. `dims` is
+/// the declared `[cout]` (the verifier checked it against the weight).
+fn scale_bias(dims: &[usize], w: &Tensor, bias: Option<&Tensor>, offset: f32) -> Vec<f32> {
+    let cout = dims.first().copied().unwrap_or(1).max(1);
+    let mut sums = vec![0f64; cout];
+    for (i, &v) in w.data().iter().enumerate() {
+        sums[i % cout] += f64::from(v);
+    }
+    sums.iter()
+        .enumerate()
+        .map(|(co, s)| {
+            let b = bias
+                .and_then(|b| b.data().get(co))
+                .map_or(0.0, |&v| f64::from(v));
+            (b + f64::from(offset) * s) as f32
+        })
+        .collect()
 }
 
 /// [`ConstDef::FoldBnBias`]:

@@ -121,6 +121,18 @@ pub enum ConstDef {
         variance: String,
         epsilon: f32,
     },
+    /// A `scale_offset` folded into the conv it feeds (`fold-rescale`): `w' = w * scale`.
+    /// Computed in f64, rounded once to f32.
+    ScaleWeight { weight: String, scale: f32 },
+    /// The bias that folding a `scale_offset` leaves:
+    /// `b'[co] = bias[co] + offset * sum of w[i] over every flat index i with i % cout == co`
+    /// (all taps and input channels of output channel `co`; `bias = 0` when the conv had none).
+    /// Computed in f64, rounded once to f32.
+    ScaleBias {
+        weight: String,
+        bias: Option<String>,
+        offset: f32,
+    },
 }
 
 impl ConstDef {
@@ -145,6 +157,10 @@ impl ConstDef {
                 .as_deref()
                 .into_iter()
                 .chain([gamma.as_str(), beta, mean, variance])
+                .collect(),
+            ConstDef::ScaleWeight { weight, .. } => vec![weight],
+            ConstDef::ScaleBias { weight, bias, .. } => std::iter::once(weight.as_str())
+                .chain(bias.as_deref())
                 .collect(),
         }
     }

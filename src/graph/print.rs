@@ -101,6 +101,20 @@ impl Display for ConstDefText<'_> {
                 }
                 write!(f, ") {{epsilon = {epsilon:?}}}")
             }
+            ConstDef::ScaleWeight { weight, scale } => {
+                write!(f, " = scale_weight(@{weight}) {{scale = {scale:?}}}")
+            }
+            ConstDef::ScaleBias {
+                weight,
+                bias,
+                offset,
+            } => {
+                write!(f, " = scale_bias(@{weight}")?;
+                if let Some(b) = bias {
+                    write!(f, ", bias = @{b}")?;
+                }
+                write!(f, ") {{offset = {offset:?}}}")
+            }
         }
     }
 }

@@ -136,6 +136,13 @@ fn check_const_def(graph: &Graph, ty: &TensorType, def: &ConstDef) -> Result<(),
             Err(format!("@{n} has type {got}, expected {want}"))
         }
     };
+    let finite = |what: &str, v: f32| {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(format!("{what} must be finite, got {v}"))
+        }
+    };
     let epsilon_ok = |e: f32| {
         if e.is_finite() && e >= 0.0 {
             Ok(())
@@ -182,6 +189,32 @@ fn check_const_def(graph: &Graph, ty: &TensorType, def: &ConstDef) -> Result<(),
                 expect(n, ty)?;
             }
             epsilon_ok(*epsilon)
+        }
+        ConstDef::ScaleWeight { weight, scale } => {
+            expect(weight, ty)?;
+            finite("scale", *scale)
+        }
+        ConstDef::ScaleBias {
+            weight,
+            bias,
+            offset,
+        } => {
+            let w = shape(weight)?;
+            let [_, _, a, b] = w.dims[..] else {
+                return Err(format!("scale_bias needs a rank-4 weight, got {w}"));
+            };
+            // The output channels: the last axis, or (TF depthwise layout) the last two.
+            let fits =
+                ty.dims.len() == 1 && (ty.dims[0] == b || Some(ty.dims[0]) == a.checked_mul(b));
+            if !fits {
+                return Err(format!(
+                    "scale_bias of {ty} matches no output-channel count of @{weight} {w}"
+                ));
+            }
+            if let Some(b) = bias {
+                expect(b, ty)?;
+            }
+            finite("offset", *offset)
         }
     }
 }

@@ -32,13 +32,17 @@
 //! 3. `fold-pad` after the fusions: it only widens a conv's pads and removes the pad node, which
 //!    none of the rewrites above looks through, so its place is free; after them it keeps the
 //!    numbering of their snapshots.
-//! 4. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
+//! 4. `fold-rescale` after `fold-pad`: a pad between a Rescaling and a conv, once folded, makes
+//!    the conv padded, and then folding the Rescaling would not be exact (see its module doc);
+//!    after `fold-batchnorm`, whose folded weight it scales in turn.
+//! 5. `dce` last: it removes whatever no output depends on — dead nodes, and constants nothing
 //!    live reads. The folds' sources (weights, batch-norm parameters) stay: the derived
 //!    constants read them, and they are what a weights file provides.
 
 pub mod dce;
 pub mod fold_batchnorm;
 pub mod fold_pad;
+pub mod fold_rescale;
 pub mod fuse_add;
 pub mod fuse_relu6;
 
@@ -68,6 +72,12 @@ pub const FOLD_PAD: Pass = Pass {
     run: fold_pad::run,
 };
 
+pub const FOLD_RESCALE: Pass = Pass {
+    name: "fold-rescale",
+    summary: "fold a scale_offset (Keras Rescaling) into the unpadded conv it feeds",
+    run: fold_rescale::run,
+};
+
 pub const FUSE_ADD: Pass = Pass {
     name: "fuse-add",
     summary: "fuse a residual add into the epilogue of the conv producing one of its operands",
@@ -87,10 +97,24 @@ pub const DCE: Pass = Pass {
 };
 
 /// Every pass, in the order of the default pipeline; what [`lookup`] searches.
-pub const ALL_PASSES: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, FOLD_PAD, DCE];
+pub const ALL_PASSES: &[Pass] = &[
+    FOLD_BATCHNORM,
+    FUSE_ADD,
+    FUSE_RELU6,
+    FOLD_PAD,
+    FOLD_RESCALE,
+    DCE,
+];
 
 /// The passes `mnv2c compile` runs unless told otherwise (see the module doc for the order).
-pub const DEFAULT_PIPELINE: &[Pass] = &[FOLD_BATCHNORM, FUSE_ADD, FUSE_RELU6, FOLD_PAD, DCE];
+pub const DEFAULT_PIPELINE: &[Pass] = &[
+    FOLD_BATCHNORM,
+    FUSE_ADD,
+    FUSE_RELU6,
+    FOLD_PAD,
+    FOLD_RESCALE,
+    DCE,
+];
 
 /// The pass called `name`, or a usage error listing the valid names.
 pub fn lookup(name: &str) -> Result<Pass> {

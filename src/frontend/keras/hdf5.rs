@@ -38,8 +38,11 @@ impl H5 {
         if !bytes.starts_with(MAGIC) {
             return Err(format_error(path, "not an HDF5 file (no HDF5 signature)"));
         }
-        let file = File::from_bytes(bytes)
-            .map_err(|e| format_error(path, format!("cannot read HDF5: {e}")))?;
+        H5::new(File::from_bytes(bytes), path)
+    }
+
+    fn new(file: std::result::Result<File, hdf5_pure::Error>, path: &Path) -> Result<H5> {
+        let file = file.map_err(|e| format_error(path, format!("cannot read HDF5: {e}")))?;
         Ok(H5 {
             file,
             path: path.to_path_buf(),
@@ -57,13 +60,7 @@ impl H5 {
         if &magic != MAGIC {
             return Err(format_error(path, "not an HDF5 file (no HDF5 signature)"));
         }
-        let file = File::open_streaming(path)
-            .map_err(|e| format_error(path, format!("cannot read HDF5: {e}")))?;
-        Ok(H5 {
-            file,
-            path: path.to_path_buf(),
-            groups: RefCell::new(HashMap::new()),
-        })
+        H5::new(File::open_streaming(path), path)
     }
 
     fn err(&self, at: &str, what: impl std::fmt::Display) -> Error {
