@@ -18,7 +18,7 @@
 //!   1e4) do not overflow.
 //! - **Errors, not panics.** Inputs of the wrong number or shape are [`Error::Input`] naming the
 //!   expected and found shapes; a missing or mis-shaped constant is [`Error::Weights`] naming it.
-//!   The graph must be verified ([`super::verify`]); the interpreter re-checks what it indexes
+//!   The graph must be verified ([`super::verify()`]); the interpreter re-checks what it indexes
 //!   with, so an unverified graph gives an error rather than an out-of-bounds panic.
 //!
 //! Loop order is chosen so the 224x224 model runs in well under a second in release (about

@@ -6,7 +6,7 @@
 //! an unknown op or attribute, a missing operand, a value defined twice or never — is an
 //! [`Error::Parse`] naming the file, `line:col`, what was found and what was expected.
 //!
-//! The parser checks syntax and names, not types: [`verify`](super::verify) does that.
+//! The parser checks syntax and names, not types: [`verify`](super::verify()) does that.
 
 use std::collections::HashMap;
 

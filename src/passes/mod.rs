@@ -18,7 +18,7 @@
 //! (`batch_norm`, `relu6`, `add`) disappears. The one exception keeps graph outputs named: when
 //! the absorbed node is a graph output, the producer takes its name ([`absorb`]), so a model
 //! whose output is `%out_relu` still has an output `%out_relu` after fusion. New constants derive their names from the
-//! constants they are computed from (see [`fold_batchnorm`]); [`fresh_const_name`] keeps them
+//! constants they are computed from (see [`fold_batchnorm`]); `fresh_const_name` keeps them
 //! unique.
 //!
 //! ## The default pipeline and why in this order

@@ -7,4 +7,4 @@
 pub mod memplan;
 pub mod model;
 
-pub use model::{CompiledModel, Layer, Options, Output, plan_memory};
+pub use model::{CompiledModel, Layer, Layout, Options, Output, TensorInfo, plan_memory};

@@ -30,6 +30,7 @@ use super::memplan::{self, MemPlan, Request};
 use crate::codegen::{Arg, JitProgram};
 use crate::graph::{self, Graph};
 use crate::loops::{BufferKind, Family, Kernel, MAX_KERNEL_BUFFERS, Program, Role};
+use crate::tensor::AsTensorView;
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
 /// How to compile. `#[non_exhaustive]`: build one with [`Options::default`] (or
@@ -143,8 +144,43 @@ struct Port {
     slot: Slot,
 }
 
-/// A compiled model; see the module doc.
-#[derive(Debug)]
+/// A model input or output as a caller sees it: its graph name, shape and layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TensorInfo {
+    /// The graph value's name (`input`, `prob`; printed `%input` in the IR).
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub layout: Layout,
+}
+
+/// How a tensor's elements are ordered (always row-major f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layout {
+    /// `[N, H, W, C]`, channels last: every 4-D activation in mnv2c.
+    Nhwc,
+    /// Any other rank, row-major over the dimensions as given (`[N, classes]`).
+    RowMajor,
+}
+
+impl TensorInfo {
+    fn of(port: &Port) -> TensorInfo {
+        let name = crate::loops::value_of_buffer(&port.name).unwrap_or_else(|| port.name.clone());
+        TensorInfo {
+            name,
+            dims: port.dims.clone(),
+            layout: if port.dims.len() == 4 {
+                Layout::Nhwc
+            } else {
+                Layout::RowMajor
+            },
+        }
+    }
+}
+
+/// A compiled model; see the module doc. Its `Debug` prints a summary (ports, kernels, memory),
+/// not its weights.
 pub struct CompiledModel {
     jit: JitProgram,
     program: Program,
@@ -152,6 +188,8 @@ pub struct CompiledModel {
     consts: Vec<Vec<f32>>,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
+    input_info: Vec<TensorInfo>,
+    output_info: Vec<TensorInfo>,
     plan: MemPlan,
     /// Arena length in f32 elements.
     arena_len: usize,
@@ -267,12 +305,14 @@ impl CompiledModel {
                 slot: slots.of(name)?,
             })
         };
-        let inputs = program.inputs.iter().map(port).collect::<Result<_>>()?;
-        let outputs = program.outputs.iter().map(port).collect::<Result<_>>()?;
+        let inputs: Vec<Port> = program.inputs.iter().map(port).collect::<Result<_>>()?;
+        let outputs: Vec<Port> = program.outputs.iter().map(port).collect::<Result<_>>()?;
         Ok(CompiledModel {
             jit,
             steps,
             consts,
+            input_info: inputs.iter().map(TensorInfo::of).collect(),
+            output_info: outputs.iter().map(TensorInfo::of).collect(),
             inputs,
             outputs,
             plan,
@@ -299,16 +339,40 @@ impl CompiledModel {
         }
     }
 
-    /// Runs the model on its inputs (in graph order); returns the outputs in graph order.
-    pub fn run_all(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Runs the model and returns its outputs by graph name (`prob`, not `%prob`): the general
+    /// form of [`run`](Self::run), for a graph that is not a two-output classifier.
+    pub fn run_named<T: AsTensorView>(&self, inputs: &[T]) -> Result<TensorMap> {
+        let values = self.run_all(inputs)?;
+        Ok(self
+            .output_info
+            .iter()
+            .map(|i| i.name.clone())
+            .zip(values)
+            .collect())
+    }
+
+    /// The model's inputs, in the order the run methods take them.
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.input_info
+    }
+
+    /// The model's outputs, in the order [`run_all`](Self::run_all) returns them.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.output_info
+    }
+
+    /// Runs the model on its inputs (in graph order: [`inputs`](Self::inputs)); returns the
+    /// outputs in graph order ([`outputs`](Self::outputs)). Inputs may be owned [`Tensor`]s or
+    /// borrowed [`TensorView`](crate::tensor::TensorView)s.
+    pub fn run_all<T: AsTensorView>(&self, inputs: &[T]) -> Result<Vec<Tensor>> {
         self.run_timed(inputs, &mut |_, _| {})
     }
 
     /// [`run_all`](Self::run_all), reporting each kernel's wall time to `timed(step, seconds)`
     /// (the step indexes [`layers`](Self::layers)).
-    pub fn run_timed(
+    pub fn run_timed<T: AsTensorView>(
         &self,
-        inputs: &[Tensor],
+        inputs: &[T],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<Vec<Tensor>> {
         let mut outputs = self.new_outputs()?;
@@ -324,15 +388,19 @@ impl CompiledModel {
             .collect()
     }
 
-    /// Runs the model, writing the outputs into `outputs` (shaped as [`new_outputs`]
-    /// (Self::new_outputs) makes them). After the first call on a thread this allocates nothing.
-    pub fn run_into(&self, inputs: &[Tensor], outputs: &mut [Tensor]) -> Result<()> {
+    /// Runs the model, writing the outputs into `outputs` (shaped as
+    /// [`new_outputs`](Self::new_outputs) makes them). **The fast path:** with outputs made once
+    /// and inputs borrowed ([`TensorView`](crate::tensor::TensorView)), a call copies no input
+    /// and allocates nothing once an activation arena is free for it: arenas are kept in a
+    /// free list, so after the first call (and after the first of each set of concurrent
+    /// calls) none is allocated.
+    pub fn run_into<T: AsTensorView>(&self, inputs: &[T], outputs: &mut [Tensor]) -> Result<()> {
         self.run_into_timed(inputs, outputs, &mut |_, _| {})
     }
 
-    fn run_into_timed(
+    fn run_into_timed<T: AsTensorView>(
         &self,
-        inputs: &[Tensor],
+        inputs: &[T],
         outputs: &mut [Tensor],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
@@ -351,7 +419,7 @@ impl CompiledModel {
                 let values: &[f32] = match &port.slot {
                     Slot::Arena(r) => &data[r.clone()],
                     Slot::Const(i) => &self.consts[*i],
-                    Slot::Input(i) => inputs[*i].data(),
+                    Slot::Input(i) => inputs[*i].as_view().data(),
                 };
                 out.data_mut().copy_from_slice(values);
             }
@@ -360,10 +428,10 @@ impl CompiledModel {
         result
     }
 
-    fn execute(
+    fn execute<T: AsTensorView>(
         &self,
         arena: &mut [f32],
-        inputs: &[Tensor],
+        inputs: &[T],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
         for (i, step) in self.steps.iter().enumerate() {
@@ -390,7 +458,7 @@ impl CompiledModel {
                         Arg::Read(&after[start..start + r.len()])
                     }
                     Some(Slot::Const(c)) => Arg::Read(&self.consts[*c]),
-                    Some(Slot::Input(x)) => Arg::Read(inputs[*x].data()),
+                    Some(Slot::Input(x)) => Arg::Read(inputs[*x].as_view().data()),
                     None => Arg::Read(&[]),
                 }
             });
@@ -455,7 +523,7 @@ impl CompiledModel {
 }
 
 /// Checks that `tensors` match the model's `ports` one to one, shape for shape.
-fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
+fn check_ports<T: AsTensorView>(what: &str, ports: &[Port], tensors: &[T]) -> Result<()> {
     if tensors.len() != ports.len() {
         return Err(Error::Input(format!(
             "the model has {} {what}(s), got {}",
@@ -464,6 +532,7 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
         )));
     }
     for (port, t) in ports.iter().zip(tensors) {
+        let t = t.as_view();
         if t.dims() != port.dims.as_slice() {
             return Err(Error::Input(format!(
                 "{what} {} must be {}, got {}",
@@ -632,6 +701,21 @@ fn step(k: &Kernel, layer: Layer, slots: &Slots) -> Result<Step> {
         output,
         layer,
     })
+}
+
+impl std::fmt::Debug for CompiledModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let const_values: usize = self.consts.iter().map(Vec::len).sum();
+        f.debug_struct("CompiledModel")
+            .field("inputs", &self.input_info)
+            .field("outputs", &self.output_info)
+            .field("kernels", &self.steps.len())
+            .field("constants", &self.consts.len())
+            .field("constant_bytes", &(const_values * 4))
+            .field("arena_bytes", &self.plan.arena_bytes)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
 }
 
 // A compiled model must be shareable between threads (see the module doc).
