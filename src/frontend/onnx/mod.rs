@@ -2,12 +2,12 @@
 //! weights ([`TensorMap`], by constant name).
 //!
 //! The pipeline: [`proto`] decodes the protobuf; [`tensors`] decodes initializers (raw, typed
-//! or external data); [`Importer`] walks the nodes in dependency order and translates each
-//! ([`ops`] for operators on activations, [`fold`] for the shape arithmetic exporters emit,
+//! or external data); `Importer` walks the nodes in dependency order and translates each
+//! (`ops` for operators on activations, `fold` for the shape arithmetic exporters emit,
 //! evaluated at import). What must hold of the result:
 //!
 //! - **Layout.** ONNX activations are NCHW; the IR's are NHWC. Each imported value remembers how
-//!   its ONNX axes map to the IR value's axes ([`Act::perm`]), so an ONNX `Transpose` costs
+//!   its ONNX axes map to the IR value's axes (`Act::perm`), so an ONNX `Transpose` costs
 //!   nothing (tf2onnx's NHWC-input transpose pair folds away), convolution weights are transposed
 //!   at import (OIHW to HWIO), and a real layout change is only emitted, as an IR `transpose`
 //!   node named `<value>/to_nhwc` or `<value>/to_file_layout`, where an input in NCHW meets the
