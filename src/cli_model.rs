@@ -173,7 +173,7 @@ pub fn classify(c: &Classify<'_>) -> Result<String> {
     };
     let mut images = Vec::with_capacity(batch);
     for path in c.images {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = mnv2c::files::read(path)?;
         let img = classify::image::decode(&bytes, path)?;
         images.push(classify::resize::resize(&img, m.width, m.height));
     }

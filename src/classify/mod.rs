@@ -72,7 +72,10 @@ pub fn batch(images: &[Rgb8], pre: Preprocess) -> Result<Tensor> {
 /// Reads a labels file: one label per line, in class order, exactly `classes` of them (a
 /// trailing newline is fine; blank lines are not labels).
 pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(crate::files::read(path)?).map_err(|_| Error::Format {
+        path: path.to_path_buf(),
+        message: "a labels file must be UTF-8 text".into(),
+    })?;
     let labels: Vec<String> = text
         .lines()
         .map(|l| l.trim_end_matches('\r').to_string())

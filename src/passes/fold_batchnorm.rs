@@ -27,7 +27,7 @@
 //!
 //! ## Names
 //! The conv keeps its name and takes over the batch norm's uses; the batch-norm node is removed
-//! (when the batch norm is a graph output, the conv takes its name: see [`absorb`](super::absorb)).
+//! (when the batch norm is a graph output, the conv takes its name: see `passes::absorb`).
 //! The new constants are named after the conv's weight: `<weight>.bn` for `w'` and
 //! `<weight>.bn_bias` for `b'` (e.g. `@mobilenetv2/res5_1/pw/w.bn`), made unique with a `.2`,
 //! `.3`, ... suffix if taken. The original constants are left alone: the derived constants read

@@ -26,7 +26,7 @@
 //!
 //! ## Names
 //! The conv keeps its name and takes over the add's uses; the add node is removed. When the add is
-//! a graph output, the conv takes its name instead (see [`absorb`](super::absorb)).
+//! a graph output, the conv takes its name instead (see `passes::absorb`).
 
 use super::{reaches, sole_user};
 use crate::Result;

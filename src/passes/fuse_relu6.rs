@@ -14,7 +14,7 @@
 //!
 //! ## Names
 //! The conv keeps its name and takes over the relu6's uses; the relu6 node is removed. When the relu6
-//! is a graph output, the conv takes its name instead (see [`absorb`](super::absorb)).
+//! is a graph output, the conv takes its name instead (see `passes::absorb`).
 
 use super::sole_user;
 use crate::Result;

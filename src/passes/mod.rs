@@ -16,9 +16,10 @@
 //! Rewritten nodes keep the *producer's* name: when `conv -> batch_norm` becomes one conv, the
 //! node is still `%res5_1/pw` and the batch norm's users now read it; the absorbed node
 //! (`batch_norm`, `relu6`, `add`) disappears. The one exception keeps graph outputs named: when
-//! the absorbed node is a graph output, the producer takes its name ([`absorb`]), so a model
-//! whose output is `%out_relu` still has an output `%out_relu` after fusion. New constants derive their names from the
-//! constants they are computed from (see [`fold_batchnorm`]); `fresh_const_name` keeps them
+//! the absorbed node is a graph output, the producer takes its name (`absorb`), so a model
+//! whose output is `%out_relu` still has an output `%out_relu` after fusion. New constants
+//! derive their names from the constants they are computed from (see [`fold_batchnorm`]);
+//! `fresh_const_name` keeps them
 //! unique.
 //!
 //! ## The default pipeline and why in this order

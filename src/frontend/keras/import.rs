@@ -1,4 +1,4 @@
-//! Translates a parsed Keras model ([`config::Model`]) into the graph IR, layer by layer, and
+//! Translates a parsed Keras model ([`super::config::Model`]) into the graph IR, layer by layer, and
 //! binds each layer's variables (by name or saver path, see [`weights`](super::weights)) as
 //! constants named `<scope>/<layer>/<variable>`.
 //!

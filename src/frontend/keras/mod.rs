@@ -61,6 +61,14 @@ pub fn file_kind(bytes: &[u8]) -> FileKind {
 /// Reads the Keras model in `path`; `size` fills free input dimensions or must agree with the
 /// file's.
 pub fn load(path: &Path, size: InputSize) -> Result<KerasModel> {
+    // Like `files::read`: only a regular file (a device or pipe could be read forever).
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: "not a regular file (a model file is read from disk)".into(),
+        });
+    }
     let mut head = [0u8; 8];
     let n = std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
@@ -70,8 +78,7 @@ pub fn load(path: &Path, size: InputSize) -> Result<KerasModel> {
         let (json, source) = legacy(hdf5::H5::open(path)?, path)?;
         return from_json(&json, &source, path, size);
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(bytes, path, size)
+    parse(crate::files::read(path)?, path, size)
 }
 
 /// The model config and weights of a legacy `.h5` file.
