@@ -2,7 +2,8 @@
 //! `run`, `bench`, `compile` and `classify` paths for a Keras file.
 //!
 //! `--model` takes the built-in name `mobilenetv2` or a path; a path's format is told by its
-//! first bytes (HDF5, zip; an ONNX protobuf is not read yet). With a file, options that
+//! first bytes (HDF5, zip; anything else is ONNX, whose `run`/`bench`/`compile` paths are
+//! `file_model`'s; `classify` takes both). With a file, options that
 //! configure the built-in model (`--weights`, `--seed`, `--num-classes`) are usage errors, and
 //! `--batch`, `--height`, `--width`, `--input-shape` must agree with the file or fill its free
 //! dimensions.
@@ -154,28 +155,44 @@ pub fn classify(c: &Classify<'_>) -> Result<String> {
         batch: Some(batch),
         ..c.size
     };
-    let m = load(c.model, size)?;
-    let dims = input_dims(&m)?;
-    let [_, h, w, 3] = dims[..] else {
-        return Err(Error::Usage(format!(
-            "classify needs a model taking [N, H, W, 3] images; this one takes {dims:?}"
-        )));
+    let m = if crate::file_model::is_onnx(c.model)? {
+        crate::file_model::for_images(c.model, batch, size)?
+    } else {
+        let m = load(c.model, size)?;
+        let dims = input_dims(&m)?;
+        let [_, height, width, 3] = dims[..] else {
+            return Err(Error::Usage(format!(
+                "classify needs a model taking [N, H, W, 3] images; this one takes {dims:?}"
+            )));
+        };
+        crate::file_model::ImageModel {
+            graph: m.graph,
+            weights: m.weights,
+            height,
+            width,
+            nchw: false,
+        }
     };
     let mut images = Vec::with_capacity(batch);
     for path in c.images {
         let bytes = mnv2c::files::read(path)?;
         let img = classify::image::decode(&bytes, path)?;
-        images.push(classify::resize::resize(&img, w, h));
+        images.push(classify::resize::resize(&img, m.width, m.height));
     }
-    let x = classify::batch(&images, c.preprocess)?;
+    let mut x = classify::batch(&images, c.preprocess)?;
+    if m.nchw {
+        x = mnv2c::graph::interp::transpose(&x, &[0, 3, 1, 2]).map_err(Error::Internal)?;
+    }
     let model = CompiledModel::compile(
         &m.graph,
         &m.weights,
         &Options::new().with_threads(c.threads).with_isa(c.isa),
     )?;
     let outputs = model.run_all(std::slice::from_ref(&x))?;
+    // `[logits, probabilities]` (a Keras or ONNX classifier), or a Keras model's only output.
     let probs = outputs
-        .last()
+        .get(1)
+        .or(outputs.first())
         .ok_or_else(|| Error::Internal("the model gave no output".into()))?;
     let classes = *probs.dims().last().unwrap_or(&0);
     let labels = match c.labels {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod cli_model;
+mod file_model;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cli_model::ModelSource;
@@ -58,7 +59,7 @@ enum PreprocessArg {
 
 #[derive(Args, Debug)]
 struct ClassifyArgs {
-    /// The trained model: a Keras `.h5` or `.keras` file.
+    /// The trained model: a Keras `.h5` or `.keras` file, or an ONNX file (NCHW or NHWC input).
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
     /// Class names, one line per class in index order.
@@ -117,6 +118,17 @@ impl SizeArgs {
             || self.input_shape.is_some()
     }
 
+    /// `--num-classes`, `--batch`, `--height`, `--width` as (flag, given): they size the built-in
+    /// model (and Keras files); an ONNX file takes `--input-shape` in its own layout.
+    fn builtin_sizes(&self) -> [(&'static str, bool); 4] {
+        [
+            ("--num-classes", self.num_classes.is_some()),
+            ("--batch", self.batch.is_some()),
+            ("--height", self.height.is_some()),
+            ("--width", self.width.is_some()),
+        ]
+    }
+
     /// The sizes given for a model file (which has no `--num-classes`).
     fn file_size(&self) -> Result<mnv2c::frontend::keras::InputSize> {
         cli_model::refuse_builtin_options(&[("--num-classes", self.num_classes.is_some())])?;
@@ -149,7 +161,7 @@ impl SizeArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// `mobilenetv2` (the built-in model) or a Keras `.h5`/`.keras` file.
+    /// `mobilenetv2` (the built-in model) or a model file: Keras `.h5`/`.keras` or ONNX.
     #[arg(long, value_name = "NAME|FILE")]
     model: Option<String>,
     #[command(flatten)]
@@ -178,7 +190,7 @@ struct ModelArgs {
     /// A graph IR file (`.ir`) to read instead of a built-in model.
     #[arg(value_name = "FILE.ir", conflicts_with = "model")]
     file: Option<PathBuf>,
-    /// `mobilenetv2` (the built-in model) or a Keras `.h5`/`.keras` file.
+    /// `mobilenetv2` (the built-in model) or a model file: Keras `.h5`/`.keras` or ONNX.
     #[arg(long, value_name = "NAME|FILE")]
     model: Option<String>,
     #[command(flatten)]
@@ -236,7 +248,8 @@ struct CompileArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// `mobilenetv2` (the built-in model, the default) or a Keras `.h5`/`.keras` file.
+    /// `mobilenetv2` (the built-in model, the default) or a model file: Keras `.h5`/`.keras`
+    /// or ONNX, told apart by the file's first bytes.
     #[arg(long, value_name = "NAME|FILE")]
     model: Option<String>,
     /// Weights (`.safetensors`, TF variable names); the number of classes comes from them.
@@ -273,6 +286,10 @@ struct RunArgs {
     /// The sizes must agree with `--weights` (classes) and `--input` (batch, height, width).
     #[command(flatten)]
     size: SizeArgs,
+    /// Write the ONNX model's output NAME to FILE.npy, in the file's layout (repeatable; split
+    /// at the last `=`).
+    #[arg(long, value_name = "NAME=FILE.npy", requires = "model")]
+    output: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -358,7 +375,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
 /// that disagree are an error naming both), bind the weights, run, print the top classes.
 fn run_model(args: RunArgs) -> Result<()> {
     if let Some(ModelSource::File(path)) = args.model.as_deref().map(ModelSource::parse) {
-        return run_file_model(&args, &path);
+        return run_any_file_model(&args, &path);
     }
     if args.size.input_shape.is_some() {
         return Err(Error::Usage(
@@ -427,8 +444,72 @@ fn run_model(args: RunArgs) -> Result<()> {
     emit(&text, None)
 }
 
-/// Reads an `--input` array: `[N, H, W, 3]` with no zero dimension and no NaN or infinity (each
-/// an `Input` error, status 4, whichever dimension is zero).
+/// `mnv2c run --model FILE`: an ONNX file, or a Keras file.
+fn run_any_file_model(args: &RunArgs, path: &Path) -> Result<()> {
+    if file_model::is_onnx(path)? {
+        return run_onnx_model(args, path);
+    }
+    if !args.output.is_empty() {
+        return Err(Error::Usage(
+            "--output NAME=FILE names an output of an ONNX model".into(),
+        ));
+    }
+    run_file_model(args, path)
+}
+
+/// `mnv2c run --model FILE.onnx`: the file's model and weights, the input in the file's layout,
+/// `--logits`/`--probs` by the logits rule, `--output NAME=FILE.npy` for any output.
+fn run_onnx_model(args: &RunArgs, path: &Path) -> Result<()> {
+    cli_model::refuse_builtin_options(&[
+        ("--weights", args.weights.is_some()),
+        ("--seed", args.seed.is_some()),
+    ])?;
+    file_model::refuse_sizes(&args.size.builtin_sizes())?;
+    let request = file_model::RunRequest {
+        path,
+        input: args.input.as_deref(),
+        input_shape: args.size.input_shape.as_deref(),
+        logits: args.logits.as_deref(),
+        probs: args.probs.as_deref(),
+        outputs: &args.output,
+        interp: args.interp,
+        threads: args.threads,
+    };
+    let r = file_model::run(&request)?;
+    let get = |name: &str| {
+        r.values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Internal(format!("output %{name} was not computed")))
+    };
+    let (logits, probs) = (get(&r.roles.logits)?, get(&r.roles.probs)?);
+    let classes = *probs.dims().last().unwrap_or(&1);
+    let mut text = format!(
+        "{}: logits %{}, probabilities %{}\n{}\n",
+        path.display(),
+        graph::NameText(&r.roles.logits),
+        graph::NameText(&r.roles.probs),
+        r.timing
+    );
+    for (item, row) in probs.data().chunks_exact(classes.max(1)).enumerate() {
+        let logit_row = &logits.data()[item * classes..][..classes];
+        text.push_str(&format!("item {item}:\n"));
+        for (rank, c) in mnv2c::classify::top_k(row, args.top)
+            .into_iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "  {:>2}. class {c:>4}  p = {}  logit = {}\n",
+                rank + 1,
+                cli_model::sig6(row[c]),
+                number(logit_row[c])
+            ));
+        }
+    }
+    emit(&text, None)
+}
+
 /// `mnv2c run --model FILE`: the file's graph and weights; sizes from the options and the input
 /// (which must agree with the file); writes the logits (the softmax's input) and probabilities.
 fn run_file_model(args: &RunArgs, path: &Path) -> Result<()> {
@@ -519,6 +600,8 @@ fn run_file_model(args: &RunArgs, path: &Path) -> Result<()> {
     emit(&text, None)
 }
 
+/// Reads an `--input` array: no zero dimension and no NaN or infinity (each an `Input` error,
+/// status 4, whichever dimension is zero).
 fn read_input(path: &Path) -> Result<Tensor> {
     let x = npy::read(path)?;
     if x.dims().contains(&0) {
@@ -678,6 +761,14 @@ fn agree(
 fn bench(args: BenchArgs) -> Result<()> {
     let start = Instant::now();
     let (graph, params, x, name) = match args.model.as_deref().map(ModelSource::parse) {
+        Some(ModelSource::File(path)) if file_model::is_onnx(&path)? => {
+            let m = file_model::load(&path, args.size.input_shape.as_deref(), None)?;
+            file_model::refuse_sizes(&args.size.builtin_sizes())?;
+            let x = file_model::synthetic(&m.inputs[0].1)?;
+            let name = format!("{} {:?}", path.display(), x.dims());
+            file_model::print_notes(&m.notes);
+            (m.graph, m.params, x, name)
+        }
         Some(ModelSource::File(path)) => {
             let m = cli_model::load(&path, args.size.file_size()?)?;
             let x = synthetic_for(&cli_model::input_dims(&m)?)?;
@@ -740,7 +831,7 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
         print_after.push(pass.name);
     }
-    let mut graph = load_graph(&args.model)?;
+    let (mut graph, notes) = load_graph(&args.model)?;
     passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
         if args.print_after_all || print_after.contains(&pass.name) {
             let header = passes::print_after_header(pass.name, changed);
@@ -755,7 +846,14 @@ fn compile(args: CompileArgs) -> Result<()> {
         Some(Emit::Asm) => Level::Asm,
         Some(Emit::Memplan) => Level::Memplan,
     };
-    let text = mnv2c::emit::emit_for(&graph, level, args.isa)?;
+    // The import's notes (where layouts changed) as comments: the text still parses.
+    let text = match level {
+        Level::Ir => {
+            notes.iter().map(|n| format!("# {n}\n")).collect::<String>()
+                + &mnv2c::emit::emit_for(&graph, level, args.isa)?
+        }
+        _ => mnv2c::emit::emit_for(&graph, level, args.isa)?,
+    };
     emit(&text, args.output.as_deref())
 }
 
@@ -790,12 +888,20 @@ fn list_passes() -> String {
 }
 
 /// Reads and verifies the IR file, reads a model file, or builds the built-in model.
-fn load_graph(args: &ModelArgs) -> Result<Graph> {
+fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>)> {
     let model = args.model.as_deref().map(ModelSource::parse);
     if let (None, Some(ModelSource::File(path))) = (&args.file, &model) {
-        return Ok(cli_model::load(path, args.size.file_size()?)?.graph);
+        if file_model::is_onnx(path)? {
+            file_model::refuse_sizes(&args.size.builtin_sizes())?;
+            let m = file_model::load(path, args.size.input_shape.as_deref(), None)?;
+            return Ok((m.graph, m.notes));
+        }
+        return Ok((
+            cli_model::load(path, args.size.file_size()?)?.graph,
+            Vec::new(),
+        ));
     }
-    match (&args.file, model) {
+    let graph = match (&args.file, model) {
         (Some(_), _) if args.size.any_given() => Err(Error::Usage(
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
@@ -817,9 +923,10 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
         }
         (None, Some(_)) => frontend::mobilenet_v2(&args.size.config()?),
         (None, None) => Err(Error::Usage(
-            "no model given: pass an IR file or `--model mobilenetv2`".into(),
+            "no model given: pass an IR file, `--model mobilenetv2` or `--model FILE`".into(),
         )),
-    }
+    }?;
+    Ok((graph, Vec::new()))
 }
 
 /// Writes `text` to `path`, or to stdout. A closed stdout (`mnv2c ... | head`) is not an error.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use mnv2c::frontend::onnx::proto;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{Config, mobilenet_v2};
 use mnv2c::{Tensor, TensorMap, npy};
@@ -1171,11 +1172,272 @@ fn keras_cases() -> Vec<Case> {
     ]
 }
 
+/// A one-input ONNX model (opset 13) from its nodes, initializers, input type and shape.
+fn onnx_model(
+    nodes: Vec<proto::NodeProto>,
+    inits: Vec<proto::TensorProto>,
+    elem_type: i32,
+    dims: &[Option<i64>],
+    output: &str,
+) -> File {
+    let dim = |d: &Option<i64>| proto::Dimension {
+        dim_value: *d,
+        dim_param: d.is_none().then(|| "N".to_string()),
+    };
+    let info = |name: &str, dims: &[Option<i64>]| proto::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(proto::TypeProto {
+            tensor_type: Some(proto::TypeTensor {
+                elem_type: Some(elem_type),
+                shape: Some(proto::TensorShapeProto {
+                    dim: dims.iter().map(dim).collect(),
+                }),
+            }),
+        }),
+    };
+    let model = proto::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(proto::GraphProto {
+            node: nodes,
+            name: Some("bad".into()),
+            initializer: inits,
+            input: vec![info("x", dims)],
+            output: vec![info(output, &[])],
+        }),
+        ..Default::default()
+    };
+    File::Bytes(prost::Message::encode_to_vec(&model))
+}
+
+fn onnx_node(op: &str, inputs: &[&str], output: &str) -> proto::NodeProto {
+    proto::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: Some(format!("{op}_{output}")),
+        op_type: Some(op.into()),
+        ..Default::default()
+    }
+}
+
+/// A float initializer `[4]` whose data is in the external file `location`.
+fn external_init(location: &str) -> proto::TensorProto {
+    let entry = |k: &str, v: &str| proto::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
+    proto::TensorProto {
+        dims: vec![4],
+        data_type: Some(proto::data_type::FLOAT),
+        name: Some("w".into()),
+        external_data: vec![entry("location", location)],
+        data_location: Some(proto::DATA_LOCATION_EXTERNAL),
+        ..Default::default()
+    }
+}
+
+const X4: &[Option<i64>] = &[Some(1), Some(4), Some(2), Some(2)];
+
+fn onnx_cases() -> Vec<Case> {
+    let tutorial = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/tutorial_small.onnx"),
+    )
+    .unwrap();
+    let identity = |i: &str, o: &str| onnx_node("Identity", &[i], o);
+    let relu6 = |i: &str, o: &str| {
+        let mut n = onnx_node("Clip", &[i], o);
+        n.input.extend(["lo".to_string(), "hi".to_string()]);
+        n
+    };
+    let scalar = |name: &str, v: f32| proto::TensorProto {
+        data_type: Some(proto::data_type::FLOAT),
+        name: Some(name.into()),
+        float_data: vec![v],
+        ..Default::default()
+    };
+    let bounds = || vec![scalar("lo", 0.0), scalar("hi", 6.0)];
+    let float = proto::data_type::FLOAT;
+    // A relu6 of the input, with these initializers.
+    let clip_model = |inits| onnx_model(vec![relu6("x", "y")], inits, float, X4, "y");
+    let run = &["run", "--model", "{d}/m.onnx"];
+    vec![
+        case(
+            "onnx: truncated protobuf",
+            vec![("m.onnx", bytes(&tutorial[..1000]))],
+            run,
+            3,
+            &["m.onnx", "not an ONNX model", "protobuf"],
+        ),
+        case(
+            "onnx: bytes that are not a model",
+            vec![("m.onnx", bytes(b"name,score\nlabdog,0.9\n"))],
+            run,
+            3,
+            &["not a model file mnv2c reads", "no HDF5 or zip signature"],
+        ),
+        case(
+            "onnx: a graph with a cycle",
+            vec![(
+                "m.onnx",
+                onnx_model(
+                    vec![identity("b", "a"), identity("a", "b")],
+                    vec![],
+                    float,
+                    X4,
+                    "a",
+                ),
+            )],
+            run,
+            3,
+            &["Identity", "opset 13", "cycle"],
+        ),
+        case(
+            "onnx: an undefined input name",
+            vec![(
+                "m.onnx",
+                onnx_model(vec![relu6("nope", "y")], bounds(), float, X4, "y"),
+            )],
+            run,
+            3,
+            &["node 'Clip_y'", "input 'nope' is not defined"],
+        ),
+        case(
+            "onnx: an unsupported operator",
+            vec![(
+                "m.onnx",
+                onnx_model(vec![onnx_node("LSTM", &["x"], "y")], vec![], float, X4, "y"),
+            )],
+            run,
+            3,
+            &["node 'LSTM_y' (LSTM, opset 13): unsupported operator"],
+        ),
+        case(
+            "onnx: a symbolic batch without --input or --input-shape",
+            vec![(
+                "m.onnx",
+                onnx_model(
+                    vec![relu6("x", "y")],
+                    bounds(),
+                    float,
+                    &[None, Some(4), Some(2), Some(2)],
+                    "y",
+                ),
+            )],
+            run,
+            2,
+            &["dimension 0 ('N') is not fixed", "--input-shape", "1,4,2,2"],
+        ),
+        case(
+            "onnx: a model with an int8 input",
+            vec![(
+                "m.onnx",
+                onnx_model(vec![relu6("x", "y")], bounds(), 3, X4, "y"),
+            )],
+            run,
+            3,
+            &["input 'x'", "INT8", "float32"],
+        ),
+        case(
+            "onnx: a float16 initializer",
+            vec![(
+                "m.onnx",
+                onnx_model(
+                    vec![relu6("x", "y")],
+                    vec![proto::TensorProto {
+                        dims: vec![1],
+                        data_type: Some(10),
+                        name: Some("lo".into()),
+                        raw_data: Some(vec![0, 0]),
+                        ..Default::default()
+                    }],
+                    float,
+                    X4,
+                    "y",
+                ),
+            )],
+            run,
+            3,
+            &["initializer 'lo'", "FLOAT16", "float32"],
+        ),
+        case(
+            "onnx: external data missing",
+            vec![("m.onnx", clip_model(vec![external_init("w.bin")]))],
+            run,
+            3,
+            &["initializer 'w'", "external data file", "w.bin"],
+        ),
+        case(
+            "onnx: external data outside the model's directory",
+            vec![("m.onnx", clip_model(vec![external_init("../w.bin")]))],
+            run,
+            3,
+            &["'../w.bin' must be a path inside the model's directory"],
+        ),
+        case(
+            "onnx: external data shorter than the tensor",
+            vec![
+                ("w.bin", bytes(&[0; 6])),
+                ("m.onnx", clip_model(vec![external_init("w.bin")])),
+            ],
+            run,
+            3,
+            &["has 6 bytes, the tensor needs bytes 0..16"],
+        ),
+        case(
+            "onnx: --input-shape of the wrong rank",
+            vec![("m.onnx", clip_model(bounds()))],
+            &["run", "--model", "{d}/m.onnx", "--input-shape", "1,4,2"],
+            2,
+            &["--input-shape [1, 4, 2] has rank 3", "rank 4"],
+        ),
+        case(
+            "onnx: --input-shape that is not a shape",
+            vec![("m.onnx", clip_model(bounds()))],
+            &["run", "--model", "{d}/m.onnx", "--input-shape", "1,x"],
+            2,
+            &["--input-shape 1,x: expected dimensions >= 1"],
+        ),
+        case(
+            "onnx: --output naming no output",
+            vec![],
+            &[
+                "run",
+                "--model",
+                "tests/fixtures/onnx/tutorial_small.onnx",
+                "--output",
+                "prob=/dev/null",
+            ],
+            2,
+            &["no output 'prob'", "its outputs: output"],
+        ),
+        case(
+            "onnx: --batch with an ONNX file",
+            vec![],
+            &[
+                "run",
+                "--model",
+                "tests/fixtures/onnx/tutorial_small.onnx",
+                "--batch",
+                "2",
+            ],
+            2,
+            &[
+                "--batch sizes the built-in model",
+                "--input-shape, in the file's layout",
+            ],
+        ),
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut all = weights_cases();
     all.extend(npy_cases());
     all.extend(cli_cases());
     all.extend(keras_cases());
+    all.extend(onnx_cases());
     all
 }
 
@@ -1270,6 +1532,11 @@ fn the_corpus_covers_every_kind_and_is_large_enough() {
         .count();
     let (w, n, c) = (weights_cases().len(), npy_cases().len(), cli_cases().len());
     assert!(ir >= 40, "{ir} IR cases");
+    assert!(
+        onnx_cases().len() >= 12,
+        "{} ONNX cases",
+        onnx_cases().len()
+    );
     assert!(
         w >= 20 && n >= 20 && c >= 12,
         "{w} weights, {n} npy, {c} CLI cases"

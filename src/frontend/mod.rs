@@ -8,7 +8,9 @@
 //! [`mobilenet_v2`] is the model of `shared/spec/seed-model.md`, written block by block as the
 //! tutorial writes it.
 
+pub mod detect;
 pub mod keras;
+pub mod onnx;
 pub mod weights;
 
 use crate::graph::{

@@ -178,6 +178,7 @@ fn apply(op: &Op, args: &[&Tensor], consts: &TensorMap) -> std::result::Result<T
         Op::GlobalAvgPool => global_avg_pool(args[0]),
         Op::Flatten => flatten(args[0]),
         Op::Softmax => softmax(args[0]),
+        Op::Transpose(perm) => transpose(args[0], perm),
         Op::Pad(_) | Op::Dense(_) | Op::Relu | Op::ScaleOffset(_) => import_op(op, args[0], consts),
     }
 }
@@ -408,6 +409,36 @@ pub fn flatten(x: &Tensor) -> std::result::Result<Tensor, String> {
     x.clone()
         .reshaped(vec![dims[0], rest])
         .map_err(|e| format!("flatten: {e}"))
+}
+
+/// Output axis `a` is input axis `perm[a]`: `y[i] = x[j]` with `j[perm[a]] = i[a]`.
+pub fn transpose(x: &Tensor, perm: &[usize]) -> std::result::Result<Tensor, String> {
+    let dims = x.dims();
+    if perm.len() != dims.len() || perm.iter().any(|&a| a >= dims.len()) {
+        return Err(format!("perm {perm:?} does not fit {}", x.ty()));
+    }
+    // Row-major strides of the input, then read them in output-axis order.
+    let mut strides = vec![1usize; dims.len()];
+    for a in (0..dims.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * dims[a + 1];
+    }
+    let out_dims: Vec<usize> = perm.iter().map(|&a| dims[a]).collect();
+    let out_strides: Vec<usize> = perm.iter().map(|&a| strides[a]).collect();
+    let mut data = Vec::with_capacity(x.data().len());
+    let mut index = vec![0usize; out_dims.len()];
+    for _ in 0..x.data().len() {
+        let src: usize = index.iter().zip(&out_strides).map(|(i, s)| i * s).sum();
+        data.push(x.data()[src]);
+        // Odometer increment over the output index, last axis fastest.
+        for a in (0..index.len()).rev() {
+            index[a] += 1;
+            if index[a] < out_dims[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+    Tensor::new(out_dims, data).map_err(|e| e.to_string())
 }
 
 /// Softmax over the last axis, in f64, with the row maximum subtracted first so large logits do

@@ -451,9 +451,36 @@ impl PartialEq for Graph {
     }
 }
 
-/// Whether `name` is a valid value or constant name.
+/// Whether `name` is a bare name: one the text form writes without quotes.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(is_name_char)
+}
+
+/// Whether `name` can name a value or constant: not empty, no control characters. Names outside
+/// the bare grammar (ONNX's `onnx::Conv_12`) print quoted (`%"onnx::Conv_12"`).
+pub fn is_printable_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(char::is_control)
+}
+
+/// A name as the text form writes it: bare when [`is_valid_name`], else in double quotes with
+/// `\` and `"` escaped by a backslash.
+#[derive(Clone, Copy, Debug)]
+pub struct NameText<'a>(pub &'a str);
+
+impl fmt::Display for NameText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if is_valid_name(self.0) {
+            return f.write_str(self.0);
+        }
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            if matches!(c, '"' | '\\') {
+                f.write_str("\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        f.write_str("\"")
+    }
 }
 
 pub(crate) fn is_name_char(c: char) -> bool {

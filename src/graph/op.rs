@@ -160,6 +160,11 @@ pub enum Op {
     Flatten,
     /// Softmax over the last axis.
     Softmax,
+    /// A layout change: `y[i_0, .., i_k] = x[j]` with `j[perm[a]] = i_a`, i.e. output axis `a` is
+    /// input axis `perm[a]` (ONNX's and NumPy's convention). Operand: `x`. The ONNX front end
+    /// emits it where a model's file layout (NCHW) meets the IR's NHWC: at an input, or at a 4-D
+    /// output.
+    Transpose(Vec<usize>),
     /// Zero padding of an NHWC value's height and width by the four-sided pads. Operand: `x`.
     Pad(Pads),
     /// `[N, K] -> [N, M]`, see [`Dense`]. Operand: `x`.
@@ -182,6 +187,7 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Flatten => "flatten",
             Op::Softmax => "softmax",
+            Op::Transpose(_) => "transpose",
             Op::Pad(_) => "pad",
             Op::Dense(_) => "dense",
             Op::Relu => "relu",
@@ -200,6 +206,7 @@ impl Op {
             | Op::GlobalAvgPool
             | Op::Flatten
             | Op::Softmax
+            | Op::Transpose(_)
             | Op::Pad(_)
             | Op::Dense(_)
             | Op::Relu
@@ -296,35 +303,10 @@ pub fn infer_type(
             operands.len()
         ));
     }
-    let const_type = |name: &str| {
-        consts
-            .const_type(name)
-            .ok_or_else(|| format!("constant @{name} is not declared"))
-    };
     match op {
         Op::Input => Err("an input's type is declared, not inferred".into()),
         Op::Conv2d(c) => conv_type(c, operands, consts),
-        Op::BatchNorm(b) => {
-            let x = operands[0];
-            let Some(&c) = x.dims.last() else {
-                return Err("batch_norm needs an operand of rank at least 1".into());
-            };
-            for (role, name) in [
-                ("gamma", &b.gamma),
-                ("beta", &b.beta),
-                ("mean", &b.mean),
-                ("variance", &b.variance),
-            ] {
-                expect_shape(const_type(name)?, &[c], &format!("{role} @{name}"))?;
-            }
-            if !(b.epsilon.is_finite() && b.epsilon >= 0.0) {
-                return Err(format!(
-                    "epsilon must be finite and >= 0, got {}",
-                    b.epsilon
-                ));
-            }
-            Ok(x.clone())
-        }
+        Op::BatchNorm(b) => batch_norm_type(operands[0], b, consts),
         Op::ScaleOffset(so) if !(so.scale.is_finite() && so.offset.is_finite()) => Err(format!(
             "scale and offset must be finite, got {} and {}",
             so.scale, so.offset
@@ -354,6 +336,61 @@ pub fn infer_type(
                 crate::tensor::checked_product(&dims[1..]).ok_or("flattened size overflows")?;
             Ok(TensorType::new(vec![dims[0], rest]))
         }
+        Op::Transpose(perm) => {
+            let dims = &operands[0].dims;
+            check_perm(perm, dims.len())?;
+            Ok(TensorType::new(perm.iter().map(|&a| dims[a]).collect()))
+        }
+    }
+}
+
+/// The declared type of constant `name`.
+fn const_type<'c>(consts: &'c dyn ConstTypes, name: &str) -> Result<&'c TensorType, String> {
+    consts
+        .const_type(name)
+        .ok_or_else(|| format!("constant @{name} is not declared"))
+}
+
+/// The typing rule of `batch_norm`.
+fn batch_norm_type(
+    x: &TensorType,
+    b: &BatchNorm,
+    consts: &dyn ConstTypes,
+) -> Result<TensorType, String> {
+    let const_type = |name: &str| const_type(consts, name);
+    let Some(&c) = x.dims.last() else {
+        return Err("batch_norm needs an operand of rank at least 1".into());
+    };
+    for (role, name) in [
+        ("gamma", &b.gamma),
+        ("beta", &b.beta),
+        ("mean", &b.mean),
+        ("variance", &b.variance),
+    ] {
+        expect_shape(const_type(name)?, &[c], &format!("{role} @{name}"))?;
+    }
+    if !(b.epsilon.is_finite() && b.epsilon >= 0.0) {
+        return Err(format!(
+            "epsilon must be finite and >= 0, got {}",
+            b.epsilon
+        ));
+    }
+    Ok(x.clone())
+}
+
+/// `perm` is a permutation of `0..rank`.
+fn check_perm(perm: &[usize], rank: usize) -> Result<(), String> {
+    let mut seen = vec![false; rank];
+    let ok = perm.len() == rank
+        && perm
+            .iter()
+            .all(|&a| a < rank && !std::mem::replace(&mut seen[a], true));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "perm {perm:?} is not a permutation of the {rank} axes of the operand"
+        ))
     }
 }
 

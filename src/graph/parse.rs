@@ -133,20 +133,7 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
                 i = take_while(i, &|c| c != '\n');
                 continue;
             }
-            '%' | '@' => {
-                let j = take_while(i + 1, &|c| super::is_name_char(c));
-                let Some(tok) = sigil_name(c, &chars[i + 1..j]) else {
-                    let found = chars
-                        .get(j)
-                        .map_or("end of file".into(), |c| format!("`{c}`"));
-                    return Err(err(
-                        tline,
-                        tcol + 1,
-                        format!("expected a name after `{c}`, found {found}"),
-                    ));
-                };
-                (tok, j)
-            }
+            '%' | '@' => sigil_name(&chars, i).map_err(|(at, m)| err(tline, tcol + (at - i), m))?,
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let j = take_while(i, &|c| c.is_ascii_alphanumeric() || c == '_');
                 (Tok::Ident(chars[i..j].iter().collect()), j)
@@ -182,18 +169,72 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
     Ok(out)
 }
 
-/// The token of a `%value` or `@constant` reference whose name is `name` (`None` if empty).
-/// A quoted form (`%"onnx::Conv_12"`) would be read here (see `docs/ir.md`, "Names").
-fn sigil_name(sigil: char, name: &[char]) -> Option<Tok> {
-    if name.is_empty() {
-        return None;
-    }
-    let name: String = name.iter().collect();
-    Some(if sigil == '%' {
+/// The value (`%`) or constant (`@`) whose sigil is at `i`, bare or quoted: the token and the
+/// index after it. The error carries the index it refers to.
+fn sigil_name(chars: &[char], i: usize) -> Result<(Tok, usize), (usize, String)> {
+    let (name, j) = if chars.get(i + 1) == Some(&'"') {
+        quoted_name(chars, i + 2)?
+    } else {
+        let mut j = i + 1;
+        while j < chars.len() && super::is_name_char(chars[j]) {
+            j += 1;
+        }
+        if j == i + 1 {
+            let found = chars
+                .get(j)
+                .map_or("end of file".into(), |c| format!("`{c}`"));
+            return Err((
+                j,
+                format!("expected a name after `{}`, found {found}", chars[i]),
+            ));
+        }
+        (chars[i + 1..j].iter().collect(), j)
+    };
+    let tok = if chars[i] == '%' {
         Tok::Value(name)
     } else {
         Tok::Const(name)
-    })
+    };
+    Ok((tok, j))
+}
+
+/// A quoted name starting after its opening `"` at `start`: the name and the index after the
+/// closing quote. `\"` and `\\` are the only escapes; the name ends on its line and is not
+/// empty. The error carries the index it refers to.
+fn quoted_name(chars: &[char], start: usize) -> Result<(String, usize), (usize, String)> {
+    let mut name = String::new();
+    let mut j = start;
+    loop {
+        match chars.get(j) {
+            None | Some('\n') => {
+                return Err((j, "unterminated quoted name (a `\"` is missing)".into()));
+            }
+            Some('"') if name.is_empty() => return Err((j, "a quoted name is empty".into())),
+            Some('"') => return Ok((name, j + 1)),
+            Some('\\') => match chars.get(j + 1) {
+                Some(&e @ ('"' | '\\')) => {
+                    name.push(e);
+                    j += 2;
+                }
+                _ => {
+                    return Err((
+                        j,
+                        "in a quoted name, `\\` escapes only `\"` and `\\`".into(),
+                    ));
+                }
+            },
+            Some(c) if c.is_control() => {
+                return Err((
+                    j,
+                    format!("control character {} in a quoted name", c.escape_debug()),
+                ));
+            }
+            Some(&c) => {
+                name.push(c);
+                j += 1;
+            }
+        }
+    }
 }
 
 /// An operand in an argument list: a value or a constant, with where it was written.
@@ -707,6 +748,11 @@ impl Parser<'_> {
                     _ => Op::Flatten,
                 }
             }
+            "transpose" => {
+                let x = d.value("the input value")?;
+                d.operands.push(x);
+                Op::Transpose(d.usize_list("perm", "[axis, ..]")?)
+            }
             "add" => {
                 let a = d.value("the first operand")?;
                 let b = d.value("the second operand")?;
@@ -717,7 +763,7 @@ impl Parser<'_> {
                 return Err(self.error_at(
                     app.at,
                     format!(
-                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, relu, add, global_avg_pool, flatten, softmax, pad, dense, scale_offset)"
+                        "unknown operation `{other}` (expected one of input, conv2d, batch_norm, relu6, relu, add, global_avg_pool, flatten, softmax, pad, dense, scale_offset, transpose)"
                     ),
                 ));
             }
@@ -937,22 +983,33 @@ impl<'p, 'a> Decoder<'p, 'a> {
     }
 
     fn list<const N: usize>(&mut self, key: &str, form: &str) -> Result<[usize; N]> {
+        let at = self.attrs.iter().find(|a| a.key == key).map(|a| a.at);
+        let values = self.usize_list(key, form)?;
+        values.try_into().map_err(|_| {
+            self.parser.error_at(
+                at.unwrap_or(self.at),
+                format!("`{key}` must be a list of {N} non-negative integers {form}"),
+            )
+        })
+    }
+
+    /// A list attribute of non-negative integers, of any length.
+    fn usize_list(&mut self, key: &str, form: &str) -> Result<Vec<usize>> {
         let a = self.required_attr(key)?;
         let bad = || {
             self.parser.error_at(
                 a.at,
-                format!("`{key}` must be a list of {N} non-negative integers {form}"),
+                format!("`{key}` must be a list of non-negative integers {form}"),
             )
         };
         let AttrValue::List(items) = &a.value else {
             return Err(bad());
         };
-        let values: Vec<usize> = items
+        items
             .iter()
             .map(|s| parse_usize(s))
             .collect::<Option<_>>()
-            .ok_or_else(bad)?;
-        values.try_into().map_err(|_| bad())
+            .ok_or_else(bad)
     }
 
     fn pair(&mut self, key: &str) -> Result<[usize; 2]> {

@@ -7,13 +7,31 @@
 
 use std::fmt::{self, Display, Formatter, Write};
 
-use super::{Const, ConstDef, Graph, Op};
+use super::{Const, ConstDef, Graph, NameText, Op};
+
+/// A value as the text form writes it: `%name`, or `%"name"` when the name is not bare.
+struct V<'a>(&'a str);
+
+impl Display for V<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", NameText(self.0))
+    }
+}
+
+/// A constant as the text form writes it: `@name` or `@"name"`.
+struct C<'a>(&'a str);
+
+impl Display for C<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "@{}", NameText(self.0))
+    }
+}
 
 impl Display for Graph {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "graph {} {{", self.name)?;
         for (name, c) in self.consts() {
-            writeln!(f, "  const @{name} : {}{}", c.ty, ConstDefText(c))?;
+            writeln!(f, "  const {} : {}{}", C(name), c.ty, ConstDefText(c))?;
         }
         let order = self
             .topo_order()
@@ -23,12 +41,12 @@ impl Display for Graph {
             let operands: Vec<String> = self
                 .operands(id)
                 .into_iter()
-                .map(|o| format!("%{}", self.node(o).name))
+                .map(|o| V(&self.node(o).name).to_string())
                 .collect();
             writeln!(
                 f,
-                "  %{} = {} : {}",
-                node.name,
+                "  {} = {} : {}",
+                V(&node.name),
                 OpText(&node.op, &operands),
                 node.ty
             )?;
@@ -36,7 +54,7 @@ impl Display for Graph {
         let outputs: Vec<String> = self
             .outputs()
             .iter()
-            .map(|&o| format!("%{}", self.node(o).name))
+            .map(|&o| V(&self.node(o).name).to_string())
             .collect();
         writeln!(f, "  output {}", outputs.join(", "))?;
         writeln!(f, "}}")
@@ -57,7 +75,10 @@ impl Display for ConstDefText<'_> {
                 epsilon,
             } => write!(
                 f,
-                " = fold_bn_weight(@{weight}, @{gamma}, @{variance}) {{epsilon = {epsilon:?}}}"
+                " = fold_bn_weight({}, {}, {}) {{epsilon = {epsilon:?}}}",
+                C(weight),
+                C(gamma),
+                C(variance)
             ),
             ConstDef::FoldBnBias {
                 bias,
@@ -67,9 +88,16 @@ impl Display for ConstDefText<'_> {
                 variance,
                 epsilon,
             } => {
-                write!(f, " = fold_bn_bias(@{gamma}, @{beta}, @{mean}, @{variance}")?;
+                write!(
+                    f,
+                    " = fold_bn_bias({}, {}, {}, {}",
+                    C(gamma),
+                    C(beta),
+                    C(mean),
+                    C(variance)
+                )?;
                 if let Some(b) = bias {
-                    write!(f, ", bias = @{b}")?;
+                    write!(f, ", bias = {}", C(b))?;
                 }
                 write!(f, ") {{epsilon = {epsilon:?}}}")
             }
@@ -107,9 +135,9 @@ impl Display for OpText<'_> {
         match op {
             Op::Conv2d(c) => {
                 args.extend(operands.first().cloned());
-                args.push(format!("@{}", c.weight));
+                args.push(C(&c.weight).to_string());
                 if let Some(b) = &c.bias {
-                    args.push(format!("bias = @{b}"));
+                    args.push(format!("bias = {}", C(b)));
                 }
                 if let Some(r) = operands.get(1) {
                     args.push(format!("residual = {r}"));
@@ -127,9 +155,14 @@ impl Display for OpText<'_> {
             Op::BatchNorm(b) => {
                 args.extend(operands.iter().cloned());
                 for name in [&b.gamma, &b.beta, &b.mean, &b.variance] {
-                    args.push(format!("@{name}"));
+                    args.push(C(name).to_string());
                 }
                 write!(attrs, "epsilon = {:?}", b.epsilon)?;
+            }
+            Op::Transpose(perm) => {
+                args.extend(operands.iter().cloned());
+                let items: Vec<String> = perm.iter().map(usize::to_string).collect();
+                write!(attrs, "perm = [{}]", items.join(", "))?;
             }
             Op::Pad(p) => {
                 args.extend(operands.iter().cloned());
@@ -141,9 +174,9 @@ impl Display for OpText<'_> {
             }
             Op::Dense(d) => {
                 args.extend(operands.first().cloned());
-                args.push(format!("@{}", d.weight));
+                args.push(C(&d.weight).to_string());
                 if let Some(b) = &d.bias {
-                    args.push(format!("bias = @{b}"));
+                    args.push(format!("bias = {}", C(b)));
                 }
             }
             Op::ScaleOffset(so) => {

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 
-use super::{ConstDef, Graph, Op, TensorType, infer_type, is_valid_name};
+use super::{ConstDef, Graph, Op, TensorType, infer_type, is_printable_name};
 use crate::{Error, Result};
 
 /// Checks every invariant of the module doc of [`graph`](super).
@@ -34,8 +34,11 @@ pub fn verify(graph: &Graph) -> Result<()> {
     for id in graph.node_ids() {
         let node = graph.node(id);
         let value = format!("%{}", node.name);
-        if !is_valid_name(&node.name) {
-            return Err(Error::verify(value, "invalid value name"));
+        if !is_printable_name(&node.name) {
+            return Err(Error::verify(
+                value,
+                "invalid value name (empty, or a control character)",
+            ));
         }
         if !seen.insert(node.name.as_str()) {
             return Err(Error::verify(value, "value name is defined twice"));
@@ -103,8 +106,11 @@ fn verify_consts(graph: &Graph) -> Result<()> {
     let mut declared: HashSet<&str> = HashSet::new();
     for (name, c) in graph.consts() {
         let at = format!("@{name}");
-        if !is_valid_name(name) {
-            return Err(Error::verify(at, "invalid constant name"));
+        if !is_printable_name(name) {
+            return Err(Error::verify(
+                at,
+                "invalid constant name (empty, or a control character)",
+            ));
         }
         check_type(&c.ty).map_err(|m| Error::verify(&at, m))?;
         for operand in c.def.operands() {

@@ -170,7 +170,7 @@ pub fn execute(
         let data = match kind {
             BufferKind::Input => {
                 let d = super::value_of_buffer(name)
-                    .and_then(|v| inputs.get(v))
+                    .and_then(|v| inputs.get(&v))
                     .ok_or_else(|| Error::Input(format!("no data given for input '{name}'")))?;
                 if d.len() != len {
                     return Err(Error::Input(format!(
@@ -221,7 +221,7 @@ pub fn execute(
                 .get(p.storage_of(o))
                 .cloned()
                 .ok_or_else(|| Error::Codegen(format!("output {o} has no buffer")))?;
-            Ok((super::value_of_buffer(o).unwrap_or(o).to_string(), d))
+            Ok((super::value_of_buffer(o).unwrap_or_else(|| o.clone()), d))
         })
         .collect()
 }

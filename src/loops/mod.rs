@@ -29,7 +29,7 @@
 //! - `@name`: the graph constant `name` (a parameter or a constant a pass derived);
 //! - `@node#what`: a constant made at lowering for `node` (`@conv1#w_packed`, `@bn#bn_scale`).
 //!   `#` starts a comment in the graph IR's text form, so no bare name contains it, and a name
-//!   in the (future) quoted form prints with its quotes (`@"a#b"`), so no graph constant prints
+//!   in the quoted form prints with its quotes (`@"a#b"`, `%"onnx::Conv_12"`), so no graph constant prints
 //!   like a lowering constant. [`value_buffer`], [`const_buffer`] and [`lowered_buffer`] are
 //!   the only places these names are made.
 //!
@@ -78,6 +78,7 @@ pub mod verify;
 use std::collections::BTreeMap;
 use std::ops::{Add, Mul};
 
+use crate::graph::NameText;
 pub use crate::lower::schedule::{Family, Schedule};
 pub use interp::{run_kernel, run_program};
 pub use verify::{verify, verify_program};
@@ -92,23 +93,35 @@ pub const MAX_KERNEL_BUFFERS: usize = 16;
 
 /// The buffer name of graph value `name` (see "Buffer names" in the module doc).
 pub fn value_buffer(name: &str) -> String {
-    format!("%{name}")
+    format!("%{}", NameText(name))
 }
 
 /// The buffer name of graph constant `name`.
 pub fn const_buffer(name: &str) -> String {
-    format!("@{name}")
+    format!("@{}", NameText(name))
 }
 
 /// The buffer name of constant `what` made at lowering for node `node`.
 pub fn lowered_buffer(node: &str, what: &str) -> String {
-    format!("@{node}#{what}")
+    format!("@{}#{what}", NameText(node))
 }
 
-/// The graph value a buffer name refers to (`%x` -> `x`), if it names one; the inverse of
-/// [`value_buffer`].
-pub fn value_of_buffer(buffer: &str) -> Option<&str> {
-    buffer.strip_prefix('%')
+/// The graph value a buffer name refers to (`%x` -> `x`, `%"a:0"` -> `a:0`), if it names one;
+/// the inverse of [`value_buffer`].
+pub fn value_of_buffer(buffer: &str) -> Option<String> {
+    let name = buffer.strip_prefix('%')?;
+    match name.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        // Quoted names (those outside the bare grammar) escape only `"` and `\`.
+        Some(quoted) => {
+            let mut out = String::new();
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' { chars.next()? } else { c });
+            }
+            Some(out)
+        }
+        None => Some(name.to_string()),
+    }
 }
 
 /// What a buffer is for.

@@ -21,6 +21,7 @@ pub mod elementwise;
 pub mod pool;
 pub mod schedule;
 pub mod softmax;
+pub mod transpose;
 
 use std::collections::BTreeMap;
 
@@ -62,6 +63,7 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         Op::Add => elementwise::add(&mut cx)?,
         Op::GlobalAvgPool => pool::lower(&mut cx)?,
         Op::Softmax => softmax::lower(&mut cx)?,
+        Op::Transpose(perm) => transpose::lower(&mut cx, perm)?,
         Op::Pad(p) => elementwise::pad(&mut cx, p)?,
         Op::Dense(d) => dense::lower(&mut cx, d)?,
         Op::Relu => elementwise::relu(&mut cx)?,

@@ -95,6 +95,8 @@ pub enum Family {
     Softmax,
     /// Dense layer: a matrix-vector product per batch row.
     Dense,
+    /// A layout change (`transpose`): serial loops, one element copied at a time.
+    Layout,
 }
 
 impl Family {
@@ -108,6 +110,7 @@ impl Family {
             Family::Pool => "avgpool",
             Family::Softmax => "softmax",
             Family::Dense => "dense",
+            Family::Layout => "layout",
         }
     }
 }
@@ -155,7 +158,7 @@ impl Schedule {
             Family::Pointwise => (2, 4),
             Family::Direct | Family::Depthwise => (4, 2),
             Family::Elementwise | Family::Pool | Family::Dense => (1, 2),
-            Family::Softmax => (1, 1),
+            Family::Softmax | Family::Layout => (1, 1),
         };
         Schedule {
             family,
@@ -225,6 +228,12 @@ impl fmt::Display for Schedule {
                 return write!(
                     f,
                     "softmax: per row, serial max, exp, sum and divide over the last axis"
+                );
+            }
+            Family::Layout => {
+                return write!(
+                    f,
+                    "transpose: one serial loop per output axis, scalar copy at the permuted offset"
                 );
             }
         };

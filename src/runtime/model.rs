@@ -180,9 +180,9 @@ pub enum Layout {
 
 impl TensorInfo {
     fn of(port: &Port) -> TensorInfo {
-        let name = crate::loops::value_of_buffer(&port.name).unwrap_or(&port.name);
+        let name = crate::loops::value_of_buffer(&port.name).unwrap_or_else(|| port.name.clone());
         TensorInfo {
-            name: name.to_string(),
+            name,
             dims: port.dims.clone(),
             layout: if port.dims.len() == 4 {
                 Layout::Nhwc
