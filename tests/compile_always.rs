@@ -39,7 +39,7 @@ fn step() -> impl Strategy<Value = Step> {
     let stride = prop::sample::select(vec![1usize, 2, 3, 1 << 20, 1 << 62]);
     let pad = 0usize..40;
     prop_oneof![
-        4 => (k, stride, [pad.clone(), pad.clone(), pad.clone(), pad], 1usize..=9, any::<bool>(), any::<bool>(), 0usize..4)
+        4 => (k, stride, [pad.clone(), pad.clone(), pad.clone(), pad], 1usize..=9, any::<bool>(), any::<bool>(), 0..Epilogue::ALL.len())
             .prop_map(|(k, stride, pads, cout, depthwise, bias, epilogue)| Step::Conv {
                 k, stride, pads: pads.map(|p| p % k), cout, depthwise, bias, epilogue,
             }),

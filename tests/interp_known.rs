@@ -384,7 +384,12 @@ mod conv_property {
             (1usize..3, 1usize..8, 1usize..8, 1usize..4, 1usize..4),
             (1usize..4, 1usize..4, 1usize..4, 1usize..4),
             (0usize..3, 0usize..3, 0usize..3, 0usize..3),
-            (1usize..4, any::<bool>(), 0usize..4, any::<u64>()),
+            (
+                1usize..4,
+                any::<bool>(),
+                0..Epilogue::ALL.len(),
+                any::<u64>(),
+            ),
         )
             .prop_filter_map(
                 "pads smaller than the kernel, kernel fits",
@@ -486,10 +491,10 @@ mod conv_property {
                             v += f64::from(r.data()[i]);
                         }
                         let v = v as f32;
-                        out.push(if p.epilogue.has_relu6() {
-                            relu6_ref(v)
-                        } else {
-                            v
+                        out.push(match p.epilogue {
+                            Epilogue::Relu6 | Epilogue::AddRelu6 => relu6_ref(v),
+                            Epilogue::Relu | Epilogue::AddRelu if v < 0.0 => 0.0,
+                            _ => v,
                         });
                     }
                 }

@@ -259,8 +259,8 @@ impl ConvProblem {
                         if let Some(r) = r {
                             acc += f64::from(r[oi]);
                         }
-                        if self.epilogue.has_relu6() {
-                            acc = acc.clamp(0.0, 6.0);
+                        if let Some((lo, hi)) = self.epilogue.clamp() {
+                            acc = acc.clamp(f64::from(lo), f64::from(hi));
                         }
                         out.push(acc);
                     }
@@ -927,6 +927,125 @@ fn relu6_propagates_nan_like_the_graph_interpreter() {
         );
     }
     assert!(out["y"][0].is_nan() && out["y"][3] == 6.0 && out["y"][4] == 0.0);
+}
+
+/// A 1x1 conv (pointwise `cin = 1`, or depthwise) with weight 1 and bias -0.0 stores `x` exactly
+/// (NaN, infinities and -0.0 included), then its epilogue. Graph `fused` has the clamp in the
+/// conv's epilogue, `unfused` the same clamp as a standalone `relu`/`relu6` after it.
+fn clamp_graphs(depthwise: bool, epilogue: Epilogue, c: usize) -> [(Graph, TensorMap); 2] {
+    let build = |fused: bool| {
+        let mut g = Graph::new("clamp");
+        let mut consts = TensorMap::new();
+        let (cin, wd, groups) = if depthwise {
+            (c, vec![1, 1, c, 1], c)
+        } else {
+            (1, vec![1, 1, 1, c], 1)
+        };
+        let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 3, 6, cin]), &[]);
+        param(&mut g, &mut consts, "w", wd, vec![1.0; c]);
+        param(&mut g, &mut consts, "b", vec![c], vec![-0.0; c]);
+        let mut operands = vec![x];
+        if epilogue.has_residual() {
+            operands.push(g.add_node("r", Op::Input, TensorType::new(vec![1, 3, 6, c]), &[]));
+        }
+        let (conv_epi, act) = match (fused, epilogue) {
+            (true, e) => (e, None),
+            (false, Epilogue::Relu) => (Epilogue::None, Some(Op::Relu)),
+            (false, Epilogue::Relu6) => (Epilogue::None, Some(Op::Relu6)),
+            (false, Epilogue::AddRelu) => (Epilogue::Add, Some(Op::Relu)),
+            (false, Epilogue::AddRelu6) => (Epilogue::Add, Some(Op::Relu6)),
+            (false, e) => (e, None),
+        };
+        let conv = Conv2d {
+            weight: "w".into(),
+            bias: Some("b".into()),
+            stride: [1, 1],
+            pads: Pads::default(),
+            groups,
+            epilogue: conv_epi,
+        };
+        let name = if act.is_some() { "conv" } else { "y" };
+        let mut y = g
+            .add_typed(name, Op::Conv2d(conv), &operands)
+            .expect("conv types");
+        if let Some(act) = act {
+            y = g.add_typed("y", act, &[y]).expect("types");
+        }
+        g.set_outputs(vec![y]);
+        (g, consts)
+    };
+    [build(true), build(false)]
+}
+
+/// The fused clamp epilogues (`relu` = clamp(0, +inf), `relu6` = clamp(0, 6), after a residual
+/// or not) give bit for bit what the standalone `relu`/`relu6` kernel gives after the unfused
+/// conv, on the portable tier and every raw tier this CPU runs (each tier is checked bit for bit
+/// against the loop-IR interpreter by `run_both`): NaN stays NaN, -0.0 stays -0.0, +inf stays
+/// +inf under relu. 20 channels make full and partial vectors on every tier.
+#[test]
+fn clamp_epilogues_match_the_standalone_activation_on_every_tier() {
+    let c = 20;
+    let special = [
+        f32::NAN,
+        -f32::NAN,
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -1.5,
+        7.0,
+        6.0,
+        3.25,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        1e30,
+    ];
+    let xv: Vec<f32> = (0..3 * 6 * c).map(|i| special[i % special.len()]).collect();
+    for depthwise in [false, true] {
+        for epilogue in [
+            Epilogue::Relu,
+            Epilogue::AddRelu,
+            Epilogue::Relu6,
+            Epilogue::AddRelu6,
+        ] {
+            let [(fused, consts), (unfused, _)] = clamp_graphs(depthwise, epilogue, c);
+            // Pointwise: one input channel, broadcast to all 20 by the weights of 1.
+            let xs = if depthwise { &xv[..] } else { &xv[..3 * 6] };
+            let mut inputs = BTreeMap::from([("x".to_string(), xs.to_vec())]);
+            if epilogue.has_residual() {
+                inputs.insert("r".to_string(), vec![-0.0; 3 * 6 * c]);
+            }
+            let what = format!("{} depthwise={depthwise}", epilogue.name());
+            let a = &run_both(&fused, &consts, &inputs)["y"];
+            let b = &run_both(&unfused, &consts, &inputs)["y"];
+            let graph =
+                mnv2c::graph::interp::run(&fused, &consts, &inputs_tensors(&fused, &inputs))
+                    .expect("graph interpreter runs");
+            for (i, ((x, y), z)) in a.iter().zip(b).zip(graph[0].data()).enumerate() {
+                assert!(
+                    x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                    "{what}: y[{i}]: fused {x} != unfused {y}"
+                );
+                assert!(
+                    x == z || (x.is_nan() && z.is_nan()),
+                    "{what}: y[{i}]: {x} vs graph {z}"
+                );
+            }
+            let first = |v: f32| {
+                let i = xs.iter().position(|x| x.to_bits() == v.to_bits()).unwrap();
+                if depthwise { i } else { i * c }
+            };
+            assert!(a[first(f32::NAN)].is_nan(), "{what}: NaN");
+            assert_eq!(
+                a[first(-0.0)].to_bits(),
+                (-0.0f32).to_bits(),
+                "{what}: -0.0"
+            );
+            assert_eq!(a[first(f32::NEG_INFINITY)], 0.0, "{what}: -inf");
+            let hi = epilogue.clamp().unwrap().1;
+            assert_eq!(a[first(f32::INFINITY)], hi, "{what}: +inf");
+        }
+    }
 }
 
 /// `run_kernel_split` with an executor that calls every part twice (from two threads at once):

@@ -225,9 +225,11 @@ fn fold_does_not_fire_when_the_conv_is_an_output_or_already_has_an_epilogue() {
 
 #[test]
 fn fuse_relu6_appends_the_clamp_to_the_epilogue() {
-    for (before, after) in [
-        ("", Epilogue::Relu6),
-        (", epilogue = add", Epilogue::AddRelu6),
+    for (act, before, after) in [
+        ("relu6", "", Epilogue::Relu6),
+        ("relu6", ", epilogue = add", Epilogue::AddRelu6),
+        ("relu", "", Epilogue::Relu),
+        ("relu", ", epilogue = add", Epilogue::AddRelu),
     ] {
         let residual = if before.is_empty() {
             ""
@@ -236,13 +238,13 @@ fn fuse_relu6_appends_the_clamp_to_the_epilogue() {
         };
         let mut g = parse(&graph_text(&format!(
             "  %c = conv2d(%x, @w{residual}) CONV{before}}} : T
-  %r = relu6(%c) : T
+  %r = {act}(%c) : T
   output %r"
         )));
         assert!(run_one(&mut g, FUSE_RELU6));
-        // The relu6 was the output: the conv takes its name, so the output stays `%r`.
+        // The activation was the output: the conv takes its name, so the output stays `%r`.
         assert_eq!(conv_of(&g, "r").epilogue, after);
-        assert_eq!(count(&g, "relu6"), 0);
+        assert_eq!(count(&g, act), 0);
         assert_eq!(g.node(g.outputs()[0]).name, "r");
     }
 }
@@ -265,6 +267,24 @@ fn fuse_relu6_guards() {
   output %r",
         // The relu6 does not follow a conv.
         "  %r = relu6(%x) : T
+  output %r",
+        // Plain relu under the same guards: two consumers, a conv output, already clamping
+        // (relu after relu6 or after relu).
+        "  %c = conv2d(%x, @w) CONV} : T
+  %r = relu(%c) : T
+  %s = add(%r, %c) : T
+  output %s",
+        "  %c = conv2d(%x, @w) CONV} : T
+  %r = relu(%c) : T
+  output %r, %c",
+        "  %c = conv2d(%x, @w) CONV, epilogue = relu6} : T
+  %r = relu(%c) : T
+  output %r",
+        "  %c = conv2d(%x, @w) CONV, epilogue = relu} : T
+  %r = relu(%c) : T
+  output %r",
+        "  %c = conv2d(%x, @w, residual = %x) CONV, epilogue = add_relu} : T
+  %r = relu6(%c) : T
   output %r",
     ] {
         let text = graph_text(body);

@@ -1,7 +1,7 @@
 //! The passes preserve what a graph computes: the reference interpreter gives the same outputs
 //! before and after the default pipeline, within [`REL`]` * max|reference| + `[`ABS`], for
 //! every example, for MobileNetV2 at a small size, and for proptest-generated chains of
-//! conv / depthwise conv / batch norm / relu6 / add with random shapes, strides, pads and
+//! conv / depthwise conv / batch norm / relu6 / relu / add with random shapes, strides, pads and
 //! channel counts.
 //!
 //! Why a tolerance at all: folding rounds `w * s` to f32 before the conv sums, and a fused
@@ -226,6 +226,43 @@ fn conv_add_relu6_becomes_add_relu6_and_adds_before_clamping() {
     );
 }
 
+/// Plain relu fuses like relu6: `conv -> bn -> relu` becomes one conv with epilogue `relu`,
+/// `conv -> bn -> add -> relu` one with `add_relu`, and both compute what the unfused graph
+/// computes, with values far above 6 left unclamped.
+#[test]
+fn plain_relu_fuses_into_the_conv_as_the_clamp_0_to_inf() {
+    for (residual, want) in [(false, Epilogue::Relu), (true, Epilogue::AddRelu)] {
+        let mut b = Builder::new("relu", "");
+        let x = b.input("x", vec![1, 5, 4, 3]);
+        let y = b.input("y", vec![1, 5, 4, 4]);
+        let mut v = conv_bn(&mut b, x, 4);
+        if residual {
+            v = b.add("s", v, y).unwrap();
+        }
+        let r = b.relu("r", v).unwrap();
+        let g = b.finish(vec![r]).unwrap();
+        let mut params = random_weights(&g, 17);
+        // beta = 8 puts many values above 6: a relu fused as relu6 would clamp them.
+        params.insert(
+            "c_bn/beta".into(),
+            Tensor::new(vec![4], vec![8.0; 4]).unwrap(),
+        );
+        let inputs = random_inputs(&g, 17);
+        let before = eval(&g, &params, &inputs);
+        assert!(before[0].data().iter().any(|&v| v > 6.5));
+        assert!(before[0].data().contains(&0.0) || residual);
+        let opt = optimize(&g);
+        let Op::Conv2d(c) = &opt.node(opt.outputs()[0]).op else {
+            panic!("{opt}")
+        };
+        assert_eq!(c.epilogue, want, "{opt}");
+        assert_eq!(opt.node(opt.outputs()[0]).name, "r");
+        let after = eval(&opt, &params, &inputs);
+        let cmp = compare(after[0].data(), before[0].data(), REL, ABS).unwrap();
+        assert!(cmp.passed(), "{residual}: {} off\n{opt}", cmp.max_abs_diff);
+    }
+}
+
 #[test]
 fn an_add_after_a_clamp_is_not_fused_whatever_the_pass_order() {
     // Regression guard for fuse-add: with fuse-relu6 first, the conv already clamps when
@@ -264,6 +301,7 @@ enum Layer {
     },
     BatchNorm,
     Relu6,
+    Relu,
     /// Adds another value of the current type, operands in either order: with `pick == 0` a
     /// new graph input (a residual nothing else reads), otherwise an earlier value of the same
     /// type chosen by `pick` (or the current value itself when there is none).
@@ -292,11 +330,12 @@ fn conv_layer() -> impl Strategy<Value = Layer> {
         })
 }
 
-/// What may follow a conv and its batch norm: nothing, a relu6, or an add.
+/// What may follow a conv and its batch norm: nothing, a relu6, a relu, or an add.
 fn post_layer() -> impl Strategy<Value = Option<Layer>> {
     prop_oneof![
         1 => Just(None),
         1 => Just(Some(Layer::Relu6)),
+        1 => Just(Some(Layer::Relu)),
         1 => (any::<bool>(), 0usize..4).prop_map(|(swap, pick)| Some(Layer::Add { swap, pick })),
     ]
 }
@@ -406,6 +445,7 @@ fn build_chain(dims: [usize; 4], layers: &[Layer]) -> Graph {
                 g.add_typed(format!("bn{i}"), op, &[cur]).unwrap()
             }
             Layer::Relu6 => g.add_typed(format!("relu{i}"), Op::Relu6, &[cur]).unwrap(),
+            Layer::Relu => g.add_typed(format!("relu{i}"), Op::Relu, &[cur]).unwrap(),
             Layer::Add { swap, pick } => {
                 let earlier: Vec<ValueId> = values
                     .iter()

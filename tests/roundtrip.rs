@@ -50,6 +50,30 @@ fn every_ir_example_roundtrips() {
     assert!(n >= 6, "only {n} examples");
 }
 
+/// The text forms of the relu epilogues: `epilogue = relu` and `epilogue = add_relu` print as
+/// written, re-parse to the same graph, and a residual without an `add` epilogue (or the reverse)
+/// is rejected as for relu6.
+#[test]
+fn relu_epilogues_roundtrip_in_text() {
+    let text = "graph e {
+  const @w : f32[1,1,2,2]
+  %x = input : f32[1,2,2,2]
+  %a = conv2d(%x, @w) {stride = [1, 1], pads = [0, 0, 0, 0], groups = 1, epilogue = relu} : f32[1,2,2,2]
+  %b = conv2d(%a, @w, residual = %x) {stride = [1, 1], pads = [0, 0, 0, 0], groups = 1, epilogue = add_relu} : f32[1,2,2,2]
+  output %b
+}
+";
+    let g = graph::parse(text, "e.ir").unwrap();
+    graph::verify(&g).unwrap();
+    assert_eq!(g.to_string(), text);
+    roundtrip(&g);
+    let missing = text.replace(", residual = %x", "");
+    let err = graph::parse(&missing, "e.ir").unwrap_err().to_string();
+    assert!(err.contains("add_relu"), "{err}");
+    let extra = text.replace("epilogue = add_relu", "epilogue = relu");
+    assert!(graph::parse(&extra, "e.ir").is_err());
+}
+
 mod generated {
     //! Small random graphs covering every op, every epilogue, biases and derived constants.
     use super::roundtrip;
@@ -70,15 +94,17 @@ mod generated {
         },
         BatchNorm,
         Relu6,
+        Relu,
         AddEarlier(usize),
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            3 => (prop::sample::select(vec![1usize, 3]), 1usize..=2, 1usize..=6, any::<bool>(), any::<bool>(), 0usize..4, [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2], any::<bool>())
+            3 => (prop::sample::select(vec![1usize, 3]), 1usize..=2, 1usize..=6, any::<bool>(), any::<bool>(), 0..Epilogue::ALL.len(), [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2], any::<bool>())
                 .prop_map(|(k, stride, cout, depthwise, bias, epilogue, pads, folded)| Step::Conv { k, stride, cout, depthwise, bias, epilogue, pads, folded }),
             1 => Just(Step::BatchNorm),
             1 => Just(Step::Relu6),
+            1 => Just(Step::Relu),
             1 => (0usize..8).prop_map(Step::AddEarlier),
         ]
     }
@@ -194,6 +220,7 @@ mod generated {
                     g.add_typed(format!("bn{i}"), op, &[cur]).unwrap()
                 }
                 Step::Relu6 => g.add_typed(format!("relu{i}"), Op::Relu6, &[cur]).unwrap(),
+                Step::Relu => g.add_typed(format!("relu{i}"), Op::Relu, &[cur]).unwrap(),
                 Step::AddEarlier(j) => {
                     let Some(&other) = values
                         .iter()

@@ -153,6 +153,10 @@ impl Builder {
         self.graph.add_typed(name, Op::Relu6, &[x])
     }
 
+    pub fn relu(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
+        self.graph.add_typed(name, Op::Relu, &[x])
+    }
+
     pub fn add(&mut self, name: &str, a: ValueId, b: ValueId) -> Result<ValueId> {
         self.graph.add_typed(name, Op::Add, &[a, b])
     }

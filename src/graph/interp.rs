@@ -3,7 +3,7 @@
 //! This is the oracle the fast path is judged against, so it shares no code with lowering or
 //! codegen and favours obvious correctness over speed. What it promises:
 //! - **Semantics are the op docs, literally.** A convolution is
-//!   `y = relu6?(sum over taps and input channels of x * w + bias + residual)` with the weight
+//!   `y = clamp?(sum over taps and input channels of x * w + bias + residual)` with the weight
 //!   indexed as `((ky * kw + kx) * (cin / groups) + ci) * cout + co` (the flat index shared by
 //!   HWIO-with-groups and TF depthwise `[kh, kw, C, mult]`, see [`super::op`]); zero padding
 //!   from the explicit four-sided pads; batch norm is
@@ -216,7 +216,7 @@ fn clamp6(v: f32) -> f32 {
     v.clamp(0.0, 6.0)
 }
 
-/// A 2-D convolution with its bias and epilogue: `y = relu6?(conv(x, w) + bias + residual)`,
+/// A 2-D convolution with its bias and epilogue: `y = clamp?(conv(x, w) + bias + residual)`,
 /// summed in f64 and rounded once. See the module doc for the weight indexing.
 pub fn conv2d(
     x: &Tensor,
@@ -297,8 +297,8 @@ pub fn conv2d(
                 }
                 let o = ((b * oh + oy) * ow + ox) * cout;
                 let residual = residual.map(|r| &r.data()[o..o + cout]);
-                let relu6 = attrs.epilogue.has_relu6();
-                epilogue(&mut od[o..o + cout], &acc, bias, residual, relu6);
+                let clamp = attrs.epilogue.clamp();
+                epilogue(&mut od[o..o + cout], &acc, bias, residual, clamp);
             }
         }
     }
@@ -312,7 +312,7 @@ fn epilogue(
     acc: &[f64],
     bias: Option<&Tensor>,
     residual: Option<&[f32]>,
-    relu6: bool,
+    clamp: Option<(f32, f32)>,
 ) {
     for (co, o) in out.iter_mut().enumerate() {
         let mut v = acc[co];
@@ -323,7 +323,8 @@ fn epilogue(
             v += f64::from(r[co]);
         }
         let v = v as f32;
-        *o = if relu6 { clamp6(v) } else { v };
+        // `f32::clamp` keeps NaN and `-0.0`, as `relu6` and `relu` do.
+        *o = clamp.map_or(v, |(lo, hi)| v.clamp(lo, hi));
     }
 }
 

@@ -15,9 +15,11 @@
 //! and weight files keep TensorFlow's shapes.
 //!
 //! ## Epilogue order
-//! A conv computes `y = act(conv(x, w) + bias + residual)`: the bias (if any) is added first, then
-//! the residual operand (if the epilogue has `add`), and the clamp to `[0, 6]` (if the epilogue has
-//! `relu6`) comes last.
+//! A conv computes `y = clamp(conv(x, w) + bias + residual, lo, hi)`: the bias (if any) is added
+//! first, then the residual operand (if the epilogue has `add`), and the clamp comes last: to
+//! `[0, 6]` for `relu6`, to `[0, +inf]` for `relu` (see [`Epilogue::clamp`]). The clamp is
+//! `min(max(v, lo), hi)` with NaN passing through and `-0.0` kept (`-0.0` is not below `0`), which
+//! is exactly what the standalone `relu` and `relu6` ops compute.
 
 use super::TensorType;
 
@@ -43,7 +45,8 @@ impl Pads {
     }
 }
 
-/// What a convolution does to its result before storing it (see the module doc for the order).
+/// What a convolution does to its result before storing it: an optional residual add, then an
+/// optional clamp (see the module doc for the order). Relu is the clamp `[0, +inf]`, relu6 `[0, 6]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Epilogue {
     /// Store the convolution (plus bias) as is.
@@ -55,24 +58,34 @@ pub enum Epilogue {
     Add,
     /// Add the residual operand, then clamp to `[0, 6]`.
     AddRelu6,
+    /// Clamp to `[0, +inf]`.
+    Relu,
+    /// Add the residual operand, then clamp to `[0, +inf]`.
+    AddRelu,
 }
 
 impl Epilogue {
-    pub const ALL: [Epilogue; 4] = [
+    pub const ALL: [Epilogue; 6] = [
         Epilogue::None,
         Epilogue::Relu6,
         Epilogue::Add,
         Epilogue::AddRelu6,
+        Epilogue::Relu,
+        Epilogue::AddRelu,
     ];
 
     /// Whether the epilogue reads a residual operand.
     pub fn has_residual(self) -> bool {
-        matches!(self, Epilogue::Add | Epilogue::AddRelu6)
+        matches!(self, Epilogue::Add | Epilogue::AddRelu6 | Epilogue::AddRelu)
     }
 
-    /// Whether the epilogue clamps to `[0, 6]`.
-    pub fn has_relu6(self) -> bool {
-        matches!(self, Epilogue::Relu6 | Epilogue::AddRelu6)
+    /// The bounds `(lo, hi)` the epilogue clamps to last, if it clamps.
+    pub fn clamp(self) -> Option<(f32, f32)> {
+        match self {
+            Epilogue::None | Epilogue::Add => None,
+            Epilogue::Relu6 | Epilogue::AddRelu6 => Some((0.0, 6.0)),
+            Epilogue::Relu | Epilogue::AddRelu => Some((0.0, f32::INFINITY)),
+        }
     }
 
     /// The name used in the text form.
@@ -82,6 +95,8 @@ impl Epilogue {
             Epilogue::Relu6 => "relu6",
             Epilogue::Add => "add",
             Epilogue::AddRelu6 => "add_relu6",
+            Epilogue::Relu => "relu",
+            Epilogue::AddRelu => "add_relu",
         }
     }
 
@@ -89,12 +104,20 @@ impl Epilogue {
         Epilogue::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    /// This epilogue with a clamp appended, if it does not clamp already.
-    pub fn with_relu6(self) -> Option<Epilogue> {
-        match self {
-            Epilogue::None => Some(Epilogue::Relu6),
-            Epilogue::Add => Some(Epilogue::AddRelu6),
-            Epilogue::Relu6 | Epilogue::AddRelu6 => None,
+    /// This epilogue followed by the activation op `act` (`relu` or `relu6`), if it does not clamp
+    /// already and `act` is one of those two.
+    pub fn then(self, act: &Op) -> Option<Epilogue> {
+        let add = match self {
+            Epilogue::None => false,
+            Epilogue::Add => true,
+            _ => return None,
+        };
+        match (act, add) {
+            (Op::Relu6, false) => Some(Epilogue::Relu6),
+            (Op::Relu6, true) => Some(Epilogue::AddRelu6),
+            (Op::Relu, false) => Some(Epilogue::Relu),
+            (Op::Relu, true) => Some(Epilogue::AddRelu),
+            _ => None,
         }
     }
 }

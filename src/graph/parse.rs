@@ -1027,7 +1027,7 @@ impl<'p, 'a> Decoder<'p, 'a> {
         .ok_or_else(|| {
             self.parser.error_at(
                 a.at,
-                "`epilogue` must be one of none, relu6, add, add_relu6",
+                "`epilogue` must be one of none, relu6, add, add_relu6, relu, add_relu",
             )
         })
     }

@@ -45,7 +45,7 @@ pub struct GemmStrip {
     pub out_stride: usize,
     pub bias: bool,
     pub residual: bool,
-    /// `clamp(lo, hi)` after the residual: relu6 is `(0, 6)`.
+    /// `clamp(lo, hi)` after the residual: relu6 is `(0, 6)`, relu `(0, +inf)`.
     pub clamp: Option<(f32, f32)>,
 }
 

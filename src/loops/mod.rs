@@ -323,13 +323,15 @@ impl Expr {
     pub fn times(a: Expr, b: Expr) -> Expr {
         Expr::bin(BinOp::Mul, a, b)
     }
-    /// `min(max(x, 0), 6)`.
-    pub fn relu6(x: Expr) -> Expr {
-        Expr::bin(
-            BinOp::Min,
-            Expr::bin(BinOp::Max, x, Expr::Const(0.0)),
-            Expr::Const(6.0),
-        )
+    /// `min(max(x, lo), hi)`, or just `max(x, lo)` when `hi` is `+inf` (`min(v, +inf)` is `v` for
+    /// every `v`, NaN included). `relu6` is `(0, 6)`, `relu` `(0, +inf)`.
+    pub fn clamp(x: Expr, (lo, hi): (f32, f32)) -> Expr {
+        let low = Expr::bin(BinOp::Max, x, Expr::Const(lo));
+        if hi == f32::INFINITY {
+            low
+        } else {
+            Expr::bin(BinOp::Min, low, Expr::Const(hi))
+        }
     }
     pub fn exp(x: Expr) -> Expr {
         Expr::Unary(UnOp::Exp, Box::new(x))

@@ -3,7 +3,7 @@
 //!
 //! Semantics (graph IR): `y[n,oh,ow,co] = act(sum_{ky,kx,ci} x[n, oh*sh+ky-pt, ow*sw+kx-pl,
 //! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
-//! zero padding outside the input, and the epilogue order bias, residual, relu6.
+//! zero padding outside the input, and the epilogue order bias, residual, clamp.
 
 use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule, gemm_strip};
 use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
@@ -34,12 +34,19 @@ pub(crate) struct ConvParts {
 impl ConvParts {
     /// Stores an accumulator (which already includes the bias) to output element `o`, with the
     /// epilogue in the graph IR's order: the residual at the same element first, then the clamp.
-    pub fn store_result(&self, o: Affine, acc: Expr, relu6: bool) -> Stmt {
+    pub fn store_result(&self, o: Affine, acc: Expr, clamp: Option<(f32, f32)>) -> Stmt {
         let mut v = acc;
         if let Some(r) = self.residual {
             v = Expr::plus(v, load(r, o.clone()));
         }
-        store(self.out, o, if relu6 { Expr::relu6(v) } else { v })
+        store(
+            self.out,
+            o,
+            match clamp {
+                Some(bounds) => Expr::clamp(v, bounds),
+                None => v,
+            },
+        )
     }
 }
 
@@ -285,7 +292,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
             out_stride: cout,
             bias: p.bias.is_some(),
             residual: p.residual.is_some(),
-            clamp: conv.epilogue.has_relu6().then_some((0.0, 6.0)),
+            clamp: conv.epilogue.clamp(),
         };
         let at = |buf: BufId, base: Affine| Operand { buf, base };
         let mut operands = vec![(Slot::X, at(p.x, pix0.clone() * c(cin)?))];
@@ -329,7 +336,7 @@ fn gemm_tiles(
     let cin = p.xd[3];
     let cout = p.geo.cout;
     let (ci64, co64) = (c(cin)?, c(cout)?);
-    let relu6 = conv.epilogue.has_relu6();
+    let clamp = conv.epilogue.clamp();
     let tile = c(sched.channel_tile())?;
     let full_tiles = co64 / tile;
     let rem = co64 % tile;
@@ -361,7 +368,7 @@ fn gemm_tiles(
         p.store_result(
             (pix_base.clone() + po.clone()) * co64 + ch.clone(),
             acc,
-            relu6,
+            clamp,
         )
     };
     let nests = pointwise_reductions(cin, ku);
@@ -424,7 +431,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let (sh, sw) = (c(conv.stride[0])?, c(conv.stride[1])?);
     let (pt, pl) = (c(conv.pads.top)?, c(conv.pads.left)?);
     let kw = c(g.kw)?;
-    let relu6 = conv.epilogue.has_relu6();
+    let clamp = conv.epilogue.clamp();
     let groups = g.groups;
     let cin_g64 = c(cin_g)?;
     let px = sched.pixel_tile;
@@ -464,7 +471,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
             Expr::fma(load(p.x, xi), load(p.w, wi), acc)
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
+            p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, clamp)
         };
         let red = [
             Reduction::new("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),

@@ -26,7 +26,7 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
     let (sh, sw) = (c(conv.stride[0])?, c(conv.stride[1])?);
     let (pt, pl) = (c(conv.pads.top)?, c(conv.pads.left)?);
     let kw = c(p.geo.kw)?;
-    let relu6 = conv.epilogue.has_relu6();
+    let clamp = conv.epilogue.clamp();
     let mut tiles = |k: &mut Kernel, nest: &Nest, rs: Segment, cs: Segment| {
         let ohv = Affine::var(nest.oh);
         // Pixel `p` of the tile is column `ow_base + p` (`cn` further in the output, `sw * cn`
@@ -51,7 +51,7 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
             Expr::fma(load(p.x, xi), load(p.w, wi), acc)
         };
         let finish = |po: &Affine, ch: &Affine, acc: Expr| {
-            p.store_result(out_pix.clone() + po.clone() * cn + ch.clone(), acc, relu6)
+            p.store_result(out_pix.clone() + po.clone() * cn + ch.clone(), acc, clamp)
         };
         let red = [
             Reduction::new("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
@@ -119,7 +119,7 @@ pub(crate) fn micro_row(
         w_row: g.kw * cin * dense.map_or(1, |_| cn),
         bias: p.bias.is_some(),
         residual: p.residual.is_some(),
-        clamp: conv.epilogue.has_relu6().then_some((0.0, 6.0)),
+        clamp: conv.epilogue.clamp(),
         dense,
     };
     let ohv = Affine::var(at.oh);

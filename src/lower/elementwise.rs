@@ -11,7 +11,7 @@
 use super::schedule::{Family, Schedule};
 use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
 use crate::graph::{BatchNorm, Pads, ScaleOffset};
-use crate::loops::{Affine, BinOp, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
+use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, Stmt, Var};
 use crate::{Error, Result};
 
 /// `out[r, ch] = value(index, ch)` over `[rows, channels]` of the node's output type.
@@ -77,7 +77,9 @@ fn row_nest(
 pub(crate) fn relu6(cx: &mut Cx<'_>) -> Result<Kernel> {
     let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
-    rows_nest(cx, &mut k, &|i, _| Expr::relu6(load(x, i.clone())))?;
+    rows_nest(cx, &mut k, &|i, _| {
+        Expr::clamp(load(x, i.clone()), (0.0, 6.0))
+    })?;
     Ok(k)
 }
 
@@ -137,7 +139,7 @@ pub(crate) fn relu(cx: &mut Cx<'_>) -> Result<Kernel> {
     let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     rows_nest(cx, &mut k, &|i, _| {
-        Expr::bin(BinOp::Max, load(x, i.clone()), Expr::Const(0.0))
+        Expr::clamp(load(x, i.clone()), (0.0, f32::INFINITY))
     })?;
     Ok(k)
 }

@@ -16,8 +16,10 @@
 //! - **Bit identity.** Each output element is computed as `loops::micro` specifies: one
 //!   accumulator, initialised from the bias (or `vxorps` = +0.0), `vfmadd231ps` over `ci`
 //!   ascending, then `vaddps` of the residual, then `vmaxps(lo, acc)` and `vminps(hi, acc)`
-//!   (the operand order that returns `acc` when it is NaN, as the IR's max/min do). MXCSR is
-//!   left alone (no flush-to-zero).
+//!   (the operand order that returns `acc` when it is NaN, as the IR's max/min do; and when both
+//!   are zeros, so `max(0, -0.0)` is `-0.0` as in the IR). With `hi = +inf` (relu) `vminps`
+//!   returns `acc` for every value, NaN and +inf included, so it equals the portable path's bare
+//!   `max(acc, 0)`. MXCSR is left alone (no flush-to-zero).
 //! - **Sharing.** Kernels are keyed by [`key`] (tier + op parameters); identical keys are
 //!   assembled once.
 
