@@ -437,7 +437,7 @@ fn run_model(args: RunArgs) -> Result<()> {
     if args.weights.is_none() {
         text.push_str(
             "note: the built-in model's weights are invented (seeded), so its classes mean nothing.\n\
-             To run a trained Keras model: mnv2c run --model FILE.h5|FILE.keras --input X.npy,\n\
+             To run a trained model: mnv2c run --model FILE.h5|FILE.keras|FILE.onnx --input X.npy,\n\
              or: mnv2c classify --model FILE.h5 --labels labels.txt IMAGE.png ...\n",
         );
     }
