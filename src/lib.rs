@@ -22,6 +22,7 @@
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
 //! - [`runtime`] holds [`CompiledModel`]: the whole pipeline in one call, a static memory plan,
 //!   a thread pool; [`bench`] measures it.
+//! - [`aot`] writes the same code ahead of time: an object file and a C header.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 //!
@@ -61,6 +62,7 @@
     clippy::print_stderr
 )]
 
+pub mod aot;
 pub mod bench;
 pub mod codegen;
 pub mod error;

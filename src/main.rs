@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
-use mnv2c::{CompiledModel, Options, codegen, lower, passes};
+use mnv2c::{CompiledModel, Options, aot, codegen, lower, passes};
 use mnv2c::{Error, Result, npy};
 
 #[derive(Parser, Debug)]
@@ -108,6 +108,47 @@ enum Emit {
     Asm,
     /// The static memory plan: every activation's arena offset, the peak and its lower bound.
     Memplan,
+    /// An object file (`-o`, required) and its C header (`--header`): the compiled model with
+    /// its weights, callable from C without mnv2c (see docs/aot.md).
+    Obj,
+}
+
+/// `--target` of `--emit obj`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Aarch64,
+}
+
+/// `--isa` of `--emit obj`: `auto` means portable (the object may run on another machine).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum IsaArg {
+    Auto,
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// The options of `--emit obj` only.
+#[derive(Args, Debug)]
+struct ObjArgs {
+    /// The C header to write (with --emit obj; default: the -o path with `.h`).
+    #[arg(long, value_name = "FILE.h")]
+    header: Option<PathBuf>,
+    /// Prefix of every symbol and macro of the object (a C identifier; with --emit obj).
+    #[arg(long, value_name = "NAME")]
+    prefix: Option<String>,
+    /// Architecture of the object (with --emit obj; default: the host's).
+    #[arg(long, value_enum)]
+    target: Option<TargetArg>,
+    /// Code tier of the object (with --emit obj; auto means portable).
+    #[arg(long, value_enum)]
+    isa: Option<IsaArg>,
+    /// Weights (`.safetensors`) to compile in (with --emit obj; default: seeded weights, seed 0);
+    /// the built-in model takes its number of classes from them.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
 }
 
 /// `compile`'s options. Pass selection: the default pipeline unless `-O0` (no pass) or
@@ -139,6 +180,8 @@ struct CompileArgs {
     /// List the passes, in default-pipeline order, and exit.
     #[arg(long)]
     list_passes: bool,
+    #[command(flatten)]
+    obj: ObjArgs,
 }
 
 #[derive(Args, Debug)]
@@ -333,13 +376,7 @@ fn run_model(args: RunArgs) -> Result<()> {
     let (weights_desc, params) = match file_weights {
         Some((path, w, _)) => {
             // The library's message names the tensor; the user also needs to know which file.
-            weights::check(&graph, &w).map_err(|e| match e {
-                Error::Weights { tensor, message } => Error::Weights {
-                    tensor,
-                    message: format!("{message} (in {})", path.display()),
-                },
-                e => e,
-            })?;
+            weights::check(&graph, &w).map_err(|e| in_file(e, path))?;
             (path.display().to_string(), w)
         }
         None => {
@@ -510,7 +547,31 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
         print_after.push(pass.name);
     }
-    let mut graph = load_graph(&args.model)?;
+    let obj = args.emit == Some(Emit::Obj);
+    let obj_only = [
+        args.obj.header.is_some(),
+        args.obj.prefix.is_some(),
+        args.obj.target.is_some(),
+        args.obj.isa.is_some(),
+        args.obj.weights.is_some(),
+    ];
+    if !obj && obj_only.contains(&true) {
+        return Err(Error::Usage(
+            "--header, --prefix, --target, --isa and --weights go with --emit obj".into(),
+        ));
+    }
+    let mut model_args = args.model;
+    let file_weights = match &args.obj.weights {
+        Some(path) => {
+            let w = weights::read(path)?;
+            if model_args.file.is_none() && model_args.num_classes.is_none() {
+                model_args.num_classes = Some(weights::num_classes(&w)?);
+            }
+            Some((path.as_path(), w))
+        }
+        None => None,
+    };
+    let mut graph = load_graph(&model_args)?;
     passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
         if args.print_after_all || print_after.contains(&pass.name) {
             let header = passes::print_after_header(pass.name, changed);
@@ -518,6 +579,9 @@ fn compile(args: CompileArgs) -> Result<()> {
             let _ = write!(std::io::stderr().lock(), "{header}\n{g}");
         }
     })?;
+    if obj {
+        return compile_object(&graph, file_weights, &args.obj, args.output.as_deref());
+    }
     let text = match args.emit {
         Some(Emit::Ir) | None => graph.to_string(),
         Some(level) => emit_code(&graph, level)?,
@@ -543,6 +607,87 @@ fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
         Emit::Loops => Ok(program.to_string()),
         Emit::Clif => codegen::emit_clif(&program.kernels),
         _ => codegen::emit_asm(&program.kernels),
+    }
+}
+
+/// `compile --emit obj`: the object to `-o`, the header next to it (or to `--header`). The graph
+/// has been through the pass pipeline already.
+fn compile_object(
+    graph: &Graph,
+    file_weights: Option<(&Path, mnv2c::TensorMap)>,
+    args: &ObjArgs,
+    output: Option<&Path>,
+) -> Result<()> {
+    let Some(obj_path) = output else {
+        return Err(Error::Usage("--emit obj needs -o FILE.o".into()));
+    };
+    let header_path = match &args.header {
+        Some(h) => h.clone(),
+        None => obj_path.with_extension("h"),
+    };
+    if header_path == obj_path {
+        return Err(Error::Usage(format!(
+            "the header and the object would both be {}",
+            obj_path.display()
+        )));
+    }
+    let params = match file_weights {
+        Some((path, w)) => {
+            weights::check(graph, &w).map_err(|e| in_file(e, path))?;
+            w
+        }
+        None => weights::seeded(graph, 0)?,
+    };
+    let target = match args.target {
+        Some(TargetArg::X86_64) => codegen::target::Target::X86_64,
+        Some(TargetArg::Aarch64) => codegen::target::Target::Aarch64,
+        None => codegen::target::Target::host().ok_or_else(|| {
+            Error::Usage("the host is neither x86_64 nor aarch64: pass --target".into())
+        })?,
+    };
+    let tier = match args.isa.unwrap_or(IsaArg::Auto) {
+        IsaArg::Auto => aot::Tier::Auto,
+        IsaArg::Portable => aot::Tier::Portable,
+        IsaArg::Avx2 => aot::Tier::Avx2,
+        IsaArg::Avx512 => aot::Tier::Avx512,
+    };
+    let opts = aot::AotOptions {
+        prefix: args
+            .prefix
+            .clone()
+            .unwrap_or_else(|| aot::DEFAULT_PREFIX.into()),
+        target,
+        tier,
+        optimize: false,
+    };
+    let start = Instant::now();
+    let art = aot::compile(graph, &params, &opts)?;
+    let compile_ms = ms(start);
+    std::fs::write(obj_path, &art.object).map_err(|e| Error::io(obj_path, e))?;
+    std::fs::write(&header_path, &art.header).map_err(|e| Error::io(&header_path, e))?;
+    let text = format!(
+        "{}: {} bytes ({} kernels, {} bytes of code, {} bytes of constants), {} tier for {}; {}: prefix {}; compiled in {compile_ms:.0} ms\n",
+        obj_path.display(),
+        art.object.len(),
+        art.kernels,
+        art.kernel_code_bytes,
+        art.const_bytes,
+        tier.resolve(target)?.name(),
+        target.name(),
+        header_path.display(),
+        opts.prefix
+    );
+    emit(&text, None)
+}
+
+/// A weights error with the file it came from (the library names only the tensor).
+fn in_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Weights { tensor, message } => Error::Weights {
+            tensor,
+            message: format!("{message} (in {})", path.display()),
+        },
+        e => e,
     }
 }
 

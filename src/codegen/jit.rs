@@ -13,7 +13,8 @@
 //!    read-only/`can_move` loads read memory nobody writes during the call.
 //!
 //! ## Compiling
-//! [`JitProgram::compile_kernels`] translates every kernel on the calling thread, compiles the
+//! [`JitProgram::compile_kernels`] runs the pipeline shared with object files
+//! ([`compile`](super::compile)): it translates every kernel on the calling thread, compiles the
 //! Cranelift functions on up to [`JitOptions::compile_threads`] scoped threads (each with its own
 //! `Context`; the `JITModule` is only touched by the calling thread), then defines the bytes and
 //! relocations in kernel order, so the code is the same for any thread count. Each kernel is
@@ -40,17 +41,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use cranelift_codegen::Context;
-use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
+use cranelift_module::{Linkage, default_libcall_names};
 
-use super::{EXPF_SYMBOL, kernel_signature, mnv2c_expf, symbol_name, translate};
+use super::compile::{Isas, compile_into, err};
+use super::{EXPF_SYMBOL, mnv2c_expf};
 use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS, OptLevel, Program, Role};
 use crate::{Error, Result};
 
@@ -157,70 +154,6 @@ const _: fn() = || {
     check::<JitProgram>();
 };
 
-/// One function compiled to machine code, not yet in the module.
-struct Compiled {
-    id: FuncId,
-    align: u64,
-    bytes: Vec<u8>,
-    relocs: Vec<ModuleReloc>,
-    listing: String,
-}
-
-/// Compiles one translated function with `isa` (the second phase of
-/// [`JitProgram::compile_kernels`]; runs on any thread).
-fn compile_function(
-    mut ctx: Context,
-    id: FuncId,
-    isa: &dyn TargetIsa,
-    name: &str,
-) -> Result<Compiled> {
-    ctx.compile(isa, &mut ControlPlane::default())
-        .map_err(|e| {
-            err(
-                &format!("compiling kernel '{name}'"),
-                format!("{:?}", e.inner),
-            )
-        })?;
-    let code = ctx
-        .compiled_code()
-        .ok_or_else(|| Error::Codegen(format!("kernel '{name}' has no code")))?;
-    let relocs = code
-        .buffer
-        .relocs()
-        .iter()
-        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
-        .collect();
-    Ok(Compiled {
-        id,
-        align: u64::from(code.buffer.alignment),
-        bytes: code.code_buffer().to_vec(),
-        relocs,
-        listing: code.vcode.clone().unwrap_or_default(),
-    })
-}
-
-/// The host ISA at `level`; the IR verifier only when `verifier`.
-fn make_isa(level: OptLevel, verifier: bool) -> Result<OwnedTargetIsa> {
-    let mut fb = settings::builder();
-    for (k, v) in [
-        ("opt_level", level.cranelift_name()),
-        ("enable_verifier", if verifier { "true" } else { "false" }),
-        ("is_pic", "false"),
-        ("use_colocated_libcalls", "false"),
-    ] {
-        fb.set(k, v)
-            .map_err(|e| err(&format!("setting {k}={v}"), e))?;
-    }
-    cranelift_native::builder()
-        .map_err(|m| err("this host is not supported by Cranelift", m))?
-        .finish(settings::Flags::new(fb))
-        .map_err(|e| err("building the target ISA", e))
-}
-
-fn err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Codegen(format!("{what}: {e}"))
-}
-
 impl JitProgram {
     /// Compiles every kernel of a program with default options.
     pub fn compile(p: &Program) -> Result<JitProgram> {
@@ -230,17 +163,12 @@ impl JitProgram {
 
     /// Compiles kernels (each is verified first); kernel `i` is run as `run_kernel(i, ..)`.
     ///
-    /// Three phases: translate every kernel to a Cranelift function (in order, on this thread:
-    /// declarations need the module); compile the functions to machine code on up to
-    /// `compile_threads` scoped threads, each with its own `Context` and the ISA of the kernel's
-    /// [`OptLevel`] (`JITModule` is not `Sync`, compiling needs only the shared, `Sync` ISA);
-    /// then hand the bytes and relocations to the module in kernel order and finalize. Each
-    /// function's code depends only on its own IR and ISA, and the definition order is fixed,
-    /// so the result is the same whatever the thread count or timing.
+    /// The kernels go through the pipeline shared with object files ([`compile`](super::compile):
+    /// translate, compile in parallel, define in kernel order), compiled for the host CPU;
+    /// then the module is finalized and each kernel's entry taken as a function pointer.
     pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {
-        let isa_speed = make_isa(OptLevel::Speed, opts.verifier)?;
-        let isa_none = make_isa(OptLevel::None, opts.verifier)?;
-        let mut jb = JITBuilder::with_isa(isa_speed.clone(), default_libcall_names());
+        let isas = Isas::host(opts.verifier)?;
+        let mut jb = JITBuilder::with_isa(isas.speed.clone(), default_libcall_names());
         jb.symbol(EXPF_SYMBOL, mnv2c_expf as *const u8);
         // From here on the module is owned by `prog`, so an early error return frees it in Drop.
         let mut prog = JitProgram {
@@ -255,85 +183,19 @@ impl JitProgram {
             .ok_or_else(|| Error::Codegen("JIT module missing".into()))?
             .get_mut()
             .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
-
-        // Phase 1: translate and declare.
-        let mut fctx = FunctionBuilderContext::new();
-        let mut work = Vec::with_capacity(kernels.len());
-        for (i, k) in kernels.iter().enumerate() {
-            let mut ctx = module.make_context();
-            ctx.func.signature = kernel_signature(module);
-            ctx.set_disasm(opts.keep_asm);
-            translate(module, k, &mut ctx.func, &mut fctx)?;
-            if opts.keep_clif {
-                prog.clif.push_str(&format!(
-                    "; kernel \"{}\"\n{}\n",
-                    k.name,
-                    ctx.func.display()
-                ));
-            }
-            let sym = symbol_name(i, k);
-            let id = module
-                .declare_function(&sym, Linkage::Local, &kernel_signature(module))
-                .map_err(|e| err(&format!("declaring kernel '{}'", k.name), e))?;
-            let isa = match opts.opt_level.unwrap_or(k.opt_level) {
-                OptLevel::None => &isa_none,
-                OptLevel::Speed => &isa_speed,
-            };
-            work.push(Mutex::new(Some((ctx, id, isa.clone()))));
-        }
-
-        // Phase 2: compile, in parallel.
-        let results: Vec<Mutex<Option<Result<Compiled>>>> =
-            (0..work.len()).map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let worker = || {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = work.get(i) else { break };
-                let job = slot.lock().ok().and_then(|mut j| j.take());
-                let res = match job {
-                    Some((ctx, id, isa)) => compile_function(ctx, id, &*isa, &kernels[i].name),
-                    None => Err(Error::Codegen(format!("kernel #{i} compiled twice"))),
-                };
-                if let Ok(mut r) = results[i].lock() {
-                    *r = Some(res);
-                }
-            }
-        };
-        let threads = opts.compile_threads.clamp(1, work.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(worker);
-            }
-            worker();
-        });
-
-        // Phase 3: define in kernel order, finalize.
-        let mut ids = Vec::with_capacity(kernels.len());
-        let mut sizes = Vec::with_capacity(kernels.len());
-        for (i, (k, r)) in kernels.iter().zip(results).enumerate() {
-            let c =
-                r.into_inner().ok().flatten().ok_or_else(|| {
-                    Error::Codegen(format!("kernel '{}' was not compiled", k.name))
-                })??;
-            module
-                .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
-                .map_err(|e| err(&format!("defining kernel '{}'", k.name), e))?;
-            if opts.keep_asm {
-                prog.asm.push_str(&format!(
-                    "; kernel \"{}\" ({})\n{}\n",
-                    k.name,
-                    symbol_name(i, k),
-                    c.listing
-                ));
-            }
-            sizes.push(c.bytes.len());
-            ids.push(c.id);
-        }
+        let defined = compile_into(
+            module,
+            kernels,
+            &isas,
+            opts,
+            ("", Linkage::Local, EXPF_SYMBOL),
+        )?;
         module
             .finalize_definitions()
             .map_err(|e| err("finalizing JIT code", e))?;
-        for ((k, id), code_size) in kernels.iter().zip(ids).zip(sizes) {
+        prog.clif = defined.clif;
+        prog.asm = defined.asm;
+        for (k, (id, code_size)) in kernels.iter().zip(defined.kernels) {
             let ptr = module.get_finalized_function(id);
             // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
             // in `module`, with `kernel_signature`: one pointer argument, no result, the host's

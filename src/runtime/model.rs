@@ -25,11 +25,12 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::memplan::{self, MemPlan, Request};
+use super::layout::{Layout, MAX_KERNEL_ARGS, Port, Slot};
+use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, JitProgram};
 use crate::frontend::weights;
 use crate::graph::{self, Graph};
-use crate::loops::{BufferKind, Program, Role};
+use crate::loops::Program;
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
 /// How to compile.
@@ -58,26 +59,11 @@ pub const MAX_THREADS: usize = 256;
 /// share early (border rows are cheaper) takes another instead of idling at the layer's end.
 const PARTS_PER_THREAD: usize = 2;
 
-/// The most buffers one kernel may take (a fused conv takes five: input, weights, bias,
-/// residual, output); arguments are passed from a stack array of this size.
-const MAX_KERNEL_ARGS: usize = 8;
-
 /// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     pub logits: Tensor,
     pub probs: Tensor,
-}
-
-/// Where a kernel's buffer lives at run time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Slot {
-    /// A range of the arena (in f32 elements).
-    Arena(Range<usize>),
-    /// One of the model's constant buffers.
-    Const(usize),
-    /// The caller's input tensor number `i`.
-    Input(usize),
 }
 
 #[derive(Debug)]
@@ -170,14 +156,6 @@ fn layer_of(graph: &Graph, name: &str) -> Result<Layer> {
         kind,
         flops,
     })
-}
-
-/// A value the caller sees: a graph input or output, with its shape and where it lives.
-#[derive(Clone, Debug)]
-struct Port {
-    name: String,
-    dims: Vec<usize>,
-    slot: Slot,
 }
 
 /// A compiled model; see the module doc.
@@ -274,143 +252,29 @@ impl CompiledModel {
         Ok(model)
     }
 
-    /// Lays out memory and resolves every kernel argument.
+    /// Lays out memory and resolves every kernel argument (see [`Layout`]).
     fn assemble(
         jit: JitProgram,
         mut program: Program,
         layers: Vec<Layer>,
     ) -> Result<CompiledModel> {
-        let n = program.kernels.len();
-        // Liveness of each activation's storage: written at its kernel, read until its last
-        // reader; graph outputs live to the end (step `n`).
-        let mut first: std::collections::BTreeMap<&str, usize> = Default::default();
-        let mut last: std::collections::BTreeMap<&str, usize> = Default::default();
-        for (i, k) in program.kernels.iter().enumerate() {
-            for b in &k.buffers {
-                let storage = program.storage_of(&b.name);
-                if b.role.writable() {
-                    first.entry(storage).or_insert(i);
-                }
-                let l = last.entry(storage).or_insert(i);
-                *l = (*l).max(i);
-            }
-        }
-        for o in &program.outputs {
-            last.insert(program.storage_of(o), n);
-        }
-        let mut requests = Vec::new();
-        for (name, (dims, kind)) in &program.buffers {
-            let is_view = program.views.iter().any(|(v, _)| v == name);
-            if *kind != BufferKind::Activation || is_view {
-                continue;
-            }
-            let Some(&f) = first.get(name.as_str()) else {
-                return Err(Error::Codegen(format!("%{name} is never computed")));
-            };
-            let bytes = elements(dims)
-                .and_then(|e| e.checked_mul(4))
-                .ok_or_else(|| Error::Input(format!("%{name} is too large")))?;
-            requests.push(Request {
-                name: name.clone(),
-                bytes,
-                first: f,
-                last: last.get(name.as_str()).copied().unwrap_or(f),
-            });
-        }
-        let plan = memplan::plan(&requests)
-            .ok_or_else(|| Error::Input("the activation arena size overflows".into()))?;
-        let arena_len = plan.arena_bytes / 4;
-
-        // Constants move into the model, one buffer each.
-        let const_names: Vec<String> = program.constants.keys().cloned().collect();
-        let mut consts = Vec::with_capacity(const_names.len());
-        for name in &const_names {
-            consts.push(program.constants.remove(name).unwrap_or_default());
-        }
-
-        let slot_of = |name: &str| -> Result<Slot> {
-            let storage = program.storage_of(name);
-            if let Some(p) = plan.placements.iter().find(|p| p.request.name == storage) {
-                let start = p.offset / 4;
-                return Ok(Slot::Arena(start..start + p.request.bytes / 4));
-            }
-            if let Ok(i) = const_names.binary_search_by(|c| c.as_str().cmp(storage)) {
-                return Ok(Slot::Const(i));
-            }
-            if let Some(i) = program.inputs.iter().position(|x| x == storage) {
-                return Ok(Slot::Input(i));
-            }
-            Err(Error::Codegen(format!("buffer {name} has no storage")))
-        };
-
-        let mut steps = Vec::with_capacity(n);
-        for (k, layer) in program.kernels.iter().zip(layers) {
-            let slots = k
-                .buffers
-                .iter()
-                .map(|b| slot_of(&b.name))
-                .collect::<Result<Vec<_>>>()?;
-            let written: Vec<&Slot> = k
-                .buffers
-                .iter()
-                .zip(&slots)
-                .filter(|(b, _)| b.role.writable())
-                .map(|(_, s)| s)
-                .collect();
-            let [Slot::Arena(output)] = written[..] else {
-                return Err(Error::Codegen(format!(
-                    "kernel '{}' must write exactly one activation",
-                    k.name
-                )));
-            };
-            let output = output.clone();
-            let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
-            if slots.len() > MAX_KERNEL_ARGS || writes_output.count() != 1 {
-                return Err(Error::Codegen(format!(
-                    "kernel '{}' takes {} buffers (at most {MAX_KERNEL_ARGS}, the output once)",
-                    k.name,
-                    slots.len()
-                )));
-            }
-            // The memory plan's promise, checked: nothing the kernel reads overlaps its output.
-            for (b, s) in k.buffers.iter().zip(&slots) {
-                if let (Role::Input, Slot::Arena(r)) = (b.role, s)
-                    && r.start < output.end
-                    && output.start < r.end
-                {
-                    return Err(Error::Codegen(format!(
-                        "kernel '{}': %{} overlaps its output in the arena",
-                        k.name, b.name
-                    )));
-                }
-            }
-            steps.push(Step {
-                slots,
-                output,
+        let Layout {
+            calls,
+            consts,
+            inputs,
+            outputs,
+            plan,
+            arena_len,
+        } = Layout::new(&mut program)?;
+        let steps = calls
+            .into_iter()
+            .zip(layers)
+            .map(|(call, layer)| Step {
+                slots: call.slots,
+                output: call.output,
                 layer,
-            });
-        }
-        let port = |name: &String| -> Result<Port> {
-            let (dims, _) = program
-                .buffers
-                .get(name)
-                .ok_or_else(|| Error::Codegen(format!("no buffer {name}")))?;
-            Ok(Port {
-                name: name.clone(),
-                dims: dims.clone(),
-                slot: slot_of(name)?,
             })
-        };
-        let inputs = program
-            .inputs
-            .iter()
-            .map(port)
-            .collect::<Result<Vec<_>>>()?;
-        let outputs = program
-            .outputs
-            .iter()
-            .map(port)
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         Ok(CompiledModel {
             jit,
             steps,
@@ -619,10 +483,6 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn elements(dims: &[usize]) -> Option<usize> {
-    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 // A compiled model must be shareable between threads (see the module doc).

@@ -1,0 +1,203 @@
+//! Ahead-of-time compilation: a graph and its weights into an object file and a C header, so
+//! the model ships without the compiler.
+//!
+//! [`compile`] runs the JIT's pipeline up to machine code (verify, optionally the default
+//! passes, bind the weights, lower, plan memory with the runtime's [`Layout`]) and hands the
+//! result to [`codegen::object`], which writes the kernels, the constants and the C entry points
+//! into one object; [`header`] writes the matching header. The object holds the portable tier of
+//! its [`Target`]: Cranelift's f32x4 code, the same code the JIT runs at that tier.
+//!
+//! What must hold: the prefix is a C identifier (every global symbol is `PREFIX_*`, so two
+//! prefixes link into one program); the model has one input and its final output is computed
+//! into the arena (the entry copies it out); the tier exists for the target.
+
+pub mod header;
+
+use std::str::FromStr;
+
+use crate::codegen::object::{self, ObjectSpec, Source};
+use crate::codegen::target::Target;
+use crate::graph::{self, Graph};
+use crate::runtime::layout::{Layout, Slot};
+use crate::{Error, Result, TensorMap, codegen, frontend, loops, lower, passes};
+
+/// The code tier asked for with `--isa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// The portable tier: an object may run on another machine than the one that built it.
+    Auto,
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Tier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Auto => "auto",
+            Tier::Portable => "portable",
+            Tier::Avx2 => "avx2",
+            Tier::Avx512 => "avx512",
+        }
+    }
+
+    /// The tier an object for `target` holds, or why there is none.
+    pub fn resolve(self, target: Target) -> Result<Tier> {
+        match (self, target) {
+            (Tier::Auto | Tier::Portable, _) => Ok(Tier::Portable),
+            (Tier::Avx2 | Tier::Avx512, Target::Aarch64) => Err(Error::Usage(format!(
+                "--isa {} does not exist for --target aarch64 (it has the portable tier only)",
+                self.name()
+            ))),
+            (Tier::Avx2 | Tier::Avx512, Target::X86_64) => Err(Error::Usage(format!(
+                "--isa {} is not available in this build: objects hold the portable tier only (use --isa portable or auto)",
+                self.name()
+            ))),
+        }
+    }
+}
+
+impl FromStr for Tier {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Tier> {
+        [Tier::Auto, Tier::Portable, Tier::Avx2, Tier::Avx512]
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "unknown tier '{s}' (valid tiers: auto, portable, avx2, avx512)"
+                ))
+            })
+    }
+}
+
+/// How to compile an object.
+#[derive(Clone, Debug)]
+pub struct AotOptions {
+    /// Every global symbol starts with `prefix_`; a C identifier.
+    pub prefix: String,
+    pub target: Target,
+    pub tier: Tier,
+    /// Run the default pass pipeline first.
+    pub optimize: bool,
+}
+
+/// The default prefix of the generated symbols.
+pub const DEFAULT_PREFIX: &str = "mnv2c_model";
+
+impl Default for AotOptions {
+    fn default() -> AotOptions {
+        AotOptions {
+            prefix: DEFAULT_PREFIX.into(),
+            target: Target::host().unwrap_or(Target::X86_64),
+            tier: Tier::Auto,
+            optimize: true,
+        }
+    }
+}
+
+/// An object file and its header.
+#[derive(Debug)]
+pub struct Artifact {
+    /// The ELF object.
+    pub object: Vec<u8>,
+    /// The C header.
+    pub header: String,
+    /// Machine code of the kernels, in bytes.
+    pub kernel_code_bytes: usize,
+    /// The packed and folded constants, in bytes.
+    pub const_bytes: usize,
+    pub kernels: usize,
+}
+
+/// The longest prefix accepted (symbols stay readable; C compilers take far longer).
+const MAX_PREFIX: usize = 64;
+
+/// Checks that `prefix` can start C identifiers: `[A-Za-z_][A-Za-z0-9_]*`, not reserved
+/// (a leading `__` or `_` + capital), at most 64 characters.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    let mut chars = prefix.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let reserved = prefix.starts_with("__")
+        || (prefix.starts_with('_') && prefix[1..].starts_with(|c: char| c.is_ascii_uppercase()));
+    if !first_ok || !rest_ok || reserved || prefix.len() > MAX_PREFIX {
+        return Err(Error::Usage(format!(
+            "--prefix '{prefix}' is not a usable C identifier (letters, digits and _, not starting with a digit, __ or _ and a capital, at most {MAX_PREFIX} characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// Compiles `graph` with `weights` into an object file and its header (see the module doc).
+pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<Artifact> {
+    check_prefix(&opts.prefix)?;
+    opts.tier.resolve(opts.target)?;
+    graph::verify(graph)?;
+    let mut graph = graph.clone();
+    if opts.optimize {
+        passes::optimize(&mut graph)?;
+    }
+    let consts = frontend::weights::bind(&graph, weights)?;
+    let mut program = lower::lower(&graph, &consts)?;
+    loops::verify_program(&program)?;
+    let layout = Layout::new(&mut program)?;
+    let (input, output) = match (&layout.inputs[..], layout.outputs.last()) {
+        ([input], Some(output)) => (input, output),
+        (inputs, _) => {
+            return Err(Error::Usage(format!(
+                "an object takes a model with one input and an output; this one has {} input(s)",
+                inputs.len()
+            )));
+        }
+    };
+    let Slot::Arena(out_range) = &output.slot else {
+        return Err(Error::Usage(format!(
+            "the output %{} is not computed by a kernel, so the object has nothing to run",
+            output.name
+        )));
+    };
+    let calls: Vec<Vec<Source>> = layout
+        .calls
+        .iter()
+        .map(|c| c.slots.iter().map(source).collect())
+        .collect();
+    let elems = |dims: &[usize]| dims.iter().product::<usize>();
+    let spec = ObjectSpec {
+        prefix: &opts.prefix,
+        target: opts.target,
+        kernels: &program.kernels,
+        calls: &calls,
+        consts: &layout.consts,
+        input_elems: elems(&input.dims),
+        output_elems: elems(&output.dims),
+        output_offset: out_range.start * 4,
+        scratch_bytes: layout.plan.arena_bytes,
+    };
+    let file = codegen::object::emit_object(&spec)?;
+    let header = header::write(&header::HeaderSpec {
+        prefix: &opts.prefix,
+        target: opts.target,
+        input: (&input.name, &input.dims),
+        output: (&output.name, &output.dims),
+        scratch_bytes: layout.plan.arena_bytes,
+        scratch_align: object::SCRATCH_ALIGN,
+    });
+    Ok(Artifact {
+        object: file.bytes,
+        header,
+        kernel_code_bytes: file.kernel_code_bytes,
+        const_bytes: file.const_bytes,
+        kernels: program.kernels.len(),
+    })
+}
+
+fn source(s: &Slot) -> Source {
+    match s {
+        Slot::Arena(r) => Source::Arena(r.start * 4),
+        Slot::Const(i) => Source::Const(*i),
+        Slot::Input(_) => Source::Input,
+    }
+}

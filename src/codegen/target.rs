@@ -1,0 +1,162 @@
+//! Which machine code is generated for: the host (the JIT) or a named target (an object file).
+//!
+//! The JIT compiles for the running CPU with every feature Cranelift detects. An object may run
+//! on another machine, so its ISA has a fixed, documented feature set and the object checks at
+//! run time that the CPU has it (see [`X86_PORTABLE`]). What must hold: every feature flag an
+//! object ISA enables is listed in [`X86_PORTABLE`] with the CPUID bit that proves it, so the
+//! object's check covers exactly what its code assumes.
+
+use std::str::FromStr;
+
+use cranelift_codegen::isa::{self, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+
+use super::compile::{Isas, err};
+use crate::loops::OptLevel;
+use crate::{Error, Result};
+
+/// A target architecture for ahead-of-time code (ELF, Linux calling convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    X86_64,
+    Aarch64,
+}
+
+impl Target {
+    /// The architecture this program runs on, if it is one of the targets.
+    pub fn host() -> Option<Target> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Target::X86_64),
+            "aarch64" => Some(Target::Aarch64),
+            _ => None,
+        }
+    }
+
+    /// The name used on the command line and in the header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::X86_64 => "x86_64",
+            Target::Aarch64 => "aarch64",
+        }
+    }
+
+    fn triple(self) -> &'static str {
+        match self {
+            Target::X86_64 => "x86_64-unknown-linux-gnu",
+            Target::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Target> {
+        match s {
+            "x86_64" => Ok(Target::X86_64),
+            "aarch64" => Ok(Target::Aarch64),
+            _ => Err(Error::Usage(format!(
+                "unknown target '{s}' (valid targets: x86_64, aarch64)"
+            ))),
+        }
+    }
+}
+
+/// A CPU feature the portable x86-64 object needs: Cranelift's flag, and the CPUID bit that
+/// shows it (`leaf`, subleaf 0, register, bit).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuFeature {
+    pub flag: &'static str,
+    pub leaf: u32,
+    pub reg: CpuidReg,
+    pub bit: u32,
+}
+
+/// A register of CPUID's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuidReg {
+    Ebx,
+    Ecx,
+}
+
+const fn feature(flag: &'static str, leaf: u32, reg: CpuidReg, bit: u32) -> CpuFeature {
+    CpuFeature {
+        flag,
+        leaf,
+        reg,
+        bit,
+    }
+}
+
+/// The portable x86-64 tier: Cranelift's f32x4 code with VEX encodings and fused
+/// multiply-add, i.e. the x86-64-v3 level (Haswell, Zen 1 and later). FMA is what keeps the
+/// object bit-identical with the interpreter's `mul_add` (without it Cranelift calls `fmaf`
+/// per element); the rest are what Cranelift's x64 backend uses when present, the same flags
+/// the JIT gets on such a host (minus AVX-512, which it does not use for these kernels). The
+/// object also checks that the OS saves the AVX state (OSXSAVE, then XCR0 bits 1 and 2).
+pub const X86_PORTABLE: &[CpuFeature] = &[
+    feature("has_sse3", 1, CpuidReg::Ecx, 0),
+    feature("has_ssse3", 1, CpuidReg::Ecx, 9),
+    feature("has_fma", 1, CpuidReg::Ecx, 12),
+    feature("has_sse41", 1, CpuidReg::Ecx, 19),
+    feature("has_sse42", 1, CpuidReg::Ecx, 20),
+    feature("has_popcnt", 1, CpuidReg::Ecx, 23),
+    feature("has_avx", 1, CpuidReg::Ecx, 28),
+    feature("has_bmi1", 7, CpuidReg::Ebx, 3),
+    feature("has_avx2", 7, CpuidReg::Ebx, 5),
+    feature("has_bmi2", 7, CpuidReg::Ebx, 8),
+    feature("has_lzcnt", 0x8000_0001, CpuidReg::Ecx, 5),
+];
+
+/// CPUID leaf 1, ECX: the OS has enabled XSAVE (XGETBV may be executed).
+pub const OSXSAVE_BIT: u32 = 27;
+
+/// Shared flags: `opt_level`, the verifier, and the relocation model.
+fn shared_flags(level: OptLevel, verifier: bool, pic: bool) -> Result<settings::Flags> {
+    let mut fb = settings::builder();
+    for (k, v) in [
+        ("opt_level", level.cranelift_name()),
+        ("enable_verifier", if verifier { "true" } else { "false" }),
+        ("is_pic", if pic { "true" } else { "false" }),
+        ("use_colocated_libcalls", "false"),
+    ] {
+        fb.set(k, v)
+            .map_err(|e| err(&format!("setting {k}={v}"), e))?;
+    }
+    Ok(settings::Flags::new(fb))
+}
+
+impl Isas {
+    /// The host's ISA with every detected feature (the JIT; not position-independent).
+    pub(crate) fn host(verifier: bool) -> Result<Isas> {
+        let make = |level| {
+            cranelift_native::builder()
+                .map_err(|m| err("this host is not supported by Cranelift", m))?
+                .finish(shared_flags(level, verifier, false)?)
+                .map_err(|e| err("building the target ISA", e))
+        };
+        Ok(Isas {
+            speed: make(OptLevel::Speed)?,
+            none: make(OptLevel::None)?,
+        })
+    }
+
+    /// The portable tier of `target`, position-independent (for an object file).
+    pub(crate) fn portable(target: Target, verifier: bool) -> Result<Isas> {
+        let make = |level| -> Result<OwnedTargetIsa> {
+            let mut b = isa::lookup_by_name(target.triple())
+                .map_err(|e| err("looking up the target ISA", e))?;
+            if target == Target::X86_64 {
+                for f in X86_PORTABLE {
+                    b.enable(f.flag)
+                        .map_err(|e| err(&format!("enabling {}", f.flag), e))?;
+                }
+            }
+            b.finish(shared_flags(level, verifier, true)?)
+                .map_err(|e| err("building the target ISA", e))
+        };
+        Ok(Isas {
+            speed: make(OptLevel::Speed)?,
+            none: make(OptLevel::None)?,
+        })
+    }
+}
