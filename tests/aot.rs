@@ -284,3 +284,47 @@ fn the_aarch64_object_runs_under_qemu_and_matches_the_interpreter() {
         mnv2c::tolerance::argmax(&reference)
     );
 }
+
+#[test]
+fn the_x86_object_refuses_a_cpu_without_its_tier() {
+    let missing: Vec<&str> = ["cc", "qemu-x86_64"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if cfg!(not(target_arch = "x86_64")) || !missing.is_empty() {
+        eprintln!(
+            "skipped: needs an x86_64 host, {} missing",
+            missing.join(" and ")
+        );
+        return;
+    }
+    let dir = workdir("cpu");
+    let config = Config {
+        num_classes: 10,
+        batch: 1,
+        height: 32,
+        width: 32,
+    };
+    let case = Case::random(&dir, config);
+    case.compile(&dir, &["--target", "x86_64"]);
+    let (out, _) = run_example(&dir, &["cc"], None);
+    // qemu's CPU models: Nehalem has no AVX; Haswell has the whole portable tier, so taking
+    // away any one feature must be noticed. Each run exits with `run`'s return code.
+    for (cpu, code) in [
+        ("Haswell", 0),
+        ("Nehalem", 3),
+        ("Haswell,-fma", 3),
+        ("Haswell,-avx2", 3),
+        ("Haswell,-bmi2", 3),
+        ("Haswell,-xsave", 3),
+    ] {
+        let res = Command::new("qemu-x86_64")
+            .args(["-cpu", cpu])
+            .arg(dir.join("classify"))
+            .arg(dir.join("x.npy"))
+            .output()
+            .unwrap();
+        assert_eq!(res.status.code(), Some(code), "-cpu {cpu}: {res:?}");
+    }
+    assert_eq!(out.len(), 10);
+}

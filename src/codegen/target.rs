@@ -160,3 +160,94 @@ impl Isas {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codegen::compile::compile_function;
+    use crate::codegen::{kernel_signature, translate};
+    use crate::frontend::{Config, mobilenet_v2, weights};
+    use cranelift_frontend::FunctionBuilderContext;
+    use cranelift_module::{Linkage, Module, default_libcall_names};
+    use cranelift_object::{ObjectBuilder, ObjectModule};
+
+    /// Machine code and relocation count of every kernel of a small model, compiled with `isas`.
+    fn kernel_code(isas: &Isas) -> Vec<(Vec<u8>, usize)> {
+        let config = Config {
+            num_classes: 10,
+            batch: 1,
+            height: 40,
+            width: 40,
+        };
+        let mut g = mobilenet_v2(&config).unwrap();
+        crate::passes::optimize(&mut g).unwrap();
+        let consts = weights::bind(&g, &weights::seeded(&g, 0).unwrap()).unwrap();
+        let program = crate::lower::lower(&g, &consts).unwrap();
+        let builder = ObjectBuilder::new(isas.speed.clone(), "t", default_libcall_names()).unwrap();
+        let mut m = ObjectModule::new(builder);
+        let mut fctx = FunctionBuilderContext::new();
+        let sig = kernel_signature(&m);
+        program
+            .kernels
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let id = m
+                    .declare_function(&format!("k{i}"), Linkage::Local, &sig)
+                    .unwrap();
+                let mut ctx = m.make_context();
+                ctx.func.signature = sig.clone();
+                translate(&mut m, k, &mut ctx.func, &mut fctx, "expf").unwrap();
+                let isa = match k.opt_level {
+                    OptLevel::None => &isas.none,
+                    OptLevel::Speed => &isas.speed,
+                };
+                let c = compile_function(ctx, id, &**isa, &k.name).unwrap();
+                (c.bytes, c.relocs.len())
+            })
+            .collect()
+    }
+
+    /// The object's portable x86 tier is the code the JIT runs on a host that has every
+    /// feature of [`X86_PORTABLE`] (and perhaps more, such as AVX-512): kernels without
+    /// relocations are byte for byte the same (the one calling `expf` differs in how it reaches
+    /// it: position-independent in the object).
+    #[test]
+    fn the_portable_tier_is_the_jit_code_on_a_host_that_has_it() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let host_has_all = [
+                is_x86_feature_detected!("sse3"),
+                is_x86_feature_detected!("ssse3"),
+                is_x86_feature_detected!("fma"),
+                is_x86_feature_detected!("sse4.1"),
+                is_x86_feature_detected!("sse4.2"),
+                is_x86_feature_detected!("popcnt"),
+                is_x86_feature_detected!("avx"),
+                is_x86_feature_detected!("bmi1"),
+                is_x86_feature_detected!("avx2"),
+                is_x86_feature_detected!("bmi2"),
+                is_x86_feature_detected!("lzcnt"),
+            ]
+            .iter()
+            .all(|&b| b);
+            if !host_has_all {
+                eprintln!("skipped: this host lacks part of the portable x86 tier");
+                return;
+            }
+            let jit = kernel_code(&Isas::host(false).unwrap());
+            let obj = kernel_code(&Isas::portable(Target::X86_64, false).unwrap());
+            assert_eq!(jit.len(), obj.len());
+            let mut compared = 0;
+            for (i, (j, o)) in jit.iter().zip(&obj).enumerate() {
+                if j.1 == 0 && o.1 == 0 {
+                    assert_eq!(j.0, o.0, "kernel {i}");
+                    compared += 1;
+                }
+            }
+            assert!(compared + 1 >= jit.len(), "{compared} of {}", jit.len());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        eprintln!("skipped: the host is not x86_64");
+    }
+}
