@@ -111,7 +111,11 @@ pub fn emit_object(spec: &ObjectSpec<'_>) -> Result<ObjectFile> {
             .declare_data(&format!("{local}c{i}"), Linkage::Local, false, false)
             .map_err(|e| err("declaring a constant", e))?;
         let mut desc = DataDescription::new();
-        desc.define(c.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let mut bytes = Vec::with_capacity(c.len() * 4);
+        for v in c {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        desc.define(bytes.into_boxed_slice());
         desc.set_align(SCRATCH_ALIGN as u64);
         module
             .define_data(id, &desc)

@@ -213,6 +213,7 @@ mod tests {
     /// relocations are byte for byte the same (the one calling `expf` differs in how it reaches
     /// it: position-independent in the object).
     #[test]
+    #[allow(clippy::print_stderr)] // a skipped test says so
     fn the_portable_tier_is_the_jit_code_on_a_host_that_has_it() {
         #[cfg(target_arch = "x86_64")]
         {
