@@ -107,10 +107,7 @@ fn main() {
         Tensor::new(dims, (0..n).map(|i| (i % 255) as f32 / 255.0).collect()).expect("fits");
     println!();
     for threads in [1, 2] {
-        let options = Options {
-            threads,
-            ..Options::default()
-        };
+        let options = Options::new().with_threads(threads);
         let mut compile = Vec::new();
         let mut model = None;
         for _ in 0..3 {

@@ -15,8 +15,9 @@ use std::time::Instant;
 use crate::TensorMap;
 use crate::codegen::{Arg, JitOptions, JitProgram};
 use crate::graph::{Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
+use crate::loops::Family;
 use crate::loops::{Affine, BufId, Expr, Kernel, Loop, LoopKind, LoopMode, Mem, Role, Stmt};
-use crate::runtime::{CompiledModel, LayerKind};
+use crate::runtime::CompiledModel;
 use crate::{Error, Result, Tensor};
 
 /// Independent f32x4 accumulators of the peak kernel (12 of the 16 xmm registers).
@@ -62,7 +63,7 @@ impl Peak {
 
 /// `acc[u] = fma(acc[u], m, c)` for `PEAK_STEPS` steps, `u` over the accumulators; then stores.
 fn peak_kernel() -> Kernel {
-    let mut k = Kernel::new("fma_peak", "fma throughput: 12 f32x4 chains, in registers");
+    let mut k = Kernel::new("fma_peak", None);
     let coef = k.add_buffer("coefficients", vec![8], Role::Const);
     let out = k.add_buffer("out", vec![PEAK_ACCUMULATORS * 4], Role::Output);
     let acc = k.add_local("acc", PEAK_ACCUMULATORS * 4, true);
@@ -147,7 +148,7 @@ pub struct Settings {
 #[derive(Clone, Debug)]
 pub struct LayerRow {
     pub name: String,
-    pub kind: LayerKind,
+    pub kind: Family,
     pub flops: u64,
     /// Median wall time of the kernel, in seconds.
     pub seconds: f64,
@@ -158,7 +159,7 @@ pub struct LayerRow {
 /// Totals of one kernel family.
 #[derive(Clone, Debug)]
 pub struct FamilyRow {
-    pub kind: LayerKind,
+    pub kind: Family,
     pub layers: usize,
     pub flops: u64,
     pub seconds: f64,
@@ -233,7 +234,7 @@ pub fn run(
         .enumerate()
         .map(|(i, (l, t))| LayerRow {
             name: l.name.clone(),
-            kind: l.kind,
+            kind: l.family,
             flops: l.flops,
             seconds: quantile(t, 0.5),
             splits: model.jit().parallel_safe(i).unwrap_or(false)
@@ -283,7 +284,7 @@ fn gflops(flops: u64, seconds: f64) -> f64 {
 
 impl Report {
     /// GFLOP/s of a kernel family (FLOP-weighted: total work over total time).
-    pub fn family_gflops(&self, kind: LayerKind) -> Option<f64> {
+    pub fn family_gflops(&self, kind: Family) -> Option<f64> {
         let f = self.families.iter().find(|f| f.kind == kind)?;
         Some(gflops(f.flops, f.seconds))
     }
@@ -452,7 +453,7 @@ pub fn conv_graph(
         },
     )?;
     let data = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
-    let w = Tensor::new(wd, data).ok_or_else(|| Error::Config("weight size".into()))?;
+    let w = Tensor::new(wd, data)?;
     let consts = TensorMap::from([("w".to_string(), w)]);
     let (top, bottom, _) = Pads::same_1d(h, k, stride)
         .ok_or_else(|| Error::Config(format!("stride {stride} is not a valid stride")))?;

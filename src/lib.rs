@@ -42,7 +42,7 @@
 //! // Seeded weights as the tutorial initialises them (or `weights::load` a .safetensors file).
 //! let params = weights::seeded(&graph, 0)?;
 //! // Optimise, lower, JIT-compile; two threads per call.
-//! let model = CompiledModel::compile(&graph, &params, &Options { threads: 2, ..Options::default() })?;
+//! let model = CompiledModel::compile(&graph, &params, &Options::new().with_threads(2))?;
 //! let input = weights::synthetic_input(&config)?; // [1, 96, 96, 3], NHWC
 //! let out = model.run(&input)?;
 //! assert_eq!(out.probs.dims(), [1, 10]);

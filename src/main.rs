@@ -39,20 +39,48 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// The built-in model's size, shared by `compile`, `run` and `bench`. Each is optional: `run`
+/// also takes them from `--weights` and `--input` (and a given option must agree with them);
+/// otherwise the default of [`Config`] applies.
+#[derive(Args, Debug)]
+struct SizeArgs {
+    /// Number of classes of the built-in model [default: 1000].
+    #[arg(long, value_name = "N")]
+    num_classes: Option<usize>,
+    /// Batch size of the built-in model's input [default: 1].
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+    /// Input height of the built-in model [default: 224].
+    #[arg(long, value_name = "H")]
+    height: Option<usize>,
+    /// Input width of the built-in model [default: 224].
+    #[arg(long, value_name = "W")]
+    width: Option<usize>,
+}
+
+impl SizeArgs {
+    fn any_given(&self) -> bool {
+        [self.num_classes, self.batch, self.height, self.width]
+            .iter()
+            .any(Option::is_some)
+    }
+
+    /// The configuration, with the default for every size not given.
+    fn config(&self) -> Config {
+        let d = Config::default();
+        Config {
+            num_classes: self.num_classes.unwrap_or(d.num_classes),
+            batch: self.batch.unwrap_or(d.batch),
+            height: self.height.unwrap_or(d.height),
+            width: self.width.unwrap_or(d.width),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Number of classes.
-    #[arg(long, value_name = "N", default_value_t = Config::default().num_classes)]
-    num_classes: usize,
-    /// Batch size.
-    #[arg(long, value_name = "N", default_value_t = Config::default().batch)]
-    batch: usize,
-    /// Input height.
-    #[arg(long, value_name = "H", default_value_t = Config::default().height)]
-    height: usize,
-    /// Input width.
-    #[arg(long, value_name = "W", default_value_t = Config::default().width)]
-    width: usize,
+    #[command(flatten)]
+    size: SizeArgs,
     /// Timed runs (the median and p90 are over these; the per-layer medians over as many more).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     runs: u64,
@@ -82,18 +110,8 @@ struct ModelArgs {
     /// A built-in model.
     #[arg(long, value_enum)]
     model: Option<ModelName>,
-    /// Number of classes of the built-in model.
-    #[arg(long, value_name = "N")]
-    num_classes: Option<usize>,
-    /// Batch size of the built-in model's input.
-    #[arg(long, value_name = "N")]
-    batch: Option<usize>,
-    /// Input height of the built-in model.
-    #[arg(long, value_name = "H")]
-    height: Option<usize>,
-    /// Input width of the built-in model.
-    #[arg(long, value_name = "W")]
-    width: Option<usize>,
+    #[command(flatten)]
+    size: SizeArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,18 +230,9 @@ struct RunArgs {
     /// Threads per inference (the JIT splits each layer's output tiles over them).
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
-    /// Number of classes (must agree with `--weights` if both are given).
-    #[arg(long, value_name = "N")]
-    num_classes: Option<usize>,
-    /// Batch size (must agree with `--input` if both are given).
-    #[arg(long, value_name = "N")]
-    batch: Option<usize>,
-    /// Input height (must agree with `--input` if both are given).
-    #[arg(long, value_name = "H")]
-    height: Option<usize>,
-    /// Input width (must agree with `--input` if both are given).
-    #[arg(long, value_name = "W")]
-    width: Option<usize>,
+    /// The sizes must agree with `--weights` (classes) and `--input` (batch, height, width).
+    #[command(flatten)]
+    size: SizeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -270,24 +279,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let one_line = e.to_string().replace('\n', " ");
             eprintln!("error: {one_line}");
-            ExitCode::from(exit_status(&e))
+            ExitCode::from(e.exit_status())
         }
-    }
-}
-
-/// The exit status of each kind of error (documented in `docs/errors.md`).
-fn exit_status(e: &Error) -> u8 {
-    match e {
-        Error::Usage(_) => 2,
-        Error::Parse { .. }
-        | Error::Verify { pass: None, .. }
-        | Error::Config(_)
-        | Error::Weights { .. }
-        | Error::Format { .. }
-        | Error::Io { .. } => 3,
-        Error::Input(_) => 4,
-        // A graph that verified when it was read and fails after a pass was broken by mnv2c.
-        Error::Verify { pass: Some(_), .. } | Error::Codegen(_) => 70,
     }
 }
 
@@ -364,13 +357,18 @@ fn run_model(args: RunArgs) -> Result<()> {
     let config = Config {
         num_classes: agree(
             "--num-classes",
-            args.num_classes,
+            args.size.num_classes,
             from_weights,
             d.num_classes,
         )?,
-        batch: agree("--batch", args.batch, from_input(0, "batch"), d.batch)?,
-        height: agree("--height", args.height, from_input(1, "height"), d.height)?,
-        width: agree("--width", args.width, from_input(2, "width"), d.width)?,
+        batch: agree("--batch", args.size.batch, from_input(0, "batch"), d.batch)?,
+        height: agree(
+            "--height",
+            args.size.height,
+            from_input(1, "height"),
+            d.height,
+        )?,
+        width: agree("--width", args.size.width, from_input(2, "width"), d.width)?,
     };
     let graph = frontend::mobilenet_v2(&config)?;
     let (weights_desc, params) = match file_weights {
@@ -396,10 +394,7 @@ fn run_model(args: RunArgs) -> Result<()> {
         (outputs, format!("interpreter: {secs:.3} s"))
     } else {
         let start = Instant::now();
-        let options = Options {
-            threads: args.threads,
-            ..Options::default()
-        };
+        let options = Options::new().with_threads(args.threads);
         let model = CompiledModel::compile(&graph, &params, &options)?;
         let compile_ms = ms(start);
         let start = Instant::now();
@@ -486,20 +481,12 @@ fn agree(
 
 /// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input.
 fn bench(args: BenchArgs) -> Result<()> {
-    let config = Config {
-        num_classes: args.num_classes,
-        batch: args.batch,
-        height: args.height,
-        width: args.width,
-    };
+    let config = args.size.config();
     let graph = frontend::mobilenet_v2(&config)?;
     let params = weights::seeded(&graph, 0)?;
     let x = weights::synthetic_input(&config)?;
     let start = Instant::now();
-    let options = Options {
-        threads: args.threads,
-        ..Options::default()
-    };
+    let options = Options::new().with_threads(args.threads);
     let model = CompiledModel::compile(&graph, &params, &options)?;
     let compile_ms = ms(start);
     let name = format!(
@@ -564,8 +551,8 @@ fn compile(args: CompileArgs) -> Result<()> {
     let file_weights = match &args.obj.weights {
         Some(path) => {
             let w = weights::read(path)?;
-            if model_args.file.is_none() && model_args.num_classes.is_none() {
-                model_args.num_classes = Some(weights::num_classes(&w)?);
+            if model_args.file.is_none() && model_args.size.num_classes.is_none() {
+                model_args.size.num_classes = Some(weights::num_classes(&w)?);
             }
             Some((path.as_path(), w))
         }
@@ -594,10 +581,7 @@ fn compile(args: CompileArgs) -> Result<()> {
 fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
     let params = weights::seeded(graph, 0)?;
     if level == Emit::Memplan {
-        let no_passes = Options {
-            optimize: false,
-            ..Options::default()
-        };
+        let no_passes = Options::new().with_optimize(false);
         let model = CompiledModel::compile(graph, &params, &no_passes)?;
         return Ok(model.memory_plan().to_string());
     }
@@ -651,15 +635,11 @@ fn compile_object(
         IsaArg::Avx2 => aot::Tier::Avx2,
         IsaArg::Avx512 => aot::Tier::Avx512,
     };
-    let opts = aot::AotOptions {
-        prefix: args
-            .prefix
-            .clone()
-            .unwrap_or_else(|| aot::DEFAULT_PREFIX.into()),
-        target,
-        tier,
-        optimize: false,
-    };
+    let opts = aot::AotOptions::new()
+        .with_prefix(args.prefix.as_deref().unwrap_or(aot::DEFAULT_PREFIX))
+        .with_target(target)
+        .with_tier(tier)
+        .with_optimize(false);
     let start = Instant::now();
     let art = aot::compile(graph, &params, &opts)?;
     let compile_ms = ms(start);
@@ -708,11 +688,8 @@ fn list_passes() -> String {
 
 /// Reads and verifies the IR file, or builds the built-in model.
 fn load_graph(args: &ModelArgs) -> Result<Graph> {
-    let config_given = [args.num_classes, args.batch, args.height, args.width]
-        .iter()
-        .any(Option::is_some);
     match (&args.file, args.model) {
-        (Some(_), _) if config_given => Err(Error::Usage(
+        (Some(_), _) if args.size.any_given() => Err(Error::Usage(
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
         (Some(path), _) => {
@@ -731,15 +708,7 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
             graph::verify(&graph).map_err(|e| locations.attach(e))?;
             Ok(graph)
         }
-        (None, Some(ModelName::Mobilenetv2)) => {
-            let d = Config::default();
-            frontend::mobilenet_v2(&Config {
-                num_classes: args.num_classes.unwrap_or(d.num_classes),
-                batch: args.batch.unwrap_or(d.batch),
-                height: args.height.unwrap_or(d.height),
-                width: args.width.unwrap_or(d.width),
-            })
-        }
+        (None, Some(ModelName::Mobilenetv2)) => frontend::mobilenet_v2(&args.size.config()),
         (None, None) => Err(Error::Usage(
             "no model given: pass an IR file or `--model mobilenetv2`".into(),
         )),
@@ -754,28 +723,5 @@ fn emit(text: &str, path: Option<&Path>) -> Result<()> {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
             _ => Ok(()),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The statuses of `docs/errors.md`; in particular a verifier failure after a pass is an
-    /// internal error (the input verified before the pass ran), not an invalid model.
-    #[test]
-    fn exit_statuses_follow_the_documented_kinds() {
-        let verify_after = |pass: Option<&str>| Error::Verify {
-            pass: pass.map(str::to_string),
-            value: "%x".into(),
-            message: "m".into(),
-            location: None,
-        };
-        assert_eq!(exit_status(&Error::Usage("u".into())), 2);
-        assert_eq!(exit_status(&verify_after(None)), 3);
-        assert_eq!(exit_status(&Error::Config("c".into())), 3);
-        assert_eq!(exit_status(&Error::Input("i".into())), 4);
-        assert_eq!(exit_status(&verify_after(Some("fuse-relu6"))), 70);
-        assert_eq!(exit_status(&Error::Codegen("c".into())), 70);
     }
 }

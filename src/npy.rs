@@ -87,10 +87,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensor> {
         ));
     }
     let data = &bytes[header_end..];
-    let expected = h
-        .shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+    let expected = crate::tensor::checked_product(&h.shape)
         .and_then(|n| n.checked_mul(4))
         .ok_or_else(|| err(format!("shape {:?} is too large", h.shape)))?;
     if data.len() != expected {
@@ -109,7 +106,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensor> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    Tensor::new(h.shape, values).ok_or_else(|| err("shape and data disagree".into()))
+    Tensor::new(h.shape, values).map_err(|_| err("shape and data disagree".into()))
 }
 
 /// The bytes of a `.npy` file holding `tensor`.

@@ -22,15 +22,7 @@ fn jit_matches_interpreter(config: Config, optimize: bool) {
     let g = mobilenet_v2(&config).unwrap();
     let w = random_weights(&g, 7);
     let x = random_inputs(&g, 7).remove(0);
-    let model = CompiledModel::compile(
-        &g,
-        &w,
-        &Options {
-            optimize,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let model = CompiledModel::compile(&g, &w, &Options::new().with_optimize(optimize)).unwrap();
     let out = model.run(&x).unwrap();
     let consts = weights::bind(&g, &w).unwrap();
     let reference = interp::run(&g, &consts, std::slice::from_ref(&x)).unwrap();
@@ -113,10 +105,7 @@ fn golden_logits_through_the_jit() {
     let logits = npy::read(&a.join("logits_0.npy")).unwrap();
     let probs = npy::read(&a.join("probs_0.npy")).unwrap();
     for threads in [1, 2, 4] {
-        let opts = Options {
-            threads,
-            ..Options::default()
-        };
+        let opts = Options::new().with_threads(threads);
         let model = CompiledModel::compile(&g, &w, &opts).unwrap();
         let out = model.run(&x).unwrap();
         assert_close("logits", &out.logits, &logits, LOGITS_REL, LOGITS_ABS);
@@ -139,10 +128,7 @@ fn thread_counts_give_bit_identical_outputs() {
     let w = random_weights(&g, 3);
     let x = random_inputs(&g, 3).remove(0);
     let run = |threads: usize| {
-        let opts = Options {
-            threads,
-            ..Options::default()
-        };
+        let opts = Options::new().with_threads(threads);
         CompiledModel::compile(&g, &w, &opts)
             .unwrap()
             .run(&x)
@@ -178,15 +164,7 @@ fn concurrent_calls_share_one_model() {
     let inputs: Vec<Tensor> = (0..8)
         .map(|i| random_inputs(&g, 100 + i).remove(0))
         .collect();
-    let model = CompiledModel::compile(
-        &g,
-        &w,
-        &Options {
-            threads: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let model = CompiledModel::compile(&g, &w, &Options::new().with_threads(2)).unwrap();
     let expected: Vec<_> = inputs.iter().map(|x| model.run(x).unwrap()).collect();
     std::thread::scope(|s| {
         for (x, want) in inputs.iter().zip(&expected) {
@@ -211,15 +189,7 @@ fn thread_counts_out_of_range_are_errors() {
     .unwrap();
     let w = weights::seeded(&g, 0).unwrap();
     for threads in [0, 100_000] {
-        let e = CompiledModel::compile(
-            &g,
-            &w,
-            &Options {
-                threads,
-                ..Options::default()
-            },
-        )
-        .unwrap_err();
+        let e = CompiledModel::compile(&g, &w, &Options::new().with_threads(threads)).unwrap_err();
         assert!(e.to_string().contains("threads"), "{e}");
     }
 }

@@ -42,15 +42,7 @@ fn allocations_in_steady_state(threads: usize) -> usize {
     };
     let g = mobilenet_v2(&config).unwrap();
     let w = weights::seeded(&g, 0).unwrap();
-    let model = CompiledModel::compile(
-        &g,
-        &w,
-        &Options {
-            threads,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let model = CompiledModel::compile(&g, &w, &Options::new().with_threads(threads)).unwrap();
     let x = weights::synthetic_input(&config).unwrap();
     let inputs = [x];
     let mut outputs = model.new_outputs().unwrap();

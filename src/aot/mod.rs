@@ -71,8 +71,17 @@ impl FromStr for Tier {
     }
 }
 
-/// How to compile an object.
+/// How to compile an object. `#[non_exhaustive]`: start from [`AotOptions::new`] and the
+/// `with_*` setters:
+///
+/// ```
+/// use mnv2c::aot::{AotOptions, Tier};
+/// use mnv2c::codegen::target::Target;
+/// let o = AotOptions::new().with_prefix("net").with_target(Target::Aarch64).with_tier(Tier::Auto);
+/// assert_eq!((o.prefix.as_str(), o.target, o.optimize), ("net", Target::Aarch64, true));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AotOptions {
     /// Every global symbol starts with `prefix_`; a C identifier.
     pub prefix: String,
@@ -93,6 +102,34 @@ impl Default for AotOptions {
             tier: Tier::Auto,
             optimize: true,
         }
+    }
+}
+
+impl AotOptions {
+    /// The defaults: prefix [`DEFAULT_PREFIX`], the host's target, tier `auto`, optimised.
+    pub fn new() -> AotOptions {
+        AotOptions::default()
+    }
+
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> AotOptions {
+        self.prefix = prefix.into();
+        self
+    }
+
+    pub fn with_target(mut self, target: Target) -> AotOptions {
+        self.target = target;
+        self
+    }
+
+    pub fn with_tier(mut self, tier: Tier) -> AotOptions {
+        self.tier = tier;
+        self
+    }
+
+    /// Whether to run the default pass pipeline first.
+    pub fn with_optimize(mut self, optimize: bool) -> AotOptions {
+        self.optimize = optimize;
+        self
     }
 }
 

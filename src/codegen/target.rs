@@ -110,11 +110,19 @@ pub const X86_PORTABLE: &[CpuFeature] = &[
 /// CPUID leaf 1, ECX: the OS has enabled XSAVE (XGETBV may be executed).
 pub const OSXSAVE_BIT: u32 = 27;
 
+/// The value of Cranelift's `opt_level` setting for a kernel's [`OptLevel`].
+fn cranelift_opt_level(level: OptLevel) -> &'static str {
+    match level {
+        OptLevel::None => "none",
+        OptLevel::Speed => "speed",
+    }
+}
+
 /// Shared flags: `opt_level`, the verifier, and the relocation model.
 fn shared_flags(level: OptLevel, verifier: bool, pic: bool) -> Result<settings::Flags> {
     let mut fb = settings::builder();
     for (k, v) in [
-        ("opt_level", level.cranelift_name()),
+        ("opt_level", cranelift_opt_level(level)),
         ("enable_verifier", if verifier { "true" } else { "false" }),
         ("is_pic", if pic { "true" } else { "false" }),
         ("use_colocated_libcalls", "false"),

@@ -17,6 +17,8 @@
 //! - [`bind`] gives a value to *every* constant of the graph: parameters from the weights, the
 //!   derived constants that `fold-batchnorm` creates evaluated in f64 from their operands and
 //!   rounded once to f32, exactly as [`ConstDef`]'s docs state. Later stages take that map.
+//!   [`check`] and [`bind`] belong to the graph IR (`graph::consts`, next to the rules of the
+//!   derived constants); they are re-exported here, where weights are read.
 //!
 //! Seeded initialisation follows the tutorial: every kernel from a truncated normal with stddev
 //! 0.02 (values beyond 2 stddev re-drawn, as TF's `truncated_normal` does); batch norm gamma 1,
@@ -24,12 +26,13 @@
 //! graph uses them (operands of a `batch_norm` op, or of a fold definition), not by their names.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
 use super::Config;
+pub use crate::graph::consts::{bind, check};
 use crate::graph::{ConstDef, Graph, Op};
 use crate::{Error, Result, Tensor, TensorMap};
 
@@ -82,7 +85,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<TensorMap> {
                 ),
             });
         }
-        let t = Tensor::new(view.shape().to_vec(), data).ok_or_else(|| Error::Format {
+        let t = Tensor::new(view.shape().to_vec(), data).map_err(|_| Error::Format {
             path: path.to_path_buf(),
             message: format!("tensor '{name}': data length does not match its shape"),
         })?;
@@ -128,61 +131,6 @@ impl View for F32View<'_> {
     fn data_len(&self) -> usize {
         self.0.data().len() * 4
     }
-}
-
-/// Checks that `weights` has exactly the graph's parameters, each with its declared shape.
-/// The first problem found is the error; missing and mis-shaped tensors are reported before
-/// unexpected ones, in the graph's declaration order.
-pub fn check(graph: &Graph, weights: &TensorMap) -> Result<()> {
-    let params: Vec<(&str, &crate::graph::TensorType)> = graph
-        .consts()
-        .filter(|(_, c)| c.def == ConstDef::Param)
-        .map(|(n, c)| (n, &c.ty))
-        .collect();
-    let missing: Vec<&str> = params
-        .iter()
-        .filter(|(n, _)| !weights.contains_key(*n))
-        .map(|(n, _)| *n)
-        .collect();
-    if let Some((first, ty)) = params.iter().find(|(n, _)| !weights.contains_key(*n)) {
-        let more = match missing.len() {
-            1 => String::new(),
-            k => format!(" ({} more missing)", k - 1),
-        };
-        return Err(Error::Weights {
-            tensor: first.to_string(),
-            message: format!("missing from the weights (expected {ty}){more}"),
-        });
-    }
-    for (name, ty) in &params {
-        let t = &weights[*name];
-        if t.dims() != ty.dims.as_slice() {
-            return Err(Error::Weights {
-                tensor: name.to_string(),
-                message: format!("has shape {}, expected {ty}", t.ty()),
-            });
-        }
-    }
-    let known: BTreeSet<&str> = params.iter().map(|(n, _)| *n).collect();
-    let extra: Vec<&String> = weights
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .collect();
-    if let Some(first) = extra.first() {
-        let more = match extra.len() {
-            1 => String::new(),
-            k => format!(" ({} more unexpected)", k - 1),
-        };
-        return Err(Error::Weights {
-            tensor: first.to_string(),
-            message: format!(
-                "unexpected: the graph '{}' has no such parameter (shape {}){more}",
-                graph.name,
-                weights[*first].ty()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// The number of classes a weights set was made for: the last dimension of
@@ -275,7 +223,7 @@ pub fn seeded(graph: &Graph, seed: u64) -> Result<TensorMap> {
                 );
             }
         }
-        let t = Tensor::new(c.ty.dims.clone(), data).ok_or_else(|| Error::Weights {
+        let t = Tensor::new(c.ty.dims.clone(), data).map_err(|_| Error::Weights {
             tensor: name.into(),
             message: "shape and data disagree".into(),
         })?;
@@ -340,127 +288,6 @@ impl Rng {
     }
 }
 
-/// The value of every constant of `graph`: parameters taken from `weights` (which must fit, see
-/// [`check`]), derived constants evaluated from them in f64 and rounded once to f32.
-pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
-    check(graph, weights)?;
-    let mut out = TensorMap::new();
-    for (name, c) in graph.consts() {
-        if c.def == ConstDef::Param {
-            out.insert(name.to_string(), weights[name].clone());
-        }
-    }
-    for (name, c) in graph.consts() {
-        let operand = |o: &str| {
-            out.get(o).ok_or_else(|| Error::Weights {
-                tensor: name.to_string(),
-                message: format!("derived from '{o}', which is not a parameter"),
-            })
-        };
-        let data = match &c.def {
-            ConstDef::Param => continue,
-            ConstDef::FoldBnWeight {
-                weight,
-                gamma,
-                variance,
-                epsilon,
-            } => {
-                let (w, g, v) = (operand(weight)?, operand(gamma)?, operand(variance)?);
-                let ch = per_channel_len(name, &[g, v])?;
-                if w.data().len() % ch != 0 {
-                    return Err(Error::Weights {
-                        tensor: name.to_string(),
-                        message: format!(
-                            "weight '{weight}' {} does not end in {ch} output channels",
-                            w.ty()
-                        ),
-                    });
-                }
-                let eps = f64::from(*epsilon);
-                // Per output channel once (the same f64 values as per element, so the same
-                // result): `sqrt(variance + eps)` and gamma.
-                let per_ch: Vec<(f64, f64)> = (0..ch)
-                    .map(|co| {
-                        (
-                            f64::from(g.data()[co]),
-                            (f64::from(v.data()[co]) + eps).sqrt(),
-                        )
-                    })
-                    .collect();
-                w.data()
-                    .chunks_exact(ch)
-                    .flat_map(|row| {
-                        row.iter()
-                            .zip(&per_ch)
-                            .map(|(&wv, &(gc, s))| (f64::from(wv) * gc / s) as f32)
-                    })
-                    .collect::<Vec<f32>>()
-            }
-            ConstDef::FoldBnBias {
-                bias,
-                gamma,
-                beta,
-                mean,
-                variance,
-                epsilon,
-            } => {
-                let (g, be, m, v) = (
-                    operand(gamma)?,
-                    operand(beta)?,
-                    operand(mean)?,
-                    operand(variance)?,
-                );
-                let b = bias.as_deref().map(operand).transpose()?;
-                let mut per: Vec<&Tensor> = vec![g, be, m, v];
-                per.extend(b);
-                let ch = per_channel_len(name, &per)?;
-                let eps = f64::from(*epsilon);
-                (0..ch)
-                    .map(|co| {
-                        let bv = b.map_or(0.0, |b| f64::from(b.data()[co]));
-                        let s = (f64::from(v.data()[co]) + eps).sqrt();
-                        (f64::from(be.data()[co])
-                            + (bv - f64::from(m.data()[co])) * f64::from(g.data()[co]) / s)
-                            as f32
-                    })
-                    .collect()
-            }
-        };
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Weights {
-                tensor: name.to_string(),
-                message: format!(
-                    "folding batch norm gives {} at element {i} (is a moving variance + epsilon <= 0?)",
-                    data[i]
-                ),
-            });
-        }
-        let t = Tensor::new(c.ty.dims.clone(), data).ok_or_else(|| Error::Weights {
-            tensor: name.to_string(),
-            message: format!("declared {}, but its operands give another size", c.ty),
-        })?;
-        out.insert(name.to_string(), t);
-    }
-    Ok(out)
-}
-
-/// The common length of per-channel vectors (`[C]` each), or an error naming the derived
-/// constant.
-fn per_channel_len(name: &str, ts: &[&Tensor]) -> Result<usize> {
-    let c = ts[0].data().len();
-    if c == 0 || ts.iter().any(|t| t.dims() != [c]) {
-        let shapes: Vec<String> = ts.iter().map(|t| t.ty().to_string()).collect();
-        return Err(Error::Weights {
-            tensor: name.to_string(),
-            message: format!(
-                "per-channel operands must all be [C], got {}",
-                shapes.join(", ")
-            ),
-        });
-    }
-    Ok(c)
-}
-
 /// The fixed synthetic input `mnv2c run` uses when no `--input` is given, `[N, H, W, 3]`:
 /// `x[n, y, x, c] = sin(0.05 * y + 0.07 * x + 1.3 * c + 0.5 * n)` (computed in f64, rounded to
 /// f32), a smooth, deterministic image-like pattern in [-1, 1] that differs between channels
@@ -472,11 +299,7 @@ pub fn synthetic_input(config: &Config) -> Result<Tensor> {
         width,
         ..
     } = *config;
-    let mut t = Tensor::zeros(vec![batch, height, width, 3]).ok_or_else(|| {
-        Error::Config(format!(
-            "the input [{batch},{height},{width},3] is too large to allocate"
-        ))
-    })?;
+    let mut t = Tensor::zeros(vec![batch, height, width, 3])?;
     let mut i = 0;
     let d = t.data_mut();
     for n in 0..batch {

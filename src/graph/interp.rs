@@ -31,7 +31,7 @@ use super::{BatchNorm, Conv2d, ConvGeometry, Graph, Op, ValueId};
 use crate::{Error, Result, Tensor, TensorMap};
 
 /// Evaluates `graph` on `inputs` (one per input node, in [`Graph::inputs`] order) with every
-/// constant bound in `consts` (see `frontend::weights::bind`). Returns the outputs in the
+/// constant bound in `consts` (see [`bind`](super::consts::bind)). Returns the outputs in the
 /// graph's output order.
 pub fn run(graph: &Graph, consts: &TensorMap, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     let (values, _) = evaluate(graph, consts, inputs, false)?;
@@ -245,7 +245,7 @@ pub fn conv2d(
         ));
     }
     let (xd, wdat) = (x.data(), w.data());
-    let mut out = Tensor::zeros(out_dims).ok_or("the output is too large to allocate")?;
+    let mut out = Tensor::zeros(out_dims).map_err(|e| e.to_string())?;
     let od = out.data_mut();
     let mut acc = vec![0f64; cout];
     for b in 0..n {
@@ -354,7 +354,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> std::result::Result<Tensor, String> {
 /// Mean over H and W: `[N, H, W, C] -> [N, 1, 1, C]`, summed in f64.
 pub fn global_avg_pool(x: &Tensor) -> std::result::Result<Tensor, String> {
     let [n, h, w, c] = nhwc(x, "global_avg_pool input")?;
-    let mut out = Tensor::zeros(vec![n, 1, 1, c]).ok_or("the output is too large to allocate")?;
+    let mut out = Tensor::zeros(vec![n, 1, 1, c]).map_err(|e| e.to_string())?;
     let count = (h * w) as f64;
     for b in 0..n {
         let mut sum = vec![0f64; c];
@@ -379,7 +379,7 @@ pub fn flatten(x: &Tensor) -> std::result::Result<Tensor, String> {
     let rest = dims[1..].iter().product();
     x.clone()
         .reshaped(vec![dims[0], rest])
-        .ok_or_else(|| "flatten changed the element count".into())
+        .map_err(|e| format!("flatten: {e}"))
 }
 
 /// Softmax over the last axis, in f64, with the row maximum subtracted first so large logits do

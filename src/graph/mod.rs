@@ -28,6 +28,7 @@
 //! creates) is an expression over parameters, evaluated when the weights are bound. So the text
 //! form is complete, weight-free and round-trips exactly.
 
+pub mod consts;
 pub mod interp;
 pub mod op;
 pub mod parse;
@@ -61,9 +62,7 @@ impl TensorType {
 
     /// The number of elements, or `None` if it overflows `usize`.
     pub fn num_elements(&self) -> Option<usize> {
-        self.dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        crate::tensor::checked_product(&self.dims)
     }
 
     /// The size in bytes (f32), or `None` if it does not fit in `isize`.

@@ -326,10 +326,8 @@ pub fn infer_type(
             if dims.len() < 2 {
                 return Err(format!("flatten needs rank >= 2, got {}", operands[0]));
             }
-            let rest = dims[1..]
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or("flattened size overflows")?;
+            let rest =
+                crate::tensor::checked_product(&dims[1..]).ok_or("flattened size overflows")?;
             Ok(TensorType::new(vec![dims[0], rest]))
         }
     }

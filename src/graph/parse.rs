@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use super::{BatchNorm, Const, ConstDef, Conv2d, Epilogue, Graph, Op, Pads, TensorType};
+use crate::error::Location;
 use crate::{Error, Result};
 
 /// Parses the text form. `file` is used in error messages only.
@@ -40,9 +41,9 @@ pub struct Locations {
 
 impl Locations {
     /// `file:line:col` of the definition of `printed` (`%x` or `@w`), if it is in the file.
-    pub fn of(&self, printed: &str) -> Option<String> {
-        let (line, col) = self.at.get(printed)?;
-        Some(format!("{}:{line}:{col}", self.file))
+    pub fn of(&self, printed: &str) -> Option<Location> {
+        let &(line, col) = self.at.get(printed)?;
+        Some(Location::new(self.file.clone(), line, col))
     }
 
     /// Adds the definition's location to a verifier error about a value or constant of the
@@ -100,9 +101,7 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
     let chars: Vec<char> = text.chars().collect();
     let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
     let err = |line, col, message: String| Error::Parse {
-        file: file.to_string(),
-        line,
-        col,
+        location: Location::new(file, line, col),
         message,
     };
     while i < chars.len() {
@@ -253,9 +252,7 @@ impl Parser<'_> {
 
     fn error_at(&self, at: (usize, usize), message: impl Into<String>) -> Error {
         Error::Parse {
-            file: self.file.to_string(),
-            line: at.0,
-            col: at.1,
+            location: Location::new(self.file, at.0, at.1),
             message: message.into(),
         }
     }

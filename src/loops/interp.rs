@@ -127,8 +127,8 @@ impl Machine<'_, '_> {
 }
 
 /// Runs a whole program with `exec` running each kernel, on freshly allocated buffers: inputs
-/// from `inputs` (by graph input name), constants from the program. Returns the graph outputs by
-/// name. This is the simple executor for tests and tools; the runtime has its own memory plan.
+/// from `inputs` (by graph input name, `x` for buffer `%x`), constants from the program.
+/// Returns the graph outputs by graph name. This is the simple executor for tests and tools; the runtime has its own memory plan.
 pub fn execute(
     p: &Program,
     inputs: &BTreeMap<String, Vec<f32>>,
@@ -139,14 +139,12 @@ pub fn execute(
         if p.storage_of(name) != name {
             continue;
         }
-        let len = dims
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
+        let len = crate::tensor::checked_product(dims)
             .ok_or_else(|| Error::Codegen(format!("buffer {name} size overflows")))?;
         let data = match kind {
             BufferKind::Input => {
-                let d = inputs
-                    .get(name)
+                let d = super::value_of_buffer(name)
+                    .and_then(|v| inputs.get(v))
                     .ok_or_else(|| Error::Input(format!("no data given for input '{name}'")))?;
                 if d.len() != len {
                     return Err(Error::Input(format!(
@@ -197,7 +195,7 @@ pub fn execute(
                 .get(p.storage_of(o))
                 .cloned()
                 .ok_or_else(|| Error::Codegen(format!("output {o} has no buffer")))?;
-            Ok((o.clone(), d))
+            Ok((super::value_of_buffer(o).unwrap_or(o).to_string(), d))
         })
         .collect()
 }

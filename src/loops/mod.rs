@@ -20,6 +20,20 @@
 //! - **Indices** ([`Affine`]): `sum(coef * var) + offset` over enclosing loop variables, in
 //!   elements.
 //!
+//! ## Buffer names
+//! A buffer's name is how it prints, sigil included, so the loop IR keeps the graph's two
+//! namespaces apart and adds a third that no graph name can reach:
+//! - `%name`: the graph value `name` (an input, an activation, a flatten view);
+//! - `@name`: the graph constant `name` (a parameter or a constant a pass derived);
+//! - `@node#what`: a constant made at lowering for `node` (`@conv1#w_packed`, `@bn#bn_scale`).
+//!   `#` starts a comment in the graph IR's text form, so no bare name contains it, and a name
+//!   in the (future) quoted form prints with its quotes (`@"a#b"`), so no graph constant prints
+//!   like a lowering constant. [`value_buffer`], [`const_buffer`] and [`lowered_buffer`] are
+//!   the only places these names are made.
+//!
+//! A value and a constant both called `conv`, or a user constant `conv/w_packed` next to the
+//! packed weights of node `conv`, are therefore distinct buffers.
+//!
 //! ## Invariants (checked by [`verify`](verify::verify))
 //! 1. Every load and store is in bounds for every iteration of its enclosing loops, lanes
 //!    included: interval arithmetic of its affine index over the static loop ranges lies within
@@ -61,6 +75,7 @@ pub mod verify;
 use std::collections::BTreeMap;
 use std::ops::{Add, Mul};
 
+pub use crate::lower::schedule::{Family, Schedule};
 pub use interp::{run_kernel, run_program};
 pub use verify::{verify, verify_program};
 
@@ -71,6 +86,27 @@ pub const VECTOR_WIDTH: usize = 4;
 /// pointers in a fixed array of this size on the stack, so a call allocates nothing; compute
 /// kernels use at most five (input, weights, bias, residual, output).
 pub const MAX_KERNEL_BUFFERS: usize = 16;
+
+/// The buffer name of graph value `name` (see "Buffer names" in the module doc).
+pub fn value_buffer(name: &str) -> String {
+    format!("%{name}")
+}
+
+/// The buffer name of graph constant `name`.
+pub fn const_buffer(name: &str) -> String {
+    format!("@{name}")
+}
+
+/// The buffer name of constant `what` made at lowering for node `node`.
+pub fn lowered_buffer(node: &str, what: &str) -> String {
+    format!("@{node}#{what}")
+}
+
+/// The graph value a buffer name refers to (`%x` -> `x`), if it names one; the inverse of
+/// [`value_buffer`].
+pub fn value_of_buffer(buffer: &str) -> Option<&str> {
+    buffer.strip_prefix('%')
+}
 
 /// What a buffer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,7 +137,8 @@ impl Role {
     }
 }
 
-/// A buffer parameter of a kernel. The name is the graph value or constant it binds to.
+/// A buffer parameter of a kernel. The name is the program buffer it binds to (see "Buffer
+/// names" in the module doc).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
     pub name: String,
@@ -112,7 +149,7 @@ pub struct Buffer {
 impl Buffer {
     /// The number of f32 elements, or `None` on overflow.
     pub fn len(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+        crate::tensor::checked_product(&self.dims)
     }
 
     /// Whether the buffer has no elements.
@@ -326,22 +363,26 @@ pub enum OptLevel {
     Speed,
 }
 
-impl OptLevel {
-    /// The value of Cranelift's `opt_level` setting.
-    pub fn cranelift_name(self) -> &'static str {
-        match self {
+impl std::fmt::Display for OptLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             OptLevel::None => "none",
             OptLevel::Speed => "speed",
-        }
+        })
     }
 }
 
 /// One kernel: buffers, locals, loop variables (by name, for printing) and the body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
+    /// The graph node the kernel computes (or a tool's name for a hand-written kernel).
     pub name: String,
-    /// The schedule that shaped the nest, printed with the kernel.
-    pub schedule: String,
+    /// The schedule that shaped the nest, printed with the kernel; its family says what kind of
+    /// kernel this is. `None` for a kernel written by hand (tests, the FMA-peak benchmark).
+    pub schedule: Option<Schedule>,
+    /// Floating-point operations of one whole call: 2 per multiply-add of a convolution, 0 for
+    /// the other families (counted by lowering, reported by benchmarks).
+    pub flops: u64,
     /// How hard Cranelift optimises the kernel (default [`OptLevel::Speed`]).
     pub opt_level: OptLevel,
     pub buffers: Vec<Buffer>,
@@ -351,10 +392,11 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn new(name: impl Into<String>, schedule: impl Into<String>) -> Kernel {
+    pub fn new(name: impl Into<String>, schedule: Option<Schedule>) -> Kernel {
         Kernel {
             name: name.into(),
-            schedule: schedule.into(),
+            schedule,
+            flops: 0,
             opt_level: OptLevel::default(),
             buffers: Vec::new(),
             locals: Vec::new(),
@@ -427,9 +469,9 @@ pub struct Program {
     /// Names that are views of another buffer's data (flatten): `(view, source)`.
     pub views: Vec<(String, String)>,
     pub kernels: Vec<Kernel>,
-    /// Graph input names, in graph order.
+    /// The buffers of the graph inputs (`%name`), in graph order.
     pub inputs: Vec<String>,
-    /// Graph output names, in graph order.
+    /// The buffers of the graph outputs (`%name`), in graph order.
     pub outputs: Vec<String>,
 }
 

@@ -1,22 +1,26 @@
 //! The text form of the loop IR (what `--emit loops` shows): Halide/TVM-like nested loops, each
 //! marked spatial or reduction and serial, unrolled or vector, with affine indices spelled out.
-//! Buffers print with a sigil for their role: `%` activations, `@` constants, `$` scratch.
+//! Buffers print by their name, which is their printed reference (see "Buffer names" in the
+//! module doc of `loops`): `%value`, `@constant`, `@node#what` for a constant made at lowering.
 
 use std::fmt::{self, Display, Formatter, Write};
 
-use super::{Affine, BinOp, Expr, Kernel, LoopKind, LoopMode, Mem, Program, Role, Stmt, UnOp};
+use super::{Affine, BinOp, Expr, Kernel, LoopKind, LoopMode, Mem, Program, Stmt, UnOp};
 
 impl Display for Kernel {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "kernel \"{}\"", self.name)?;
-        writeln!(f, "  schedule: {}", self.schedule)?;
+        match &self.schedule {
+            Some(s) => writeln!(f, "  schedule: {s}")?,
+            None => writeln!(f, "  schedule: written by hand")?,
+        }
         for b in &self.buffers {
             let dims: Vec<String> = b.dims.iter().map(|d| d.to_string()).collect();
             writeln!(
                 f,
                 "  {:<7}{}: f32[{}]",
                 b.role.name(),
-                sigil_name(b.role, &b.name),
+                b.name,
                 dims.join(",")
             )?;
         }
@@ -31,15 +35,6 @@ impl Display for Kernel {
         self.stmts(&self.body, 1, &mut out)?;
         f.write_str(&out)
     }
-}
-
-fn sigil_name(role: Role, name: &str) -> String {
-    let s = match role {
-        Role::Input | Role::Output => '%',
-        Role::Const => '@',
-        Role::Scratch => '$',
-    };
-    format!("{s}{name}")
 }
 
 impl Kernel {
@@ -89,7 +84,7 @@ impl Kernel {
             Mem::Buf(b) => self
                 .buffers
                 .get(b.0)
-                .map_or("?".to_string(), |b| sigil_name(b.role, &b.name)),
+                .map_or("?".to_string(), |b| b.name.clone()),
             Mem::Local(l) => self
                 .locals
                 .get(l.0)
@@ -160,7 +155,7 @@ impl Display for Program {
         writeln!(f, "  inputs: {}", list(&self.inputs))?;
         writeln!(f, "  outputs: {}", list(&self.outputs))?;
         for (view, src) in &self.views {
-            writeln!(f, "  view %{view} = %{src}")?;
+            writeln!(f, "  view {view} = {src}")?;
         }
         for k in &self.kernels {
             writeln!(f)?;
@@ -171,9 +166,5 @@ impl Display for Program {
 }
 
 fn list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("%{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.join(", ")
 }

@@ -198,7 +198,7 @@ pub fn verify_program(p: &Program) -> Result<()> {
                 )));
             };
             let want = b.len();
-            let have = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            let have = crate::tensor::checked_product(dims);
             if want != have {
                 return Err(Error::Codegen(format!(
                     "kernel '{}' declares buffer {} with shape {:?}, the program with {:?}",
@@ -526,7 +526,7 @@ mod tests {
 
     /// `for i in 0..n (kind, mode) { out[i*stride + off] = x[i] }` over buffers of length 8.
     fn copy_kernel(n: i64, stride: i64, off: i64, kind: LoopKind, mode: LoopMode) -> Kernel {
-        let mut k = Kernel::new("copy", "test");
+        let mut k = Kernel::new("copy", None);
         let x = k.add_buffer("x", vec![8], Role::Input);
         let out = k.add_buffer("out", vec![8], Role::Output);
         let o = k.new_var("o");
@@ -570,7 +570,7 @@ mod tests {
 
     /// Top-level loops `for v in lo..hi { out[v] = x[v] }`, one per range.
     fn top_loops(ranges: &[(i64, i64)]) -> Kernel {
-        let mut k = Kernel::new("top", "test");
+        let mut k = Kernel::new("top", None);
         let x = k.add_buffer("x", vec![8], Role::Input);
         let out = k.add_buffer("out", vec![8], Role::Output);
         for &(lo, hi) in ranges {

@@ -6,7 +6,7 @@
 //! zero padding outside the input, and the epilogue order bias, residual, relu6.
 
 use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule};
-use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
+use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
 use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, OptLevel, Stmt, Var};
 use crate::{Error, Result};
@@ -207,7 +207,7 @@ pub(crate) fn spatial_nest(
 
 /// Lowers any convolution, picking the family from its shape.
 pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let p = conv_parts(cx, &mut k, conv)?;
     let g = p.geo;
     if g.groups > 1 && g.groups == g.cin && g.cout == g.cin {
@@ -260,13 +260,11 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
 /// weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::pointwise(p.geo.cout);
-    k.schedule = sched.to_string();
+    k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let [n, h, w, cin] = p.xd;
     let cout = p.geo.cout;
-    let npix = n
-        .checked_mul(h)
-        .and_then(|v| v.checked_mul(w))
+    let npix = crate::tensor::checked_product(&[n, h, w])
         .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
     let (ci64, co64) = (c(cin)?, c(cout)?);
     let relu6 = conv.epilogue.has_relu6();
@@ -320,12 +318,12 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
         };
         let main = cin / ku;
         let unrolled = [
-            ("cio", 0, main, LoopMode::Serial),
-            ("cii", 0, ku, LoopMode::Unroll),
+            Reduction::new("cio", 0, main, LoopMode::Serial),
+            Reduction::new("cii", 0, ku, LoopMode::Unroll),
         ];
-        let serial = [("ci", 0, cin, LoopMode::Serial)];
-        let tail = [("ci", main * ku, cin, LoopMode::Serial)];
-        let mut reds: Vec<&[super::Reduction<'_>]> = Vec::new();
+        let serial = [Reduction::new("ci", 0, cin, LoopMode::Serial)];
+        let tail = [Reduction::new("ci", main * ku, cin, LoopMode::Serial)];
+        let mut reds: Vec<&[Reduction<'_>]> = Vec::new();
         if ku <= 1 {
             reds.push(&serial);
         } else {
@@ -371,7 +369,7 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         sched.unroll_channels = true;
         sched.opt_level = OptLevel::None;
     }
-    k.schedule = sched.to_string();
+    k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let [_, h, w, cin] = p.xd;
     let [_, oh, ow, cout] = p.od;
@@ -422,11 +420,11 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
             p.store_result(out_pix.clone() + po.clone() * cout + ch.clone(), acc, relu6)
         };
         let red = [
-            ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
-            ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
-            ("ci", 0, cin_g, ci_mode),
+            Reduction::new("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+            Reduction::new("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+            Reduction::new("ci", 0, cin_g, ci_mode),
         ];
-        let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
+        let red: &[Reduction<'_>] = if red.iter().any(Reduction::is_empty) {
             &[]
         } else {
             &red

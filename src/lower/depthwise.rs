@@ -8,14 +8,14 @@
 
 use super::conv::{ConvParts, spatial_nest};
 use super::schedule::{Family, Schedule};
-use super::{Chan, TileBody, c, load, tile_nest};
+use super::{Chan, Reduction, TileBody, c, load, tile_nest};
 use crate::Result;
 use crate::graph::Conv2d;
-use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
+use crate::loops::{Affine, Expr, Kernel, Var};
 
 pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Depthwise);
-    k.schedule = sched.to_string();
+    k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let [_, h, w, ch_n] = p.xd;
     let [_, oh, ow, _] = p.od;
@@ -51,10 +51,10 @@ pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kerne
             p.store_result(out_pix.clone() + po.clone() * cn + ch.clone(), acc, relu6)
         };
         let red = [
-            ("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
-            ("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
+            Reduction::new("ky", rs.k_lo, rs.k_hi, sched.tap_mode()),
+            Reduction::new("kx", cs.k_lo, cs.k_hi, sched.tap_mode()),
         ];
-        let red: &[(&str, usize, usize, LoopMode)] = if red.iter().any(|r| r.1 >= r.2) {
+        let red: &[Reduction<'_>] = if red.iter().any(Reduction::is_empty) {
             &[]
         } else {
             &red

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// `out[r, ch] = value(index, ch)` over `[rows, channels]` of the node's output type.
 fn rows_nest(cx: &Cx<'_>, k: &mut Kernel, value: &dyn Fn(&Affine, &Affine) -> Expr) -> Result<()> {
     let sched = Schedule::choose(Family::Elementwise);
-    k.schedule = sched.to_string();
+    k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let dims = cx.out_dims();
     let channels = *dims
@@ -55,14 +55,14 @@ fn rows_nest(cx: &Cx<'_>, k: &mut Kernel, value: &dyn Fn(&Affine, &Affine) -> Ex
 }
 
 pub(crate) fn relu6(cx: &mut Cx<'_>) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     rows_nest(cx, &mut k, &|i, _| Expr::relu6(load(x, i.clone())))?;
     Ok(k)
 }
 
 pub(crate) fn add(cx: &mut Cx<'_>) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let a = cx.input_buffer(&mut k, 0)?;
     let b = cx.input_buffer(&mut k, 1)?;
     rows_nest(cx, &mut k, &|i, _| {
@@ -72,7 +72,7 @@ pub(crate) fn add(cx: &mut Cx<'_>) -> Result<Kernel> {
 }
 
 pub(crate) fn batch_norm(cx: &mut Cx<'_>, bn: &BatchNorm) -> Result<Kernel> {
-    let mut k = Kernel::new(cx.name(), "");
+    let mut k = Kernel::new(cx.name(), None);
     let x = cx.input_buffer(&mut k, 0)?;
     let get = |n: &str| -> Result<Vec<f64>> {
         Ok(cx

@@ -1,8 +1,9 @@
 //! Lowering: each compute node of a verified graph becomes one loop-IR [`Kernel`].
 //!
 //! [`lower`] turns a whole graph into a [`Program`]: kernels in topological order, over buffers
-//! named after graph values (`%name`) and constants (`@name`). Flatten is a view (no kernel), an
-//! input is a buffer the caller fills. [`lower_node`] lowers one node.
+//! named after graph values (`%name`) and constants (`@name`) as the loop IR's module doc
+//! describes. Flatten is a view (no kernel), an input is a buffer the caller fills.
+//! [`lower_node`] lowers one node.
 //!
 //! What lowering promises: every kernel it returns passes [`loops::verify`](fn@loops::verify), and computes its node
 //! as the graph IR defines it (checked by the kernel tests against the interpreter and a naive
@@ -10,7 +11,8 @@
 //! the register tile and the tail policy); the kernel families live in one file each.
 //!
 //! Constants may be packed at lowering: a kernel may read a constant computed here (batch norm's
-//! per-channel scale and shift), named `<node>/<what>` and stored in [`Program::constants`].
+//! per-channel scale and shift, a conv's packed weights), named `@<node>#<what>` — a name no
+//! graph value or constant can have — and stored in [`Program::constants`].
 
 pub mod conv;
 pub mod depthwise;
@@ -60,6 +62,8 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         Op::GlobalAvgPool => pool::lower(&mut cx)?,
         Op::Softmax => softmax::lower(&mut cx)?,
     };
+    let mut kernel = kernel;
+    kernel.flops = flops(graph, id);
     loops::verify(&kernel)?;
     Ok(Some(Lowered {
         kernel,
@@ -75,34 +79,42 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
         .topo_order()
         .map_err(|v| Error::verify(format!("%{}", graph.node(v).name), "the graph has a cycle"))?;
     let mut p = Program::default();
-    // Values first, so a constant (or packed constant) named like any value is caught below.
     for &id in &order {
         let node = graph.node(id);
         let kind = match node.op {
             Op::Input => {
-                p.inputs.push(node.name.clone());
+                p.inputs.push(loops::value_buffer(&node.name));
                 BufferKind::Input
             }
             Op::Flatten => {
                 let src = graph.node(operand(graph, id, 0)?).name.clone();
-                p.views.push((node.name.clone(), src));
+                p.views
+                    .push((loops::value_buffer(&node.name), loops::value_buffer(&src)));
                 BufferKind::Activation
             }
             _ => BufferKind::Activation,
         };
-        declare(&mut p, &node.name, node.ty.dims.clone(), kind, false)?;
+        let name = loops::value_buffer(&node.name);
+        declare(&mut p, &name, node.ty.dims.clone(), kind, false)?;
     }
     let mut packed_names = std::collections::BTreeSet::new();
+    let graph_consts: BTreeMap<String, &str> = graph
+        .consts()
+        .map(|(name, _)| (loops::const_buffer(name), name))
+        .collect();
     for &id in &order {
         let Some(l) = lower_node(graph, id, consts)? else {
             continue;
         };
         for b in &l.kernel.buffers {
             if b.role == Role::Const && !l.packed.contains_key(&b.name) {
-                let t = consts.get(&b.name).ok_or_else(|| Error::Weights {
-                    tensor: b.name.clone(),
-                    message: "no value bound for this constant".into(),
-                })?;
+                let t = graph_consts
+                    .get(&b.name)
+                    .and_then(|c| consts.get(*c))
+                    .ok_or_else(|| Error::Weights {
+                        tensor: b.name.clone(),
+                        message: "no value bound for this constant".into(),
+                    })?;
                 let shared = !packed_names.contains(&b.name);
                 declare(
                     &mut p,
@@ -124,15 +136,15 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
     p.outputs = graph
         .outputs()
         .iter()
-        .map(|&o| graph.node(o).name.clone())
+        .map(|&o| loops::value_buffer(&graph.node(o).name))
         .collect();
     loops::verify_program(&p)?;
     Ok(p)
 }
 
-/// Adds a program buffer. The same graph constant may be declared by several kernels (`shared`); any other
-/// repeated name (a constant named like a value, a packed constant named like either) is an
-/// error, because buffers are looked up by name.
+/// Adds a program buffer. The same graph constant may be declared by several kernels
+/// (`shared`); any other repeated name is a bug in lowering (buffer names of distinct graph
+/// values, constants and lowering constants cannot coincide, see the loop IR's module doc).
 fn declare(
     p: &mut Program,
     name: &str,
@@ -146,11 +158,36 @@ fn declare(
             Ok(())
         }
         Some((d, BufferKind::Const)) if shared && kind == BufferKind::Const && *d == dims => Ok(()),
-        Some(_) => Err(Error::Codegen(format!(
-            "two buffers are named '{name}' (a value and a constant, or a constant packed at \
-             lowering); rename one of them"
-        ))),
+        Some(_) => Err(Error::Codegen(format!("buffer '{name}' is declared twice"))),
     }
+}
+
+/// Floating-point operations of a node's kernel: 2 per multiply-add of a convolution (output
+/// elements x taps x input channels per group), 0 for the other ops. Saturates (a verified
+/// graph's counts fit easily).
+fn flops(graph: &Graph, id: ValueId) -> u64 {
+    let node = graph.node(id);
+    let Op::Conv2d(conv) = &node.op else {
+        return 0;
+    };
+    let cin = graph
+        .operands(id)
+        .first()
+        .and_then(|&x| graph.node(x).ty.dims.last().copied());
+    let geo = cin
+        .zip(graph.const_decl(&conv.weight))
+        .and_then(|(cin, w)| {
+            crate::graph::ConvGeometry::new(&w.ty, cin, conv.groups)
+                .ok()
+                .map(|g| (g, cin))
+        });
+    let Some((geo, cin)) = geo else {
+        return 0;
+    };
+    let outputs = node.ty.num_elements().unwrap_or(0) as u64;
+    [geo.kh, geo.kw, cin / conv.groups.max(1), 2]
+        .iter()
+        .fold(outputs, |a, &d| a.saturating_mul(d as u64))
 }
 
 fn operand(graph: &Graph, id: ValueId, slot: usize) -> Result<ValueId> {
@@ -206,23 +243,25 @@ impl Cx<'_> {
     /// The kernel's buffer for value operand `slot` (declared once even if used twice).
     pub fn input_buffer(&self, k: &mut Kernel, slot: usize) -> Result<BufId> {
         let (name, dims) = self.operand(slot)?;
-        buffer(k, &name, dims, Role::Input)
+        buffer(k, &loops::value_buffer(&name), dims, Role::Input)
     }
 
     pub fn output_buffer(&self, k: &mut Kernel) -> Result<BufId> {
-        buffer(k, self.name(), self.out_dims().to_vec(), Role::Output)
+        let name = loops::value_buffer(self.name());
+        buffer(k, &name, self.out_dims().to_vec(), Role::Output)
     }
 
     /// A graph constant's buffer (its value is checked to exist now).
     pub fn const_buffer(&self, k: &mut Kernel, name: &str) -> Result<BufId> {
         let dims = self.constant(name)?.dims().to_vec();
-        buffer(k, name, dims, Role::Const)
+        buffer(k, &loops::const_buffer(name), dims, Role::Const)
     }
 
     /// Replaces the kernel's constant buffer `id` by a constant packed at lowering from it,
-    /// named `<node>/<what>` (same `BufId`, so indices built for `id` now address the packed one).
+    /// named `@<node>#<what>` (same `BufId`, so indices built for `id` now address the packed
+    /// one).
     pub fn repack_buffer(&mut self, k: &mut Kernel, id: BufId, what: &str, data: Vec<f32>) {
-        let name = format!("{}/{what}", self.name());
+        let name = loops::lowered_buffer(self.name(), what);
         let dims = vec![data.len()];
         self.packed.insert(name.clone(), (dims.clone(), data));
         k.buffers[id.0] = loops::Buffer {
@@ -232,9 +271,9 @@ impl Cx<'_> {
         };
     }
 
-    /// A constant packed at lowering, named `<node>/<what>`.
+    /// A constant packed at lowering, named `@<node>#<what>`.
     pub fn packed_buffer(&mut self, k: &mut Kernel, what: &str, data: Vec<f32>) -> Result<BufId> {
-        let name = format!("{}/{what}", self.name());
+        let name = loops::lowered_buffer(self.name(), what);
         let dims = vec![data.len()];
         self.packed.insert(name.clone(), (dims.clone(), data));
         buffer(k, &name, dims, Role::Const)
@@ -242,13 +281,12 @@ impl Cx<'_> {
 }
 
 /// The kernel's buffer `name`, declared on first use. The same value used twice (`add(x, x)`)
-/// is one buffer; a value and a constant of the same name cannot share one.
+/// is one buffer.
 fn buffer(k: &mut Kernel, name: &str, dims: Vec<usize>, role: Role) -> Result<BufId> {
     match k.buffer(name) {
         Some(b) if k.buffers[b.0].role == role && k.buffers[b.0].dims == dims => Ok(b),
         Some(_) => Err(Error::Codegen(format!(
-            "two buffers are named '{name}' in kernel '{}' (a value and a constant?); rename one \
-             of them",
+            "buffer '{name}' is declared twice in kernel '{}' with another role or shape",
             k.name
         ))),
         None => Ok(k.add_buffer(name, dims, role)),
@@ -318,15 +356,15 @@ pub(crate) struct TileBody<'a> {
 
 /// Emits register tiles covering `channels` channels starting at `chan_base`, for `pixel_tile`
 /// pixels, following the tail policy of [`schedule`]: full tiles of `4 * channel_vectors`
-/// channels, then a vector remainder, then a scalar remainder. `red` lists the reduction loops
-/// (name, lo, hi, mode), outermost first; with none, `init` is the whole computation.
+/// channels, then a vector remainder, then a scalar remainder. `red` lists the reduction loops,
+/// outermost first; with none, `init` is the whole computation.
 pub(crate) fn tile_nest(
     k: &mut Kernel,
     pixel_tile: usize,
     channel_vectors: usize,
     channels: usize,
     chan_base: &Affine,
-    red: &[(&str, usize, usize, LoopMode)],
+    red: &[Reduction<'_>],
     body: &TileBody<'_>,
 ) -> Result<Vec<Stmt>> {
     let reds: &[&[Reduction<'_>]] = if red.is_empty() { &[] } else { &[red] };
@@ -341,8 +379,25 @@ pub(crate) fn tile_nest(
     )
 }
 
-/// One reduction loop of a register tile: `(name, lo, hi, mode)`.
-pub(crate) type Reduction<'a> = (&'a str, usize, usize, LoopMode);
+/// One reduction loop of a register tile: `for name in lo..hi`, run in `mode`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reduction<'a> {
+    pub name: &'a str,
+    pub lo: usize,
+    pub hi: usize,
+    pub mode: LoopMode,
+}
+
+impl<'a> Reduction<'a> {
+    pub fn new(name: &'a str, lo: usize, hi: usize, mode: LoopMode) -> Reduction<'a> {
+        Reduction { name, lo, hi, mode }
+    }
+
+    /// Whether the loop runs no iteration (a tap range clamped away at a border).
+    pub fn is_empty(&self) -> bool {
+        self.lo >= self.hi
+    }
+}
 
 /// [`tile_nest`] with several reduction nests run one after the other on the same accumulators
 /// (e.g. a reduction split into an unrolled main nest and a remainder nest); `update` gets the
@@ -422,7 +477,7 @@ pub(crate) fn tile_nest_multi(
             dst: a,
         })?];
         for red in reds.iter().filter(|r| !r.is_empty()) {
-            let vars: Vec<Var> = red.iter().map(|(n, _, _, _)| k.new_var(n)).collect();
+            let vars: Vec<Var> = red.iter().map(|r| k.new_var(r.name)).collect();
             let mut s = slot(k, &|p, ch, a| Stmt::Store {
                 value: (body.update)(
                     p,
@@ -435,8 +490,8 @@ pub(crate) fn tile_nest_multi(
                 ),
                 dst: a,
             })?;
-            for (&(_, lo, hi, mode), &v) in red.iter().zip(&vars).rev() {
-                s = for_loop(v, lo, hi, LoopKind::Reduction, mode, vec![s]);
+            for (r, &v) in red.iter().zip(&vars).rev() {
+                s = for_loop(v, r.lo, r.hi, LoopKind::Reduction, r.mode, vec![s]);
             }
             stmts.push(s);
         }

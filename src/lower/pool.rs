@@ -3,13 +3,13 @@
 //! multiply by the reciprocal of the window size).
 
 use super::schedule::{Family, Schedule};
-use super::{Chan, Cx, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest};
 use crate::Result;
 use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
 
 pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Pool);
-    let mut k = Kernel::new(cx.name(), sched.to_string());
+    let mut k = Kernel::new(cx.name(), Some(sched));
     let x = cx.input_buffer(&mut k, 0)?;
     let (_, xdims) = cx.operand(0)?;
     let [n, h, w, ch_n] = super::conv::dims4(&xdims, "global_avg_pool input")?;
@@ -37,7 +37,10 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
         sched.channel_vectors,
         ch_n,
         &Affine::default(),
-        &[("h", 0, h, LoopMode::Serial), ("w", 0, w, LoopMode::Serial)],
+        &[
+            Reduction::new("h", 0, h, LoopMode::Serial),
+            Reduction::new("w", 0, w, LoopMode::Serial),
+        ],
         &TileBody {
             init: &init,
             update: &update,

@@ -58,8 +58,8 @@ use std::fmt;
 
 use crate::loops::{LoopMode, OptLevel};
 
-/// The kernel family a schedule is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kernel family a schedule is for; benchmarks report time per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// 1x1, stride 1, unpadded, ungrouped convolution: a GEMM over pixels x channels.
     Pointwise,
@@ -73,6 +73,20 @@ pub enum Family {
     Pool,
     /// Softmax over the last axis.
     Softmax,
+}
+
+impl Family {
+    /// The family's short name in benchmark tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Pointwise => "conv1x1",
+            Family::Depthwise => "depthwise",
+            Family::Direct => "conv",
+            Family::Elementwise => "elementwise",
+            Family::Pool => "avgpool",
+            Family::Softmax => "softmax",
+        }
+    }
 }
 
 /// The shape of a kernel's loop nest.
@@ -202,6 +216,6 @@ impl fmt::Display for Schedule {
         if self.pixel_tile > 1 {
             write!(f, ", pixels -> 1-px tiles")?;
         }
-        write!(f, "; opt_level={}", self.opt_level.cranelift_name())
+        write!(f, "; opt_level={}", self.opt_level)
     }
 }

@@ -9,7 +9,7 @@ use crate::{Error, Result};
 
 pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Softmax);
-    let mut k = Kernel::new(cx.name(), sched.to_string());
+    let mut k = Kernel::new(cx.name(), Some(sched));
     let x = cx.input_buffer(&mut k, 0)?;
     let out = cx.output_buffer(&mut k)?;
     let dims = cx.out_dims();

@@ -7,7 +7,7 @@
 //!
 //! What must hold, and is checked here once per kernel so a planning bug is an error, never
 //! aliasing: each kernel writes exactly one buffer, an arena range, passed once; no buffer it
-//! reads overlaps that range; it takes at most [`MAX_KERNEL_ARGS`] buffers.
+//! reads overlaps that range; it takes at most [`MAX_KERNEL_BUFFERS`] buffers.
 //!
 //! [`CompiledModel`]: super::CompiledModel
 
@@ -15,12 +15,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::memplan::{self, MemPlan, Request};
-use crate::loops::{BufferKind, Program, Role};
+use crate::loops::{BufferKind, MAX_KERNEL_BUFFERS, Program, Role};
 use crate::{Error, Result};
-
-/// The most buffers one kernel may take (a fused conv takes five: input, weights, bias,
-/// residual, output); arguments are passed from a stack array of this size.
-pub(crate) const MAX_KERNEL_ARGS: usize = 8;
 
 /// Where a kernel's buffer lives at run time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,12 +146,13 @@ fn plan_arena(program: &Program) -> Result<MemPlan> {
             continue;
         }
         let Some(&f) = first.get(name.as_str()) else {
-            return Err(Error::Codegen(format!("%{name} is never computed")));
+            return Err(Error::Codegen(format!("{name} is never computed")));
         };
-        let bytes = dims
-            .iter()
-            .try_fold(4usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::Input(format!("%{name} is too large")))?;
+        let bytes = crate::tensor::checked_product(dims)
+            .and_then(|e| e.checked_mul(4))
+            .ok_or_else(|| {
+                Error::TooLarge(format!("{name} needs more bytes than fit in memory"))
+            })?;
         requests.push(Request {
             name: name.clone(),
             bytes,
@@ -164,7 +161,7 @@ fn plan_arena(program: &Program) -> Result<MemPlan> {
         });
     }
     memplan::plan(&requests)
-        .ok_or_else(|| Error::Input("the activation arena size overflows".into()))
+        .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
 }
 
 /// Checks one kernel's resolved arguments (see the module doc) and finds its output range.
@@ -184,9 +181,9 @@ fn check_call(k: &crate::loops::Kernel, slots: Vec<Slot>) -> Result<Call> {
     };
     let output = output.clone();
     let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
-    if slots.len() > MAX_KERNEL_ARGS || writes_output.count() != 1 {
+    if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
         return Err(Error::Codegen(format!(
-            "kernel '{}' takes {} buffers (at most {MAX_KERNEL_ARGS}, the output once)",
+            "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
             k.name,
             slots.len()
         )));
@@ -198,7 +195,7 @@ fn check_call(k: &crate::loops::Kernel, slots: Vec<Slot>) -> Result<Call> {
             && output.start < r.end
         {
             return Err(Error::Codegen(format!(
-                "kernel '{}': %{} overlaps its output in the arena",
+                "kernel '{}': {} overlaps its output in the arena",
                 k.name, b.name
             )));
         }

@@ -129,7 +129,7 @@ impl fmt::Display for MemPlan {
             let r = &p.request;
             writeln!(
                 f,
-                "  {:>12} {:>12}  {:>5}..{:<5}  %{}",
+                "  {:>12} {:>12}  {:>5}..{:<5}  {}",
                 p.offset, r.bytes, r.first, r.last, r.name
             )?;
         }

@@ -10,4 +10,4 @@ pub(crate) mod layout;
 pub mod memplan;
 pub mod model;
 
-pub use model::{CompiledModel, Layer, LayerKind, Options, Output};
+pub use model::{CompiledModel, Layer, Options, Output};

@@ -25,16 +25,22 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::layout::{Layout, MAX_KERNEL_ARGS, Port, Slot};
+use super::layout::{Layout, Port, Slot};
 use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, JitProgram};
-use crate::frontend::weights;
 use crate::graph::{self, Graph};
-use crate::loops::Program;
+use crate::loops::{Family, Kernel, MAX_KERNEL_BUFFERS, Program};
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
-/// How to compile.
+/// How to compile. `#[non_exhaustive]`: build one with [`Options::default`] (or
+/// [`Options::new`]) and the `with_*` setters, so that new options do not break callers:
+///
+/// ```
+/// let options = mnv2c::Options::new().with_threads(2).with_optimize(false);
+/// assert_eq!((options.threads, options.optimize), (2, false));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// Run the default pass pipeline (fold batch norm, fuse relu6 and residual adds) first.
     pub optimize: bool,
@@ -49,6 +55,25 @@ impl Default for Options {
             optimize: true,
             threads: 1,
         }
+    }
+}
+
+impl Options {
+    /// The defaults: the default pass pipeline, one thread.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Whether to run the default pass pipeline first (see [`Options::optimize`]).
+    pub fn with_optimize(mut self, optimize: bool) -> Options {
+        self.optimize = optimize;
+        self
+    }
+
+    /// Threads per call, between 1 and [`MAX_THREADS`] (see [`Options::threads`]).
+    pub fn with_threads(mut self, threads: usize) -> Options {
+        self.threads = threads;
+        self
     }
 }
 
@@ -75,87 +100,28 @@ struct Step {
     layer: Layer,
 }
 
-/// What a kernel computes, for benchmarks: the graph node, its kind and its work.
+/// What a kernel computes, for benchmarks: the graph node, its family and its work, as
+/// lowering recorded them on the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
     /// The graph node the kernel computes.
     pub name: String,
-    pub kind: LayerKind,
+    pub family: Family,
     /// Floating-point operations (2 per multiply-add of a convolution; 0 for other ops).
     pub flops: u64,
 }
 
-/// The kernel families benchmarks report separately.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LayerKind {
-    /// 1x1 convolution, stride 1, no groups: a GEMM.
-    Pointwise,
-    /// Depthwise convolution (`groups = channels`).
-    Depthwise,
-    /// Any other convolution (the 3x3 stem).
-    Conv,
-    /// Batch norm, relu6, add (unfused graphs only).
-    Elementwise,
-    GlobalAvgPool,
-    Softmax,
-}
-
-impl LayerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            LayerKind::Pointwise => "conv1x1",
-            LayerKind::Depthwise => "depthwise",
-            LayerKind::Conv => "conv",
-            LayerKind::Elementwise => "elementwise",
-            LayerKind::GlobalAvgPool => "avgpool",
-            LayerKind::Softmax => "softmax",
-        }
+impl Layer {
+    fn of(k: &Kernel) -> Result<Layer> {
+        let s = k.schedule.as_ref().ok_or_else(|| {
+            Error::Internal(format!("kernel '{}' was not made by lowering", k.name))
+        })?;
+        Ok(Layer {
+            name: k.name.clone(),
+            family: s.family,
+            flops: k.flops,
+        })
     }
-}
-
-/// The layer a graph node is, for benchmark tables.
-fn layer_of(graph: &Graph, name: &str) -> Result<Layer> {
-    use crate::graph::{ConvGeometry, Op};
-    let id = graph
-        .find(name)
-        .ok_or_else(|| Error::Codegen(format!("kernel {name} computes no graph node")))?;
-    let node = graph.node(id);
-    let (kind, flops) = match &node.op {
-        Op::Conv2d(c) => {
-            let x = graph
-                .operands(id)
-                .first()
-                .map(|&x| graph.node(x).ty.clone())
-                .ok_or_else(|| Error::Codegen(format!("%{name} has no input")))?;
-            let w = graph
-                .const_decl(&c.weight)
-                .ok_or_else(|| Error::Codegen(format!("@{} is not declared", c.weight)))?;
-            let cin = x.dims.last().copied().unwrap_or(0);
-            let geo = ConvGeometry::new(&w.ty, cin, c.groups).map_err(Error::Codegen)?;
-            let macs = [geo.kh, geo.kw, cin / c.groups.max(1)]
-                .iter()
-                .try_fold(node.ty.num_elements().unwrap_or(0) as u64, |a, &d| {
-                    a.checked_mul(d as u64)
-                })
-                .unwrap_or(u64::MAX / 2);
-            let kind = if c.groups > 1 {
-                LayerKind::Depthwise
-            } else if geo.kh == 1 && geo.kw == 1 && c.stride == [1, 1] {
-                LayerKind::Pointwise
-            } else {
-                LayerKind::Conv
-            };
-            (kind, macs.saturating_mul(2))
-        }
-        Op::GlobalAvgPool => (LayerKind::GlobalAvgPool, 0),
-        Op::Softmax => (LayerKind::Softmax, 0),
-        _ => (LayerKind::Elementwise, 0),
-    };
-    Ok(Layer {
-        name: name.to_string(),
-        kind,
-        flops,
-    })
 }
 
 /// A compiled model; see the module doc.
@@ -190,18 +156,18 @@ impl Arena {
         let extra = memplan::ALIGN / 4;
         let total = len
             .checked_add(extra)
-            .ok_or_else(|| Error::Input("activation arena size overflows".into()))?;
+            .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))?;
         let mut storage = Vec::new();
-        storage.try_reserve_exact(total).map_err(|_| {
-            Error::Input(format!(
-                "cannot allocate the {} MiB activation arena",
-                total / (1 << 18)
-            ))
-        })?;
+        storage
+            .try_reserve_exact(total)
+            .map_err(|_| Error::OutOfMemory {
+                what: "the activation arena".into(),
+                bytes: total.saturating_mul(4),
+            })?;
         storage.resize(total, 0.0);
         let start = storage.as_ptr().align_offset(memplan::ALIGN);
         if start > extra {
-            return Err(Error::Codegen("cannot align the activation arena".into()));
+            return Err(Error::Internal("cannot align the activation arena".into()));
         }
         Ok(Arena {
             storage,
@@ -229,13 +195,13 @@ impl CompiledModel {
         if options.optimize {
             passes::optimize(&mut graph)?;
         }
-        let consts = weights::bind(&graph, weights)?;
+        let consts = graph::consts::bind(&graph, weights)?;
         let program = lower::lower(&graph, &consts)?;
         let jit = JitProgram::compile(&program)?;
         let layers = program
             .kernels
             .iter()
-            .map(|k| layer_of(&graph, &k.name))
+            .map(Layer::of)
             .collect::<Result<Vec<_>>>()?;
         let mut model = CompiledModel::assemble(jit, program, layers)?;
         if options.threads > 1 {
@@ -244,7 +210,7 @@ impl CompiledModel {
                 .thread_name(|i| format!("mnv2c-{i}"))
                 .build()
                 .map_err(|e| {
-                    Error::Usage(format!("cannot start {} threads: {e}", options.threads))
+                    Error::Internal(format!("cannot start {} threads: {e}", options.threads))
                 })?;
             model.pool = Some(pool);
             model.threads = options.threads;
@@ -326,10 +292,7 @@ impl CompiledModel {
     pub fn new_outputs(&self) -> Result<Vec<Tensor>> {
         self.outputs
             .iter()
-            .map(|p| {
-                Tensor::zeros(p.dims.clone())
-                    .ok_or_else(|| Error::Input(format!("%{} is too large", p.name)))
-            })
+            .map(|p| Tensor::zeros(p.dims.clone()))
             .collect()
     }
 
@@ -384,7 +347,7 @@ impl CompiledModel {
             // Arguments on the stack (no allocation per kernel): the kernel's buffers, then
             // empty padding that `run_kernel` never sees (it gets `args[..n]`).
             let n = step.slots.len();
-            let mut args: [Arg<'_>; MAX_KERNEL_ARGS] = std::array::from_fn(|j| {
+            let mut args: [Arg<'_>; MAX_KERNEL_BUFFERS] = std::array::from_fn(|j| {
                 match step.slots.get(j) {
                     Some(Slot::Arena(r)) if *r == step.output => match out.take() {
                         Some(o) => Arg::Write(o),
@@ -475,7 +438,7 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
     for (port, t) in ports.iter().zip(tensors) {
         if t.dims() != port.dims.as_slice() {
             return Err(Error::Input(format!(
-                "{what} %{} must be {}, got {}",
+                "{what} {} must be {}, got {}",
                 port.name,
                 graph::TensorType::new(port.dims.clone()),
                 t.ty()

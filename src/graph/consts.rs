@@ -1,0 +1,192 @@
+//! Values for a graph's constants: the check that a set of parameter values fits the graph
+//! ([`check`]), and binding ([`bind`]): the value of every constant, derived ones evaluated.
+//!
+//! Derived constants are part of the graph IR ([`ConstDef`]); the rule each definition states
+//! (the batch-norm fold, computed in f64 and rounded once to f32) is evaluated here, next to the
+//! IR, so that later stages (the interpreter, lowering, the runtime) need only this module, not
+//! a front end. What must hold: a bound map has exactly one tensor per constant of the graph,
+//! with its declared shape.
+//!
+//! A derived value that is not finite (a moving variance + epsilon <= 0) is an
+//! [`Error::Weights`] naming the derived constant: the values it was computed from are at fault.
+
+use std::collections::BTreeSet;
+
+use super::{ConstDef, Graph};
+use crate::{Error, Result, Tensor, TensorMap};
+
+/// Checks that `weights` has exactly the graph's parameters, each with its declared shape.
+/// The first problem found is the error; missing and mis-shaped tensors are reported before
+/// unexpected ones, in the graph's declaration order.
+pub fn check(graph: &Graph, weights: &TensorMap) -> Result<()> {
+    let params: Vec<(&str, &crate::graph::TensorType)> = graph
+        .consts()
+        .filter(|(_, c)| c.def == ConstDef::Param)
+        .map(|(n, c)| (n, &c.ty))
+        .collect();
+    let missing: Vec<&str> = params
+        .iter()
+        .filter(|(n, _)| !weights.contains_key(*n))
+        .map(|(n, _)| *n)
+        .collect();
+    if let Some((first, ty)) = params.iter().find(|(n, _)| !weights.contains_key(*n)) {
+        let more = match missing.len() {
+            1 => String::new(),
+            k => format!(" ({} more missing)", k - 1),
+        };
+        return Err(Error::Weights {
+            tensor: first.to_string(),
+            message: format!("missing from the weights (expected {ty}){more}"),
+        });
+    }
+    for (name, ty) in &params {
+        let t = &weights[*name];
+        if t.dims() != ty.dims.as_slice() {
+            return Err(Error::Weights {
+                tensor: name.to_string(),
+                message: format!("has shape {}, expected {ty}", t.ty()),
+            });
+        }
+    }
+    let known: BTreeSet<&str> = params.iter().map(|(n, _)| *n).collect();
+    let extra: Vec<&String> = weights
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    if let Some(first) = extra.first() {
+        let more = match extra.len() {
+            1 => String::new(),
+            k => format!(" ({} more unexpected)", k - 1),
+        };
+        return Err(Error::Weights {
+            tensor: first.to_string(),
+            message: format!(
+                "unexpected: the graph '{}' has no such parameter (shape {}){more}",
+                graph.name,
+                weights[*first].ty()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The value of every constant of `graph`: parameters taken from `weights` (which must fit, see
+/// [`check`]), derived constants evaluated from them in f64 and rounded once to f32.
+pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
+    check(graph, weights)?;
+    let mut out = TensorMap::new();
+    for (name, c) in graph.consts() {
+        if c.def == ConstDef::Param {
+            out.insert(name.to_string(), weights[name].clone());
+        }
+    }
+    for (name, c) in graph.consts() {
+        let operand = |o: &str| {
+            out.get(o).ok_or_else(|| Error::Weights {
+                tensor: name.to_string(),
+                message: format!("derived from '{o}', which is not a parameter"),
+            })
+        };
+        let data = match &c.def {
+            ConstDef::Param => continue,
+            ConstDef::FoldBnWeight {
+                weight,
+                gamma,
+                variance,
+                epsilon,
+            } => {
+                let (w, g, v) = (operand(weight)?, operand(gamma)?, operand(variance)?);
+                let ch = per_channel_len(name, &[g, v])?;
+                if w.data().len() % ch != 0 {
+                    return Err(Error::Weights {
+                        tensor: name.to_string(),
+                        message: format!(
+                            "weight '{weight}' {} does not end in {ch} output channels",
+                            w.ty()
+                        ),
+                    });
+                }
+                let eps = f64::from(*epsilon);
+                // Per output channel once (the same f64 values as per element, so the same
+                // result): `sqrt(variance + eps)` and gamma.
+                let per_ch: Vec<(f64, f64)> = (0..ch)
+                    .map(|co| {
+                        (
+                            f64::from(g.data()[co]),
+                            (f64::from(v.data()[co]) + eps).sqrt(),
+                        )
+                    })
+                    .collect();
+                w.data()
+                    .chunks_exact(ch)
+                    .flat_map(|row| {
+                        row.iter()
+                            .zip(&per_ch)
+                            .map(|(&wv, &(gc, s))| (f64::from(wv) * gc / s) as f32)
+                    })
+                    .collect::<Vec<f32>>()
+            }
+            ConstDef::FoldBnBias {
+                bias,
+                gamma,
+                beta,
+                mean,
+                variance,
+                epsilon,
+            } => {
+                let (g, be, m, v) = (
+                    operand(gamma)?,
+                    operand(beta)?,
+                    operand(mean)?,
+                    operand(variance)?,
+                );
+                let b = bias.as_deref().map(operand).transpose()?;
+                let mut per: Vec<&Tensor> = vec![g, be, m, v];
+                per.extend(b);
+                let ch = per_channel_len(name, &per)?;
+                let eps = f64::from(*epsilon);
+                (0..ch)
+                    .map(|co| {
+                        let bv = b.map_or(0.0, |b| f64::from(b.data()[co]));
+                        let s = (f64::from(v.data()[co]) + eps).sqrt();
+                        (f64::from(be.data()[co])
+                            + (bv - f64::from(m.data()[co])) * f64::from(g.data()[co]) / s)
+                            as f32
+                    })
+                    .collect()
+            }
+        };
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Weights {
+                tensor: name.to_string(),
+                message: format!(
+                    "folding batch norm gives {} at element {i} (is a moving variance + epsilon <= 0?)",
+                    data[i]
+                ),
+            });
+        }
+        let t = Tensor::new(c.ty.dims.clone(), data).map_err(|_| Error::Weights {
+            tensor: name.to_string(),
+            message: format!("declared {}, but its operands give another size", c.ty),
+        })?;
+        out.insert(name.to_string(), t);
+    }
+    Ok(out)
+}
+
+/// The common length of per-channel vectors (`[C]` each), or an error naming the derived
+/// constant.
+fn per_channel_len(name: &str, ts: &[&Tensor]) -> Result<usize> {
+    let c = ts[0].data().len();
+    if c == 0 || ts.iter().any(|t| t.dims() != [c]) {
+        let shapes: Vec<String> = ts.iter().map(|t| t.ty().to_string()).collect();
+        return Err(Error::Weights {
+            tensor: name.to_string(),
+            message: format!(
+                "per-channel operands must all be [C], got {}",
+                shapes.join(", ")
+            ),
+        });
+    }
+    Ok(c)
+}
