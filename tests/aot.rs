@@ -38,6 +38,27 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether a test must be skipped for lack of an x86_64 host (when `x86_only`) or of `tools`;
+/// if so, says what is missing.
+fn skip(x86_only: bool, tools: &[&str]) -> bool {
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|t| !have(t))
+        .map(|t| t.to_string())
+        .collect();
+    if x86_only && cfg!(not(target_arch = "x86_64")) {
+        missing.insert(0, "an x86_64 host".into());
+    }
+    if missing.is_empty() {
+        return false;
+    }
+    eprintln!(
+        "skipped: {} missing (Debian: apt-get install gcc gcc-aarch64-linux-gnu qemu-user)",
+        missing.join(", ")
+    );
+    true
+}
+
 /// Runs a command, panicking with its output unless it succeeds; returns stdout.
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -151,12 +172,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn the_c_example_reproduces_the_jit_bit_for_bit() {
-    if cfg!(not(target_arch = "x86_64")) {
-        eprintln!("skipped: the host is not x86_64");
-        return;
-    }
-    if !have("cc") {
-        eprintln!("skipped: no C compiler (cc)");
+    if skip(true, &["cc"]) {
         return;
     }
     let dir = workdir("example");
@@ -183,8 +199,7 @@ fn the_c_example_reproduces_the_jit_bit_for_bit() {
 
 #[test]
 fn two_prefixes_link_into_one_program_and_bad_pointers_are_refused() {
-    if cfg!(not(target_arch = "x86_64")) || !have("cc") {
-        eprintln!("skipped: needs an x86_64 host with a C compiler (cc)");
+    if skip(true, &["cc"]) {
         return;
     }
     let dir = workdir("two");
@@ -253,15 +268,7 @@ fn two_prefixes_link_into_one_program_and_bad_pointers_are_refused() {
 
 #[test]
 fn the_aarch64_object_runs_under_qemu_and_matches_the_interpreter() {
-    let missing: Vec<&str> = ["aarch64-linux-gnu-gcc", "qemu-aarch64"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "skipped: {} missing (Debian: apt-get install gcc-aarch64-linux-gnu qemu-user)",
-            missing.join(" and ")
-        );
+    if skip(false, &["aarch64-linux-gnu-gcc", "qemu-aarch64"]) {
         return;
     }
     let dir = workdir("aarch64");
@@ -287,15 +294,7 @@ fn the_aarch64_object_runs_under_qemu_and_matches_the_interpreter() {
 
 #[test]
 fn the_x86_object_refuses_a_cpu_without_its_tier() {
-    let missing: Vec<&str> = ["cc", "qemu-x86_64"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if cfg!(not(target_arch = "x86_64")) || !missing.is_empty() {
-        eprintln!(
-            "skipped: needs an x86_64 host, {} missing",
-            missing.join(" and ")
-        );
+    if skip(true, &["cc", "qemu-x86_64"]) {
         return;
     }
     let dir = workdir("cpu");
