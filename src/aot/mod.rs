@@ -2,7 +2,7 @@
 //! the model ships without the compiler.
 //!
 //! [`compile`] runs the JIT's pipeline up to machine code (verify, optionally the default
-//! passes, bind the weights, lower, plan memory with the runtime's [`Layout`]) and hands the
+//! passes, bind the weights, lower, plan memory with the runtime's `Layout`) and hands the
 //! result to [`codegen::object`], which writes the kernels, the constants and the C entry points
 //! into one object; [`header`] writes the matching header. The object holds the portable tier of
 //! its [`Target`]: Cranelift's f32x4 code, the same code the JIT runs at that tier.

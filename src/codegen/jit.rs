@@ -14,7 +14,7 @@
 //!
 //! ## Compiling
 //! [`JitProgram::compile_kernels`] runs the pipeline shared with object files
-//! ([`compile`](super::compile)): it translates every kernel on the calling thread, compiles the
+//! (`codegen/compile.rs`): it translates every kernel on the calling thread, compiles the
 //! Cranelift functions on up to [`JitOptions::compile_threads`] scoped threads (each with its own
 //! `Context`; the `JITModule` is only touched by the calling thread), then defines the bytes and
 //! relocations in kernel order, so the code is the same for any thread count. Each kernel is
@@ -163,7 +163,7 @@ impl JitProgram {
 
     /// Compiles kernels (each is verified first); kernel `i` is run as `run_kernel(i, ..)`.
     ///
-    /// The kernels go through the pipeline shared with object files ([`compile`](super::compile):
+    /// The kernels go through the pipeline shared with object files (`codegen/compile.rs`:
     /// translate, compile in parallel, define in kernel order), compiled for the host CPU;
     /// then the module is finalized and each kernel's entry taken as a function pointer.
     pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {

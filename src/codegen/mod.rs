@@ -25,7 +25,7 @@
 //!
 //! Nothing here is unsafe and nothing here checks bounds: the code is only sound to run on a
 //! kernel `loops::verify` accepted (see [`jit`] for the calling contract). Translation is written
-//! against the `cranelift_module::Module` trait: [`compile`](self::compile) drives it into the
+//! against the `cranelift_module::Module` trait: `codegen/compile.rs` drives it into the
 //! JIT's module ([`jit`]) or an object file's ([`object`]), for the host or a [`target::Target`].
 
 mod compile;

@@ -4,10 +4,10 @@
 //! What the object holds (symbols `P` = the prefix):
 //! - `P_input_elems`, `P_output_elems`, `P_scratch_bytes` (`size_t (void)`) and
 //!   `P_run(const float *input, float *output, void *scratch) -> int`, the only global symbols;
-//! - the kernels, compiled by the same pipeline as the JIT ([`compile`](super::compile)) at the
+//! - the kernels, compiled by the same pipeline as the JIT (`codegen/compile.rs`) at the
 //!   target's portable tier, local;
 //! - one read-only, 64-byte-aligned data object per constant buffer, local;
-//! - on x86-64, the CPU probe ([`cpuid`](super::cpuid)) and its cached answer, local.
+//! - on x86-64, the CPU probe (`codegen/cpuid.rs`) and its cached answer, local.
 //!
 //! `P_run` walks [`ObjectSpec::calls`] as the runtime walks its steps: for each kernel it fills
 //! an array of buffer pointers on its stack (arena offsets from the memory plan into `scratch`,
