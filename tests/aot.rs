@@ -198,7 +198,7 @@ fn the_c_example_reproduces_the_jit_bit_for_bit() {
 }
 
 #[test]
-fn two_prefixes_link_into_one_program_and_bad_pointers_are_refused() {
+fn two_prefixes_link_into_one_program_run_concurrently_and_refuse_bad_pointers() {
     if skip(true, &["cc"]) {
         return;
     }
@@ -232,7 +232,7 @@ fn two_prefixes_link_into_one_program_and_bad_pointers_are_refused() {
         .arg(&src)
         .arg(dir.join("a.o"))
         .arg(dir.join("b.o"))
-        .args(["-lm", "-o"])
+        .args(["-pthread", "-lm", "-o"])
         .arg(&exe));
     let outs = [dir.join("a.f32"), dir.join("b.f32")];
     assert_eq!(run(Command::new(&exe).args(&outs)), "ok\n");
