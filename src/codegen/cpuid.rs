@@ -1,5 +1,5 @@
 //! The x86-64 object's CPU check: does this CPU have every feature the object's code was
-//! compiled to use ([`X86_PORTABLE`])?
+//! compiled to use ([`X86Needs`]: for the portable tier, [`X86_PORTABLE_NEEDS`])?
 //!
 //! Cranelift IR has no `cpuid` or `xgetbv` instruction, so two tiny leaf functions are assembled
 //! with iced-x86 (no relocations, no stack frame) and defined with `define_function_bytes`,
@@ -23,7 +23,9 @@ use iced_x86::code_asm::{
 
 use super::compile::{KernelCode, define, err};
 use super::object::define_fn;
-use super::target::{CpuidReg, OSXSAVE_BIT, X86_PORTABLE};
+#[cfg(doc)]
+use super::target::X86_PORTABLE_NEEDS;
+use super::target::{CpuidReg, OSXSAVE_BIT, X86Needs};
 use crate::Result;
 
 /// `void cpuid(u32 leaf, u32 subleaf, u32 out[4])`: EAX, EBX, ECX, EDX of `cpuid` into `out`.
@@ -80,16 +82,21 @@ fn define_asm(
     Ok(id)
 }
 
-/// The features of [`X86_PORTABLE`] found in `leaf`'s `reg`, as a bit mask.
-fn mask(leaf: u32, reg: CpuidReg) -> i64 {
-    X86_PORTABLE
+/// The features of `needs` found in `leaf`'s `reg`, as a bit mask.
+fn mask(needs: &X86Needs, leaf: u32, reg: CpuidReg) -> i64 {
+    needs
+        .features
         .iter()
         .filter(|f| f.leaf == leaf && f.reg == reg)
         .fold(0, |m, f| m | (1i64 << f.bit))
 }
 
-/// Defines `local + "cpu_ok"`, `int (void)`: 1 if the CPU has every feature, else 0.
-pub(crate) fn define_cpu_check(module: &mut ObjectModule, local: &str) -> Result<FuncId> {
+/// Defines `local + "cpu_ok"`, `int (void)`: 1 if the CPU and the OS provide `needs`, else 0.
+pub(crate) fn define_cpu_check(
+    module: &mut ObjectModule,
+    local: &str,
+    needs: &X86Needs,
+) -> Result<FuncId> {
     let cpuid = define_asm(
         module,
         &format!("{local}cpuid"),
@@ -134,7 +141,7 @@ pub(crate) fn define_cpu_check(module: &mut ObjectModule, local: &str) -> Result
         );
         let done = b.create_block();
         let found = b.append_block_param(done, types::I32);
-        probe_features(b, fns, done);
+        probe_features(b, fns, needs, done);
         b.switch_to_block(done);
         b.ins().atomic_store(MemFlagsData::trusted(), found, addr);
         b.ins().jump(answer, &[found.into()]);
@@ -149,7 +156,12 @@ pub(crate) fn define_cpu_check(module: &mut ObjectModule, local: &str) -> Result
 
 /// The probe proper: jumps to `done` with the state to cache, 1 when every feature is present,
 /// 2 as soon as one check fails.
-fn probe_features(b: &mut FunctionBuilder<'_>, (cpuid, xgetbv): (FuncRef, FuncRef), done: Block) {
+fn probe_features(
+    b: &mut FunctionBuilder<'_>,
+    (cpuid, xgetbv): (FuncRef, FuncRef),
+    needs: &X86Needs,
+    done: Block,
+) {
     let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 2));
     let out = b.ins().stack_addr(types::I64, slot, 0);
     let fail = b.create_block();
@@ -166,6 +178,12 @@ fn probe_features(b: &mut FunctionBuilder<'_>, (cpuid, xgetbv): (FuncRef, FuncRe
         b.switch_to_block(next);
     };
     let has_all = |b: &mut FunctionBuilder<'_>, word: Value, m: i64| {
+        // A 32-bit word takes its mask as the signed 32-bit immediate (bit 31 included).
+        let m = if b.func.dfg.value_type(word) == types::I32 {
+            i64::from(m as u32 as i32)
+        } else {
+            m
+        };
         let masked = b.ins().band_imm_s(word, m);
         b.ins().icmp_imm_s(IntCC::Equal, masked, m)
     };
@@ -180,15 +198,15 @@ fn probe_features(b: &mut FunctionBuilder<'_>, (cpuid, xgetbv): (FuncRef, FuncRe
         .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, max_ext, 0x8000_0001);
     require(b, c);
     let ecx1 = query(b, 1, 2);
-    let c = has_all(b, ecx1, mask(1, CpuidReg::Ecx) | (1 << OSXSAVE_BIT));
+    let c = has_all(b, ecx1, mask(needs, 1, CpuidReg::Ecx) | (1 << OSXSAVE_BIT));
     require(b, c);
     let xcr0 = b.ins().call(xgetbv, &[]);
     let xcr0 = b.inst_results(xcr0)[0];
-    let c = has_all(b, xcr0, 0b110);
+    let c = has_all(b, xcr0, needs.xcr0 as i64);
     require(b, c);
     for (leaf, reg, index) in [(7, CpuidReg::Ebx, 1), (0x8000_0001, CpuidReg::Ecx, 2)] {
         let word = query(b, leaf, index);
-        let c = has_all(b, word, mask(leaf, reg));
+        let c = has_all(b, word, mask(needs, leaf, reg));
         require(b, c);
     }
     let found = b.ins().iconst(types::I32, 1);

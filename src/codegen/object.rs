@@ -35,7 +35,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use super::compile::{Isas, compile_into, err};
 use super::cpuid;
 use super::jit::JitOptions;
-use super::target::Target;
+use super::target::{Target, X86_PORTABLE_NEEDS};
 use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS};
 use crate::{Error, Result};
 
@@ -124,7 +124,11 @@ pub fn emit_object(spec: &ObjectSpec<'_>) -> Result<ObjectFile> {
         data_ids.push(id);
     }
     let cpu_ok = match spec.target {
-        Target::X86_64 => Some(cpuid::define_cpu_check(&mut module, &local)?),
+        Target::X86_64 => Some(cpuid::define_cpu_check(
+            &mut module,
+            &local,
+            &X86_PORTABLE_NEEDS,
+        )?),
         Target::Aarch64 => None,
     };
     let mut fctx = FunctionBuilderContext::new();

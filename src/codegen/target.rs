@@ -110,6 +110,21 @@ pub const X86_PORTABLE: &[CpuFeature] = &[
 /// CPUID leaf 1, ECX: the OS has enabled XSAVE (XGETBV may be executed).
 pub const OSXSAVE_BIT: u32 = 27;
 
+/// What an x86-64 object's code needs of the CPU and the OS: CPUID feature bits, and the XCR0
+/// bits of the register state the OS must save (SSE and AVX: bits 1 and 2; an AVX-512 tier adds
+/// the opmask and upper-ZMM state, bits 5 to 7, and its own CPUID bits).
+#[derive(Clone, Copy, Debug)]
+pub struct X86Needs {
+    pub features: &'static [CpuFeature],
+    pub xcr0: u64,
+}
+
+/// The needs of the portable tier.
+pub const X86_PORTABLE_NEEDS: X86Needs = X86Needs {
+    features: X86_PORTABLE,
+    xcr0: 0b110,
+};
+
 /// The value of Cranelift's `opt_level` setting for a kernel's [`OptLevel`].
 fn cranelift_opt_level(level: OptLevel) -> &'static str {
     match level {
@@ -154,7 +169,7 @@ impl Isas {
             let mut b = isa::lookup_by_name(target.triple())
                 .map_err(|e| err("looking up the target ISA", e))?;
             if target == Target::X86_64 {
-                for f in X86_PORTABLE {
+                for f in X86_PORTABLE_NEEDS.features {
                     b.enable(f.flag)
                         .map_err(|e| err(&format!("enabling {}", f.flag), e))?;
                 }
