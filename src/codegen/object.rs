@@ -187,7 +187,10 @@ fn check_spec(spec: &ObjectSpec<'_>) -> Result<()> {
                 Source::Const(i) => spec.consts.get(i).map(|c| c.len() * 4) == len,
                 Source::Input => len == spec.input_elems.checked_mul(4),
             };
-            if !ok {
+            // Constants are read-only data and the input is the caller's: only the arena is
+            // written.
+            let writable = !b.role.writable() || matches!(s, Source::Arena(_));
+            if !ok || !writable {
                 return Err(Error::Codegen(format!(
                     "kernel '{}': buffer {} does not fit its storage",
                     k.name, b.name
