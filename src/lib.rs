@@ -65,6 +65,7 @@
 pub mod aot;
 pub mod bench;
 pub mod codegen;
+pub mod emit;
 pub mod error;
 pub mod frontend;
 pub mod graph;

@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mnv2c::emit::Level;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
-use mnv2c::{CompiledModel, Options, aot, codegen, lower, passes};
+use mnv2c::{CompiledModel, Options, aot, codegen, passes};
 use mnv2c::{Error, Result, npy};
 
 #[derive(Parser, Debug)]
@@ -566,32 +567,18 @@ fn compile(args: CompileArgs) -> Result<()> {
             let _ = write!(std::io::stderr().lock(), "{header}\n{g}");
         }
     })?;
-    if obj {
-        return compile_object(&graph, file_weights, &args.obj, args.output.as_deref());
-    }
-    let text = match args.emit {
-        Some(Emit::Ir) | None => graph.to_string(),
-        Some(level) => emit_code(&graph, level)?,
+    let level = match args.emit {
+        Some(Emit::Obj) => {
+            return compile_object(&graph, file_weights, &args.obj, args.output.as_deref());
+        }
+        Some(Emit::Ir) | None => Level::Ir,
+        Some(Emit::Loops) => Level::Loops,
+        Some(Emit::Clif) => Level::Clif,
+        Some(Emit::Asm) => Level::Asm,
+        Some(Emit::Memplan) => Level::Memplan,
     };
+    let text = mnv2c::emit::emit(&graph, level)?;
     emit(&text, args.output.as_deref())
-}
-
-/// The levels below the graph IR. Lowering packs weights into kernels, so it needs values:
-/// seeded ones (seed 0), which give the same code as any other weights of the same shapes.
-fn emit_code(graph: &Graph, level: Emit) -> Result<String> {
-    let params = weights::seeded(graph, 0)?;
-    if level == Emit::Memplan {
-        let no_passes = Options::new().with_optimize(false);
-        let model = CompiledModel::compile(graph, &params, &no_passes)?;
-        return Ok(model.memory_plan().to_string());
-    }
-    let consts = weights::bind(graph, &params)?;
-    let program = lower::lower(graph, &consts)?;
-    match level {
-        Emit::Loops => Ok(program.to_string()),
-        Emit::Clif => codegen::emit_clif(&program.kernels),
-        _ => codegen::emit_asm(&program.kernels),
-    }
 }
 
 /// `compile --emit obj`: the object to `-o`, the header next to it (or to `--header`). The graph

@@ -71,8 +71,21 @@ pub fn check(graph: &Graph, weights: &TensorMap) -> Result<()> {
 }
 
 /// The value of every constant of `graph`: parameters taken from `weights` (which must fit, see
-/// [`check`]), derived constants evaluated from them in f64 and rounded once to f32.
+/// [`check`]), derived constants evaluated from them in f64 and rounded once to f32. A derived
+/// value that is not finite is an error naming the derived constant.
 pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
+    bind_values(graph, weights, true)
+}
+
+/// [`bind`] for placeholder weights (`--emit` levels, which bind seeded values only to have
+/// something to pack): derived values may be non-finite. Generated code does not depend on
+/// values, and a graph's seeded values are mnv2c's choice, so a folded -inf there is not the
+/// user's fault and must not be reported as bad weights.
+pub fn bind_placeholders(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
+    bind_values(graph, weights, false)
+}
+
+fn bind_values(graph: &Graph, weights: &TensorMap, finite: bool) -> Result<TensorMap> {
     check(graph, weights)?;
     let mut out = TensorMap::new();
     for (name, c) in graph.consts() {
@@ -96,35 +109,7 @@ pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
                 epsilon,
             } => {
                 let (w, g, v) = (operand(weight)?, operand(gamma)?, operand(variance)?);
-                let ch = per_channel_len(name, &[g, v])?;
-                if w.data().len() % ch != 0 {
-                    return Err(Error::Weights {
-                        tensor: name.to_string(),
-                        message: format!(
-                            "weight '{weight}' {} does not end in {ch} output channels",
-                            w.ty()
-                        ),
-                    });
-                }
-                let eps = f64::from(*epsilon);
-                // Per output channel once (the same f64 values as per element, so the same
-                // result): `sqrt(variance + eps)` and gamma.
-                let per_ch: Vec<(f64, f64)> = (0..ch)
-                    .map(|co| {
-                        (
-                            f64::from(g.data()[co]),
-                            (f64::from(v.data()[co]) + eps).sqrt(),
-                        )
-                    })
-                    .collect();
-                w.data()
-                    .chunks_exact(ch)
-                    .flat_map(|row| {
-                        row.iter()
-                            .zip(&per_ch)
-                            .map(|(&wv, &(gc, s))| (f64::from(wv) * gc / s) as f32)
-                    })
-                    .collect::<Vec<f32>>()
+                fold_bn_weight(name, weight, w, g, v, *epsilon)?
             }
             ConstDef::FoldBnBias {
                 bias,
@@ -134,29 +119,17 @@ pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
                 variance,
                 epsilon,
             } => {
-                let (g, be, m, v) = (
+                let b = bias.as_deref().map(operand).transpose()?;
+                let per = [
                     operand(gamma)?,
                     operand(beta)?,
                     operand(mean)?,
                     operand(variance)?,
-                );
-                let b = bias.as_deref().map(operand).transpose()?;
-                let mut per: Vec<&Tensor> = vec![g, be, m, v];
-                per.extend(b);
-                let ch = per_channel_len(name, &per)?;
-                let eps = f64::from(*epsilon);
-                (0..ch)
-                    .map(|co| {
-                        let bv = b.map_or(0.0, |b| f64::from(b.data()[co]));
-                        let s = (f64::from(v.data()[co]) + eps).sqrt();
-                        (f64::from(be.data()[co])
-                            + (bv - f64::from(m.data()[co])) * f64::from(g.data()[co]) / s)
-                            as f32
-                    })
-                    .collect()
+                ];
+                fold_bn_bias(name, per, b, *epsilon)?
             }
         };
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = data.iter().position(|v| !v.is_finite()).filter(|_| finite) {
             return Err(Error::Weights {
                 tensor: name.to_string(),
                 message: format!(
@@ -172,6 +145,70 @@ pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
         out.insert(name.to_string(), t);
     }
     Ok(out)
+}
+
+/// [`ConstDef::FoldBnWeight`]: `w[.., co] * gamma[co] / sqrt(variance[co] + epsilon)`.
+fn fold_bn_weight(
+    name: &str,
+    weight: &str,
+    w: &Tensor,
+    g: &Tensor,
+    v: &Tensor,
+    epsilon: f32,
+) -> Result<Vec<f32>> {
+    let ch = per_channel_len(name, &[g, v])?;
+    if !w.data().len().is_multiple_of(ch) {
+        return Err(Error::Weights {
+            tensor: name.to_string(),
+            message: format!(
+                "weight '{weight}' {} does not end in {ch} output channels",
+                w.ty()
+            ),
+        });
+    }
+    let eps = f64::from(epsilon);
+    // Per output channel once (the same f64 values as per element, so the same result):
+    // `sqrt(variance + eps)` and gamma.
+    let per_ch: Vec<(f64, f64)> = (0..ch)
+        .map(|co| {
+            (
+                f64::from(g.data()[co]),
+                (f64::from(v.data()[co]) + eps).sqrt(),
+            )
+        })
+        .collect();
+    Ok(w.data()
+        .chunks_exact(ch)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&per_ch)
+                .map(|(&wv, &(gc, s))| (f64::from(wv) * gc / s) as f32)
+        })
+        .collect())
+}
+
+/// [`ConstDef::FoldBnBias`]:
+/// `beta[co] + (bias[co] - mean[co]) * gamma[co] / sqrt(variance[co] + epsilon)`, `bias = 0`
+/// when absent. `per` is `[gamma, beta, mean, variance]`.
+fn fold_bn_bias(
+    name: &str,
+    per: [&Tensor; 4],
+    bias: Option<&Tensor>,
+    epsilon: f32,
+) -> Result<Vec<f32>> {
+    let [g, be, m, v] = per;
+    let mut all: Vec<&Tensor> = per.to_vec();
+    all.extend(bias);
+    let ch = per_channel_len(name, &all)?;
+    let eps = f64::from(epsilon);
+    Ok((0..ch)
+        .map(|co| {
+            let bv = bias.map_or(0.0, |b| f64::from(b.data()[co]));
+            let s = (f64::from(v.data()[co]) + eps).sqrt();
+            (f64::from(be.data()[co])
+                + (bv - f64::from(m.data()[co])) * f64::from(g.data()[co]) / s) as f32
+        })
+        .collect())
 }
 
 /// The common length of per-channel vectors (`[C]` each), or an error naming the derived

@@ -274,6 +274,34 @@ pub fn infer_type(
             }
             let oh = conv_out(h, c.pads.top, c.pads.bottom, geo.kh, sh, "height")?;
             let ow = conv_out(w, c.pads.left, c.pads.right, geo.kw, sw, "width")?;
+            let padded = [
+                n,
+                h + c.pads.top + c.pads.bottom,
+                w + c.pads.left + c.pads.right,
+                cin,
+            ];
+            // Lowering's index coefficients are at most the padded input's size times a stride;
+            // this bound keeps them in range (any stride a real model uses passes).
+            if TensorType::new([&padded[..], &[sh, sw]].concat())
+                .num_bytes()
+                .is_none()
+            {
+                return Err(format!(
+                    "stride [{sh}, {sw}] is too large: with the padded input {} the index \
+                     range overflows",
+                    TensorType::new(padded.to_vec())
+                ));
+            }
+            let pairs = segments(h, oh, geo.kh, sh, c.pads.top).len()
+                * segments(w, ow, geo.kw, sw, c.pads.left).len();
+            if pairs > MAX_CONV_SEGMENT_PAIRS {
+                return Err(format!(
+                    "kernel {}x{} with pads [{}, {}, {}, {}] and stride [{sh}, {sw}] gives {pairs} \
+                     border segments (row x column), more than the {MAX_CONV_SEGMENT_PAIRS} \
+                     mnv2c compiles",
+                    geo.kh, geo.kw, c.pads.top, c.pads.bottom, c.pads.left, c.pads.right
+                ));
+            }
             if let Some(bias) = &c.bias {
                 expect_shape(const_type(bias)?, &[geo.cout], &format!("bias @{bias}"))?;
             }
@@ -376,9 +404,130 @@ fn conv_out(
     Ok((padded - kernel) / stride + 1)
 }
 
+/// The most loop nests lowering emits for one convolution: one per pair of a row segment and a
+/// column segment (see [`segments`]). The typing rule rejects convolutions with more, so that
+/// compile time depends on the graph, not on kernel sizes and pads. A 3x3 conv has at most
+/// 3 x 3 segment pairs; 9x9 with pads 8, 17 x 17.
+pub const MAX_CONV_SEGMENT_PAIRS: usize = 1024;
+
+/// A run of output rows (or columns) `lo..hi` whose valid kernel taps are `k_lo..k_hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub lo: usize,
+    pub hi: usize,
+    pub k_lo: usize,
+    pub k_hi: usize,
+}
+
+/// Splits `0..out` output positions into maximal runs with the same valid tap range: tap `k` of
+/// output `o` reads input `o * stride + k - pad`, valid when inside `0..input`.
+///
+/// Work is proportional to the number of border positions (at most about `(pad + kernel) /
+/// stride`), not to `out`: only positions whose window sticks out of the input are visited
+/// one by one; the interior, where every tap is valid, is one segment.
+pub fn segments(
+    input: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> Vec<Segment> {
+    let taps = |o: usize| {
+        let start = (o as i128) * (stride as i128) - pad as i128;
+        let k_lo = (-start).clamp(0, kernel as i128) as usize;
+        let k_hi = (input as i128 - start).clamp(0, kernel as i128) as usize;
+        (k_lo, k_hi.max(k_lo))
+    };
+    let s = stride.max(1);
+    // Positions before `top` start in the padding; from `bottom` on they end in it.
+    let top = pad.div_ceil(s).min(out);
+    let bottom = match (input as u128 + pad as u128).checked_sub(kernel as u128) {
+        Some(room) => usize::try_from(room / s as u128 + 1).unwrap_or(usize::MAX),
+        None => 0,
+    }
+    .clamp(top, out);
+    let mut segs: Vec<Segment> = Vec::new();
+    let mut push = |lo: usize, hi: usize, (k_lo, k_hi): (usize, usize)| match segs.last_mut() {
+        Some(s) if s.k_lo == k_lo && s.k_hi == k_hi && s.hi == lo => s.hi = hi,
+        _ => segs.push(Segment { lo, hi, k_lo, k_hi }),
+    };
+    for o in 0..top {
+        push(o, o + 1, taps(o));
+    }
+    if top < bottom {
+        push(top, bottom, taps(top));
+    }
+    for o in bottom..out {
+        push(o, o + 1, taps(o));
+    }
+    segs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The segments by their definition: one position at a time, merged while the tap range
+    /// stays the same.
+    fn segments_by_definition(
+        input: usize,
+        out: usize,
+        k: usize,
+        s: usize,
+        pad: usize,
+    ) -> Vec<Segment> {
+        let mut segs: Vec<Segment> = Vec::new();
+        for o in 0..out {
+            let start = (o * s) as i64 - pad as i64;
+            let k_lo = (-start).clamp(0, k as i64) as usize;
+            let k_hi = ((input as i64 - start).clamp(0, k as i64) as usize).max(k_lo);
+            match segs.last_mut() {
+                Some(g) if g.k_lo == k_lo && g.k_hi == k_hi => g.hi = o + 1,
+                _ => segs.push(Segment {
+                    lo: o,
+                    hi: o + 1,
+                    k_lo,
+                    k_hi,
+                }),
+            }
+        }
+        segs
+    }
+
+    #[test]
+    fn segments_match_their_definition() {
+        for input in 1..12 {
+            for k in 1..6 {
+                for s in 1..4 {
+                    for pt in 0..k {
+                        for pb in 0..k {
+                            let Ok(out) = conv_out(input, pt, pb, k, s, "height") else {
+                                continue;
+                            };
+                            assert_eq!(
+                                segments(input, out, k, s, pt),
+                                segments_by_definition(input, out, k, s, pt),
+                                "input {input} kernel {k} stride {s} pads {pt}/{pb}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Regression: `segments` walked every output position, so a conv over a 2^40-wide row
+    /// hung; the work is now the border's, whatever the extent.
+    #[test]
+    fn segments_of_a_huge_row_are_few_and_fast() {
+        let w = 1usize << 40;
+        let segs = segments(w, w, 3, 1, 1);
+        assert_eq!(segs.len(), 3);
+        assert_eq!(
+            (segs[1].lo, segs[1].hi, segs[1].k_lo, segs[1].k_hi),
+            (1, w - 1, 0, 3)
+        );
+    }
 
     #[test]
     fn same_padding_matches_tensorflow() {

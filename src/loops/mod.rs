@@ -389,6 +389,35 @@ pub struct Kernel {
     pub locals: Vec<Local>,
     pub vars: Vec<String>,
     pub body: Vec<Stmt>,
+    /// Every local and variable name given out, and the next suffix to try per base name, so a
+    /// fresh name costs O(1) however many a kernel has (a linear scan per name made large
+    /// bordered convs take minutes to lower).
+    names: Names,
+}
+
+/// Fresh names for locals and loop variables: `base`, then `base1`, `base2`, ...
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Names {
+    taken: std::collections::HashSet<String>,
+    next: std::collections::HashMap<String, usize>,
+}
+
+impl Names {
+    fn fresh(&mut self, base: &str) -> String {
+        let k = self.next.entry(base.to_string()).or_insert(0);
+        loop {
+            let name = if *k == 0 {
+                base.to_string()
+            } else {
+                format!("{base}{k}")
+            };
+            *k += 1;
+            // A suffixed name may equal another base (`p1` from `p`, then base `p1`): skip it.
+            if self.taken.insert(name.clone()) {
+                return name;
+            }
+        }
+    }
 }
 
 impl Kernel {
@@ -402,6 +431,7 @@ impl Kernel {
             locals: Vec::new(),
             vars: Vec::new(),
             body: Vec::new(),
+            names: Names::default(),
         }
     }
 
@@ -414,31 +444,18 @@ impl Kernel {
         BufId(self.buffers.len() - 1)
     }
 
-    /// A fresh local; names are made unique by suffixing.
+    /// A fresh local; names are made unique by suffixing (locals and variables share the
+    /// names, so a printed kernel never shows one name for two things).
     pub fn add_local(&mut self, name: &str, len: usize, vector: bool) -> LocalId {
-        let mut unique = name.to_string();
-        let mut k = 1;
-        while self.locals.iter().any(|l| l.name == unique) {
-            unique = format!("{name}{k}");
-            k += 1;
-        }
-        self.locals.push(Local {
-            name: unique,
-            len,
-            vector,
-        });
+        let name = self.names.fresh(name);
+        self.locals.push(Local { name, len, vector });
         LocalId(self.locals.len() - 1)
     }
 
     /// A fresh loop variable; names are made unique by suffixing.
     pub fn new_var(&mut self, name: &str) -> Var {
-        let mut unique = name.to_string();
-        let mut k = 1;
-        while self.vars.contains(&unique) {
-            unique = format!("{name}{k}");
-            k += 1;
-        }
-        self.vars.push(unique);
+        let name = self.names.fresh(name);
+        self.vars.push(name);
         Var(self.vars.len() - 1)
     }
 

@@ -11,42 +11,7 @@ use crate::graph::{Conv2d, ConvGeometry};
 use crate::loops::{Affine, BufId, Expr, Kernel, LoopKind, LoopMode, OptLevel, Stmt, Var};
 use crate::{Error, Result};
 
-/// A run of output rows (or columns) `lo..hi` whose valid kernel taps are `k_lo..k_hi`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub lo: usize,
-    pub hi: usize,
-    pub k_lo: usize,
-    pub k_hi: usize,
-}
-
-/// Splits `0..out` output positions into maximal runs with the same valid tap range: tap `k` of
-/// output `o` reads input `o * stride + k - pad`, valid when inside `0..input`.
-pub fn segments(
-    input: usize,
-    out: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-) -> Vec<Segment> {
-    let mut segs: Vec<Segment> = Vec::new();
-    for o in 0..out {
-        let start = (o * stride) as i128 - pad as i128;
-        let k_lo = (-start).clamp(0, kernel as i128) as usize;
-        let k_hi = (input as i128 - start).clamp(0, kernel as i128) as usize;
-        let k_hi = k_hi.max(k_lo);
-        match segs.last_mut() {
-            Some(s) if s.k_lo == k_lo && s.k_hi == k_hi && s.hi == o => s.hi = o + 1,
-            _ => segs.push(Segment {
-                lo: o,
-                hi: o + 1,
-                k_lo,
-                k_hi,
-            }),
-        }
-    }
-    segs
-}
+pub use crate::graph::op::{Segment, segments};
 
 pub(crate) fn dims4(d: &[usize], what: &str) -> Result<[usize; 4]> {
     d.try_into()
@@ -369,6 +334,8 @@ fn direct(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
         sched.unroll_channels = true;
         sched.opt_level = OptLevel::None;
     }
+    let unrolled_channels = if sched.unroll_channels { cin_g } else { 1 };
+    let sched = sched.bounded(p.geo.kh * p.geo.kw * unrolled_channels);
     k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let [_, h, w, cin] = p.xd;

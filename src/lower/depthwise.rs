@@ -14,7 +14,7 @@ use crate::graph::Conv2d;
 use crate::loops::{Affine, Expr, Kernel, Var};
 
 pub(crate) fn lower(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
-    let sched = Schedule::choose(Family::Depthwise);
+    let sched = Schedule::choose(Family::Depthwise).bounded(p.geo.kh * p.geo.kw);
     k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
     let [_, h, w, ch_n] = p.xd;

@@ -112,6 +112,13 @@ pub struct Schedule {
     pub opt_level: OptLevel,
 }
 
+/// The most reduction steps a schedule unrolls in one nest (taps times unrolled channels). Above
+/// it the tap and channel loops stay serial, so code size is bounded by a constant, never by a
+/// kernel's extent (a 128x128 kernel unrolled took 40 s and 734 MB to compile). A 3x3 direct
+/// conv with up to [`DIRECT_UNROLL_CHANNELS`] channels per group (3x3x4 = 36, the stem's 27)
+/// and a 5x5 depthwise (25) stay unrolled.
+pub const MAX_UNROLLED_STEPS: usize = 36;
+
 /// A direct conv whose groups have at most this many input channels unrolls its channel
 /// reduction too and is compiled at `opt_level=none` (the stem conv, 3 channels: 38 -> 46
 /// GFLOP/s; at `speed` unrolling it measured 15, and `none` with a serial channel loop 33).
@@ -151,6 +158,16 @@ impl Schedule {
             s.channel_vectors = 2;
         }
         s
+    }
+
+    /// This schedule, with tap and channel unrolling turned off when it would unroll more than
+    /// [`MAX_UNROLLED_STEPS`] reduction steps (`steps` = taps x unrolled channels).
+    pub fn bounded(mut self, steps: usize) -> Schedule {
+        if steps > MAX_UNROLLED_STEPS {
+            self.unroll_taps = false;
+            self.unroll_channels = false;
+        }
+        self
     }
 
     /// The mode of a tap reduction loop.

@@ -11,11 +11,11 @@
 //!
 //! [`CompiledModel`]: super::CompiledModel
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::memplan::{self, MemPlan, Request};
-use crate::loops::{BufferKind, MAX_KERNEL_BUFFERS, Program, Role};
+use crate::loops::{BufferKind, Kernel, MAX_KERNEL_BUFFERS, Program, Role};
 use crate::{Error, Result};
 
 /// Where a kernel's buffer lives at run time.
@@ -63,48 +63,25 @@ impl Layout {
     /// Plans memory for `program` and resolves every kernel argument. The program's constants
     /// move into the layout (`program.constants` is left empty).
     pub(crate) fn new(program: &mut Program) -> Result<Layout> {
-        let plan = plan_arena(program)?;
+        let plan = plan_memory(program)?;
         let arena_len = plan.arena_bytes / 4;
-        let const_names: Vec<String> = program.constants.keys().cloned().collect();
-        let consts = const_names
-            .iter()
-            .map(|name| program.constants.remove(name).unwrap_or_default())
-            .collect();
-        let slot_of = |name: &str| -> Result<Slot> {
-            let storage = program.storage_of(name);
-            if let Some(p) = plan.placements.iter().find(|p| p.request.name == storage) {
-                let start = p.offset / 4;
-                return Ok(Slot::Arena(start..start + p.request.bytes / 4));
-            }
-            if let Ok(i) = const_names.binary_search_by(|c| c.as_str().cmp(storage)) {
-                return Ok(Slot::Const(i));
-            }
-            if let Some(i) = program.inputs.iter().position(|x| x == storage) {
-                return Ok(Slot::Input(i));
-            }
-            Err(Error::Codegen(format!("buffer {name} has no storage")))
-        };
+        let (names, consts): (Vec<String>, Vec<Vec<f32>>) =
+            std::mem::take(&mut program.constants).into_iter().unzip();
+        let slots = Slots::new(program, &plan, &names);
         let calls = program
             .kernels
             .iter()
-            .map(|k| {
-                let slots = k
-                    .buffers
-                    .iter()
-                    .map(|b| slot_of(&b.name))
-                    .collect::<Result<Vec<_>>>()?;
-                check_call(k, slots)
-            })
+            .map(|k| call(k, &slots))
             .collect::<Result<Vec<_>>>()?;
         let port = |name: &String| -> Result<Port> {
             let (dims, _) = program
                 .buffers
                 .get(name)
-                .ok_or_else(|| Error::Codegen(format!("no buffer {name}")))?;
+                .ok_or_else(|| Error::Internal(format!("no buffer {name}")))?;
             Ok(Port {
                 name: name.clone(),
                 dims: dims.clone(),
-                slot: slot_of(name)?,
+                slot: slots.of(name)?,
             })
         };
         let inputs = program.inputs.iter().map(port).collect::<Result<_>>()?;
@@ -120,15 +97,28 @@ impl Layout {
     }
 }
 
-/// Liveness of each activation's storage (written at its kernel, read until its last reader;
-/// graph outputs live to the end, step `n`), then the greedy plan.
-fn plan_arena(program: &Program) -> Result<MemPlan> {
+/// The static memory plan of a lowered program: what a model compiled from it would use
+/// (`--emit memplan` prints it without compiling the kernels).
+pub fn plan_memory(program: &Program) -> Result<MemPlan> {
+    memplan::plan(&requests(program)?)
+        .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
+}
+
+/// The memory plan's requests: every activation that owns storage (views do not), with its
+/// liveness: written at its kernel, read until its last reader; graph outputs live to the end
+/// (step `n`).
+fn requests(program: &Program) -> Result<Vec<Request>> {
     let n = program.kernels.len();
-    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    let views: HashMap<&str, &str> = program
+        .views
+        .iter()
+        .map(|(v, s)| (v.as_str(), s.as_str()))
+        .collect();
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut last: HashMap<&str, usize> = HashMap::new();
     for (i, k) in program.kernels.iter().enumerate() {
         for b in &k.buffers {
-            let storage = program.storage_of(&b.name);
+            let storage = storage_of(&views, &b.name);
             if b.role.writable() {
                 first.entry(storage).or_insert(i);
             }
@@ -137,12 +127,11 @@ fn plan_arena(program: &Program) -> Result<MemPlan> {
         }
     }
     for o in &program.outputs {
-        last.insert(program.storage_of(o), n);
+        last.insert(storage_of(&views, o), n);
     }
     let mut requests = Vec::new();
     for (name, (dims, kind)) in &program.buffers {
-        let is_view = program.views.iter().any(|(v, _)| v == name);
-        if *kind != BufferKind::Activation || is_view {
+        if *kind != BufferKind::Activation || views.contains_key(name.as_str()) {
             continue;
         }
         let Some(&f) = first.get(name.as_str()) else {
@@ -160,12 +149,72 @@ fn plan_arena(program: &Program) -> Result<MemPlan> {
             last: last.get(name.as_str()).copied().unwrap_or(f),
         });
     }
-    memplan::plan(&requests)
-        .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
+    Ok(requests)
 }
 
-/// Checks one kernel's resolved arguments (see the module doc) and finds its output range.
-fn check_call(k: &crate::loops::Kernel, slots: Vec<Slot>) -> Result<Call> {
+/// The buffer holding `name`'s data: `name` itself, or the source of the view chain it starts.
+fn storage_of<'a>(views: &HashMap<&'a str, &'a str>, name: &'a str) -> &'a str {
+    let mut cur = name;
+    // Each view names an earlier buffer, so chains end; the bound is belt and braces.
+    for _ in 0..=views.len() {
+        match views.get(cur) {
+            Some(src) => cur = src,
+            None => break,
+        }
+    }
+    cur
+}
+
+/// Where every program buffer lives at run time, by name (maps, so resolving all of them is
+/// near-linear in their number).
+struct Slots {
+    views: HashMap<String, String>,
+    by_name: HashMap<String, Slot>,
+}
+
+impl Slots {
+    /// `constants` are the constant buffers' names in the order of the model's `consts`.
+    fn new(program: &Program, plan: &MemPlan, constants: &[String]) -> Slots {
+        let views = program.views.iter().cloned().collect();
+        let mut by_name: HashMap<String, Slot> = HashMap::new();
+        for p in &plan.placements {
+            let start = p.offset / 4;
+            let range = start..start + p.request.bytes / 4;
+            by_name.insert(p.request.name.clone(), Slot::Arena(range));
+        }
+        for (i, name) in constants.iter().enumerate() {
+            by_name.entry(name.clone()).or_insert(Slot::Const(i));
+        }
+        for (i, name) in program.inputs.iter().enumerate() {
+            by_name.entry(name.clone()).or_insert(Slot::Input(i));
+        }
+        Slots { views, by_name }
+    }
+
+    fn of(&self, name: &str) -> Result<Slot> {
+        let mut cur = name;
+        // Each view names an earlier buffer, so chains end; the bound is belt and braces.
+        for _ in 0..=self.views.len() {
+            match self.views.get(cur) {
+                Some(src) => cur = src,
+                None => break,
+            }
+        }
+        self.by_name
+            .get(cur)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("buffer {name} has no storage")))
+    }
+}
+
+/// One kernel's call: the slot of each of its buffers, checked to write exactly one activation
+/// that no buffer it reads overlaps (the memory plan's promise, checked once more).
+fn call(k: &Kernel, slots: &Slots) -> Result<Call> {
+    let slots = k
+        .buffers
+        .iter()
+        .map(|b| slots.of(&b.name))
+        .collect::<Result<Vec<_>>>()?;
     let written: Vec<&Slot> = k
         .buffers
         .iter()
@@ -174,7 +223,7 @@ fn check_call(k: &crate::loops::Kernel, slots: Vec<Slot>) -> Result<Call> {
         .map(|(_, s)| s)
         .collect();
     let [Slot::Arena(output)] = written[..] else {
-        return Err(Error::Codegen(format!(
+        return Err(Error::Internal(format!(
             "kernel '{}' must write exactly one activation",
             k.name
         )));
@@ -182,19 +231,18 @@ fn check_call(k: &crate::loops::Kernel, slots: Vec<Slot>) -> Result<Call> {
     let output = output.clone();
     let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
     if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
-        return Err(Error::Codegen(format!(
+        return Err(Error::Internal(format!(
             "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
             k.name,
             slots.len()
         )));
     }
-    // The memory plan's promise, checked: nothing the kernel reads overlaps its output.
     for (b, s) in k.buffers.iter().zip(&slots) {
         if let (Role::Input, Slot::Arena(r)) = (b.role, s)
             && r.start < output.end
             && output.start < r.end
         {
-            return Err(Error::Codegen(format!(
+            return Err(Error::Internal(format!(
                 "kernel '{}': {} overlaps its output in the arena",
                 k.name, b.name
             )));

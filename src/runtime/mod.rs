@@ -10,4 +10,5 @@ pub(crate) mod layout;
 pub mod memplan;
 pub mod model;
 
+pub use layout::plan_memory;
 pub use model::{CompiledModel, Layer, Options, Output};

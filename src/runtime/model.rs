@@ -218,7 +218,8 @@ impl CompiledModel {
         Ok(model)
     }
 
-    /// Lays out memory and resolves every kernel argument (see [`Layout`]).
+    /// Lays out memory and resolves every kernel argument (see [`Layout`]): liveness, the
+    /// memory plan, the slot of every buffer, the per-kernel overlap check, and the ports.
     fn assemble(
         jit: JitProgram,
         mut program: Program,

@@ -1,0 +1,56 @@
+//! What `mnv2c compile --emit LEVEL` prints, as one library call: the graph IR, the loop IR with
+//! schedules, Cranelift IR, machine code, or the memory plan of a verified graph.
+//!
+//! What must hold (the property `tests/compile_always.rs` and the `compile` fuzz target check):
+//! for a graph [`verify`](crate::graph::verify) accepts, [`emit`] succeeds at every level or
+//! fails with a user-facing error (exit status 3 or 4), never an internal one, and its time
+//! depends on the graph's size, not on its tensors' extents.
+//!
+//! Levels below the graph IR need weight values only to pack them: seeded placeholders (seed 0)
+//! give the same code as any other values of the same shapes, and a derived value they make
+//! non-finite is not an error here ([`bind_placeholders`](crate::graph::consts::bind_placeholders)).
+
+use crate::frontend::weights;
+use crate::graph::{self, Graph};
+use crate::{Result, codegen, lower};
+
+/// A level of `--emit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// The graph IR in its text form.
+    Ir,
+    /// The loop IR of every kernel, with its schedule.
+    Loops,
+    /// The Cranelift IR of every kernel.
+    Clif,
+    /// Cranelift's disassembly of the generated machine code.
+    Asm,
+    /// The static memory plan: every activation's arena offset, the peak and its lower bound.
+    Memplan,
+}
+
+impl Level {
+    pub const ALL: [Level; 5] = [
+        Level::Ir,
+        Level::Loops,
+        Level::Clif,
+        Level::Asm,
+        Level::Memplan,
+    ];
+}
+
+/// The text of `graph` (verified, passes already run) at `level`.
+pub fn emit(graph: &Graph, level: Level) -> Result<String> {
+    if level == Level::Ir {
+        return Ok(graph.to_string());
+    }
+    let params = weights::seeded(graph, 0)?;
+    let consts = graph::consts::bind_placeholders(graph, &params)?;
+    let program = lower::lower(graph, &consts)?;
+    match level {
+        Level::Ir | Level::Loops => Ok(program.to_string()),
+        Level::Memplan => Ok(crate::runtime::plan_memory(&program)?.to_string()),
+        Level::Clif => codegen::emit_clif(&program.kernels),
+        Level::Asm => codegen::emit_asm(&program.kernels),
+    }
+}
