@@ -238,3 +238,87 @@ fn source(s: &Slot) -> Source {
         Slot::Input(_) => Source::Input,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::{Config, mobilenet_v2, weights};
+
+    #[test]
+    fn prefixes_must_be_usable_c_identifiers() {
+        for ok in ["a", "mnv2c_model", "_net", "Net2", &"x".repeat(64)] {
+            assert!(check_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "9lives",
+            "a-b",
+            "a b",
+            "__x",
+            "_X",
+            "é",
+            &"x".repeat(65),
+        ] {
+            let e = check_prefix(bad).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tiers_resolve_per_target() {
+        for t in [Target::X86_64, Target::Aarch64] {
+            assert_eq!(Tier::Auto.resolve(t).unwrap(), Tier::Portable);
+            assert_eq!(Tier::Portable.resolve(t).unwrap(), Tier::Portable);
+        }
+        let e = Tier::Avx512
+            .resolve(Target::Aarch64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist for --target aarch64"), "{e}");
+        let e = Tier::Avx2.resolve(Target::X86_64).unwrap_err().to_string();
+        assert!(e.contains("not available in this build"), "{e}");
+        assert_eq!("avx2".parse::<Tier>().unwrap(), Tier::Avx2);
+        assert!("sse2".parse::<Tier>().is_err());
+    }
+
+    /// Every identifier the header declares or defines starts with the prefix, and the numbers
+    /// are the model's.
+    #[test]
+    fn the_header_names_only_prefixed_identifiers() {
+        let config = Config {
+            num_classes: 7,
+            batch: 2,
+            height: 24,
+            width: 16,
+        };
+        let g = mobilenet_v2(&config).unwrap();
+        let w = weights::seeded(&g, 0).unwrap();
+        let opts = AotOptions::new()
+            .with_prefix("net")
+            .with_target(Target::Aarch64);
+        let art = compile(&g, &w, &opts).unwrap();
+        assert_eq!(&art.object[..4], b"\x7fELF");
+        let h = &art.header;
+        for line in h.lines() {
+            if let Some(rest) = line.strip_prefix("#define ") {
+                assert!(rest.starts_with("NET_"), "{line}");
+            }
+            if line.starts_with("size_t ") || line.starts_with("int ") {
+                assert!(
+                    line.split_whitespace().nth(1).unwrap().starts_with("net_"),
+                    "{line}"
+                );
+            }
+        }
+        for want in [
+            "#define NET_INPUT_ELEMS 2304",
+            "#define NET_OUTPUT_DIM0 2",
+            "#define NET_OUTPUT_DIM1 7",
+            "#define NET_SCRATCH_ALIGN 64",
+            "#define NET_ERR_CPU_LACKS_TIER 3",
+            "int net_run(const float *input, float *output, void *scratch);",
+        ] {
+            assert!(h.contains(want), "missing {want:?} in\n{h}");
+        }
+    }
+}
