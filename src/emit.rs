@@ -2,7 +2,7 @@
 //! schedules, Cranelift IR, machine code, or the memory plan of a verified graph.
 //!
 //! What must hold (the property `tests/compile_always.rs` and the `compile` fuzz target check):
-//! for a graph [`verify`](crate::graph::verify) accepts, [`emit`] succeeds at every level or
+//! for a graph [`verify`](crate::graph::verify()) accepts, [`emit`] succeeds at every level or
 //! fails with a user-facing error (exit status 3 or 4), never an internal one, and its time
 //! depends on the graph's size, not on its tensors' extents.
 //!

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! - [`frontend`] builds the seed's MobileNetV2 as a [`graph::Graph`] from the tutorial's blocks.
-//! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse`] and `Display`),
+//! - [`graph`] is the dataflow IR: ops, typing rules, text form ([`graph::parse()`] and `Display`),
 //!   and the verifier every later stage relies on; [`graph::interp`] is its reference
 //!   interpreter, the oracle for every faster path.
 //! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
@@ -21,7 +21,7 @@
 //! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
 //! - [`runtime`] holds [`CompiledModel`]: the whole pipeline in one call, a static memory plan,
-//!   a thread pool; [`bench`] measures it.
+//!   a thread pool; [`mod@bench`] measures it.
 //! - [`aot`] writes the same code ahead of time: an object file and a C header.
 //!
 //! Every error is an [`Error`]; no function panics on user input.

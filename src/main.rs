@@ -15,7 +15,7 @@ use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
 use mnv2c::{CompiledModel, Options, aot, codegen, passes};
-use mnv2c::{Error, Result, npy};
+use mnv2c::{Error, Result, Tensor, TensorMap, npy};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -301,76 +301,15 @@ fn run_model(args: RunArgs) -> Result<()> {
         Some(path) => {
             let w = weights::read(path)?;
             let n = weights::num_classes(&w)?;
-            Some((path, w, n))
+            Some((path.as_path(), w, n))
         }
         None => None,
     };
     let input = match &args.input {
-        Some(path) => {
-            let x = npy::read(path)?;
-            let &[n, h, w, 3] = x.dims() else {
-                return Err(Error::Input(format!(
-                    "{} has shape {}, expected [N, H, W, 3] (NHWC, 3 channels)",
-                    path.display(),
-                    x.ty()
-                )));
-            };
-            if [n, h, w].contains(&0) {
-                return Err(Error::Input(format!(
-                    "{} has shape {}: batch, height and width must be at least 1",
-                    path.display(),
-                    x.ty()
-                )));
-            }
-            // Like NaN weights: a non-finite pixel is a bug upstream, and would come out as
-            // NaN probabilities far from its cause.
-            if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
-                return Err(Error::Input(format!(
-                    "{}: element {i} is {} (NaN and infinite inputs are rejected)",
-                    path.display(),
-                    x.data()[i]
-                )));
-            }
-            Some((path, x, [n, h, w]))
-        }
+        Some(path) => Some((path.as_path(), read_input(path)?)),
         None => None,
     };
-    let d = Config::default();
-    let from_weights = file_weights.as_ref().map(|(p, _, n)| {
-        (
-            *n,
-            format!("{} ({LOGITS_WEIGHT} has {n} classes)", p.display()),
-        )
-    });
-    let from_input = |i: usize, what: &str| {
-        input.as_ref().map(|(p, x, dims)| {
-            (
-                dims[i],
-                format!(
-                    "{} (its shape {} gives {what} {})",
-                    p.display(),
-                    x.ty(),
-                    dims[i]
-                ),
-            )
-        })
-    };
-    let config = Config {
-        num_classes: agree(
-            "--num-classes",
-            args.size.num_classes,
-            from_weights,
-            d.num_classes,
-        )?,
-        batch: agree("--batch", args.size.batch, from_input(0, "batch"), d.batch)?,
-        height: agree(
-            "--height",
-            args.size.height,
-            from_input(1, "height"),
-            d.height,
-        )?,
-        width: agree("--width", args.size.width, from_input(2, "width"), d.width)?,
-    };
+    let config = run_config(&args.size, file_weights.as_ref(), input.as_ref())?;
     let graph = frontend::mobilenet_v2(&config)?;
     let (weights_desc, params) = match file_weights {
         Some((path, w, _)) => {
@@ -384,54 +323,135 @@ fn run_model(args: RunArgs) -> Result<()> {
         }
     };
     let (input_desc, x) = match input {
-        Some((path, x, _)) => (path.display().to_string(), x),
+        Some((path, x)) => (path.display().to_string(), x),
         None => ("synthetic".to_string(), weights::synthetic_input(&config)?),
     };
-    let (outputs, timing) = if args.interp {
-        let consts = weights::bind(&graph, &params)?;
-        let start = Instant::now();
-        let outputs = interp::run(&graph, &consts, std::slice::from_ref(&x))?;
-        let secs = start.elapsed().as_secs_f64();
-        (outputs, format!("interpreter: {secs:.3} s"))
+    let ([logits, probs], timing) = if args.interp {
+        run_interp(&graph, &params, &x)?
     } else {
-        let start = Instant::now();
-        let options = Options::new().with_threads(args.threads);
-        let model = CompiledModel::compile(&graph, &params, &options)?;
-        let compile_ms = ms(start);
-        let start = Instant::now();
-        let first = model.run(&x)?;
-        let first_ms = ms(start);
-        // The first call also allocates the activation arena; the second shows the steady state.
-        let start = Instant::now();
-        let out = model.run(&x)?;
-        let second_ms = ms(start);
-        if out != first {
-            return Err(Error::Codegen("two runs of one input differ".into()));
-        }
-        let timing = format!(
-            "compile: {compile_ms:.1} ms; inference on {} thread(s): {first_ms:.2} ms (first call), {second_ms:.2} ms (second call)",
-            args.threads
-        );
-        (vec![out.logits, out.probs], timing)
-    };
-    let [logits, probs] = &outputs[..] else {
-        return Err(Error::Codegen(format!(
-            "the model gave {} outputs, expected 2",
-            outputs.len()
-        )));
+        run_jit(&graph, &params, &x, args.threads)?
     };
     if let Some(path) = &args.logits {
-        npy::write(path, logits)?;
+        npy::write(path, &logits)?;
     }
     if let Some(path) = &args.probs {
-        npy::write(path, probs)?;
+        npy::write(path, &probs)?;
     }
     let mut text = format!(
         "mobilenetv2: input [{},{},{},3], {} classes; weights: {weights_desc}; input: {input_desc}\n\
          {timing}\n",
         config.batch, config.height, config.width, config.num_classes,
     );
-    let classes = config.num_classes;
+    text.push_str(&top_classes(&logits, &probs, config.num_classes, args.top));
+    emit(&text, None)
+}
+
+/// Reads an `--input` array: `[N, H, W, 3]` with no zero dimension and no NaN or infinity (each
+/// an `Input` error, status 4, whichever dimension is zero).
+fn read_input(path: &Path) -> Result<Tensor> {
+    let x = npy::read(path)?;
+    if x.dims().contains(&0) {
+        return Err(Error::Input(format!(
+            "{} has shape {}, which has no elements (every dimension must be at least 1)",
+            path.display(),
+            x.ty()
+        )));
+    }
+    let &[_, _, _, 3] = x.dims() else {
+        return Err(Error::Input(format!(
+            "{} has shape {}, expected [N, H, W, 3] (NHWC, 3 channels)",
+            path.display(),
+            x.ty()
+        )));
+    };
+    // Like NaN weights: a non-finite pixel is a bug upstream, and would come out as NaN
+    // probabilities far from its cause.
+    if let Some(i) = x.data().iter().position(|v| !v.is_finite()) {
+        return Err(Error::Input(format!(
+            "{}: element {i} is {} (NaN and infinite inputs are rejected)",
+            path.display(),
+            x.data()[i]
+        )));
+    }
+    Ok(x)
+}
+
+/// The model's configuration: each size from its option, or from the file that fixes it (the
+/// weights' class count, the input's shape), or the default; an option and a file that disagree
+/// are an error naming both.
+fn run_config(
+    size: &SizeArgs,
+    file_weights: Option<&(&Path, TensorMap, usize)>,
+    input: Option<&(&Path, Tensor)>,
+) -> Result<Config> {
+    let d = Config::default();
+    let from_weights = file_weights.map(|(p, _, n)| {
+        (
+            *n,
+            format!("{} ({LOGITS_WEIGHT} has {n} classes)", p.display()),
+        )
+    });
+    let from_input = |i: usize, what: &str| {
+        input.map(|(p, x)| {
+            let n = x.dims()[i];
+            let source = format!("{} (its shape {} gives {what} {n})", p.display(), x.ty());
+            (n, source)
+        })
+    };
+    Ok(Config {
+        num_classes: agree(
+            "--num-classes",
+            size.num_classes,
+            from_weights,
+            d.num_classes,
+        )?,
+        batch: agree("--batch", size.batch, from_input(0, "batch"), d.batch)?,
+        height: agree("--height", size.height, from_input(1, "height"), d.height)?,
+        width: agree("--width", size.width, from_input(2, "width"), d.width)?,
+    })
+}
+
+/// Logits and probabilities from the reference interpreter, and a timing line.
+fn run_interp(graph: &Graph, params: &TensorMap, x: &Tensor) -> Result<([Tensor; 2], String)> {
+    let consts = weights::bind(graph, params)?;
+    let start = Instant::now();
+    let outputs = interp::run(graph, &consts, std::slice::from_ref(x))?;
+    let secs = start.elapsed().as_secs_f64();
+    let outputs: [Tensor; 2] = outputs.try_into().map_err(|o: Vec<Tensor>| {
+        Error::Internal(format!("the model gave {} outputs, expected 2", o.len()))
+    })?;
+    Ok((outputs, format!("interpreter: {secs:.3} s")))
+}
+
+/// Logits and probabilities from the JIT-compiled model, run twice (the first call also
+/// allocates the activation arena; the second shows the steady state), and a timing line.
+fn run_jit(
+    graph: &Graph,
+    params: &TensorMap,
+    x: &Tensor,
+    threads: usize,
+) -> Result<([Tensor; 2], String)> {
+    let start = Instant::now();
+    let model = CompiledModel::compile(graph, params, &Options::new().with_threads(threads))?;
+    let compile_ms = ms(start);
+    let start = Instant::now();
+    let first = model.run(x)?;
+    let first_ms = ms(start);
+    let start = Instant::now();
+    let out = model.run(x)?;
+    let second_ms = ms(start);
+    if out != first {
+        return Err(Error::Internal("two runs of one input differ".into()));
+    }
+    let timing = format!(
+        "compile: {compile_ms:.1} ms; inference on {threads} thread(s): {first_ms:.2} ms (first call), {second_ms:.2} ms (second call)"
+    );
+    Ok(([out.logits, out.probs], timing))
+}
+
+/// The `top` most probable classes of each batch item, one line each.
+fn top_classes(logits: &Tensor, probs: &Tensor, classes: usize, top: usize) -> String {
+    let mut text = String::new();
     for (item, row) in probs.data().chunks_exact(classes).enumerate() {
         let logit_row = &logits.data()[item * classes..][..classes];
         let mut order: Vec<usize> = (0..classes).collect();
@@ -440,7 +460,7 @@ fn run_model(args: RunArgs) -> Result<()> {
         // Ties by class index, so the listing is stable.
         order.sort_by(|&a, &b| logit_row[b].total_cmp(&logit_row[a]).then(a.cmp(&b)));
         text.push_str(&format!("item {item}:\n"));
-        for (rank, &c) in order.iter().take(args.top).enumerate() {
+        for (rank, &c) in order.iter().take(top).enumerate() {
             text.push_str(&format!(
                 "  {:>2}. class {c:>4}  p = {:.6}  logit = {}\n",
                 rank + 1,
@@ -449,7 +469,7 @@ fn run_model(args: RunArgs) -> Result<()> {
             ));
         }
     }
-    emit(&text, None)
+    text
 }
 
 /// A number for people: fixed point when it reads well, scientific when tiny or huge (seeded
@@ -585,7 +605,7 @@ fn compile(args: CompileArgs) -> Result<()> {
 /// has been through the pass pipeline already.
 fn compile_object(
     graph: &Graph,
-    file_weights: Option<(&Path, mnv2c::TensorMap)>,
+    file_weights: Option<(&Path, TensorMap)>,
     args: &ObjArgs,
     output: Option<&Path>,
 ) -> Result<()> {

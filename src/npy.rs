@@ -12,7 +12,7 @@
 //! against the file's length, with checked arithmetic, *before* anything is allocated, so a
 //! header claiming a huge shape cannot cause a giant allocation or an overflow.
 //!
-//! [`write`] writes version 1.0 (2.0 only if the header would not fit in a `u16`), header padded
+//! [`write()`] writes version 1.0 (2.0 only if the header would not fit in a `u16`), header padded
 //! so the data starts at a multiple of 64 bytes, as numpy does.
 
 use std::path::Path;

@@ -5,11 +5,12 @@
 //!
 //! Tools: `cc` (the system C compiler); for AArch64 `aarch64-linux-gnu-gcc` and
 //! `qemu-aarch64` (Debian: `gcc-aarch64-linux-gnu qemu-user`; `.ci/run` installs them). A test
-//! whose tool is missing prints "skipped: <what is missing>" and returns. With
-//! `MNV2C_GOLDEN_DIR` set the x86 test runs TensorFlow's golden input and weights; otherwise
-//! random weights on a small model.
+//! whose tool is missing prints "skipped: <what is missing>" and returns. The bit-identity test
+//! runs on random weights; its TensorFlow golden variant is `#[ignore]`d like every golden test
+//! (`.ci/run` runs it with `MNV2C_GOLDEN_DIR` set).
 
 mod common;
+mod golden_dir;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,16 +94,16 @@ impl Case {
         case
     }
 
-    /// TensorFlow's golden weights and input (224x224, 1000 classes), when available.
-    fn golden(dir: &Path) -> Option<Case> {
-        let g = PathBuf::from(std::env::var_os("MNV2C_GOLDEN_DIR")?).join("a");
+    /// TensorFlow's golden weights and input (224x224, 1000 classes).
+    fn golden(dir: &Path) -> Case {
+        let g = golden_dir::golden_dir().join("a");
         std::fs::copy(g.join("weights.safetensors"), dir.join("w.safetensors")).unwrap();
         std::fs::copy(g.join("input_0.npy"), dir.join("x.npy")).unwrap();
-        Some(Case {
+        Case {
             config: Config::default(),
             weights: weights::read(&g.join("weights.safetensors")).unwrap(),
             input: npy::read(&g.join("input_0.npy")).unwrap(),
-        })
+        }
     }
 
     /// `mnv2c compile --emit obj` for this case into `dir/model.o` and `dir/model.h`.
@@ -170,24 +171,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-#[test]
-fn the_c_example_reproduces_the_jit_bit_for_bit() {
-    if skip(true, &["cc"]) {
-        return;
-    }
-    let dir = workdir("example");
-    let case = Case::golden(&dir).unwrap_or_else(|| {
-        eprintln!("MNV2C_GOLDEN_DIR is not set: random weights on a small model");
-        let config = Config {
-            num_classes: 10,
-            batch: 1,
-            height: 48,
-            width: 40,
-        };
-        Case::random(&dir, config)
-    });
-    case.compile(&dir, &["--target", "x86_64", "--isa", "portable"]);
-    let (c_out, printed) = run_example(&dir, &["cc"], None);
+/// Builds the example against `case`'s x86-64 object and checks it against the JIT, bit for
+/// bit, and that it prints the JIT's top class.
+fn example_matches_the_jit(dir: &Path, case: &Case) {
+    case.compile(dir, &["--target", "x86_64", "--isa", "portable"]);
+    let (c_out, printed) = run_example(dir, &["cc"], None);
     let jit = case.jit_probs();
     assert_eq!(bits(&c_out), bits(&jit), "C output differs from the JIT's");
     let top = mnv2c::tolerance::argmax(&jit).unwrap();
@@ -195,6 +183,31 @@ fn the_c_example_reproduces_the_jit_bit_for_bit() {
         printed.contains(&format!(" 1. class {top:>4}")),
         "printed:\n{printed}"
     );
+}
+
+#[test]
+fn the_c_example_reproduces_the_jit_bit_for_bit() {
+    if skip(true, &["cc"]) {
+        return;
+    }
+    let dir = workdir("example");
+    let config = Config {
+        num_classes: 10,
+        batch: 1,
+        height: 48,
+        width: 40,
+    };
+    example_matches_the_jit(&dir, &Case::random(&dir, config));
+}
+
+#[test]
+#[ignore = "needs TensorFlow's golden data: set MNV2C_GOLDEN_DIR (docs/testing.md); .ci/run runs it"]
+fn the_c_example_reproduces_the_jit_on_the_golden_input() {
+    if skip(true, &["cc"]) {
+        return;
+    }
+    let dir = workdir("example-golden");
+    example_matches_the_jit(&dir, &Case::golden(&dir));
 }
 
 #[test]

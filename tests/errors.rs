@@ -620,6 +620,22 @@ fn npy_cases() -> Vec<Case> {
             4,
             &["has shape f32[0,32,32,3]", "must be at least 1"],
         ),
+        // A zero-element shape is status 4 whichever dimension is zero (the channel count was
+        // once reported through the rank/channels check, the batch through another).
+        case(
+            "zero channels",
+            vec![("x.npy", npy_of(&[1, 32, 32, 0], 0.5))],
+            &run("{d}/x.npy"),
+            4,
+            &["has shape f32[1,32,32,0], which has no elements"],
+        ),
+        case(
+            "zero columns",
+            vec![("x.npy", npy_of(&[1, 32, 0, 3], 0.5))],
+            &run("{d}/x.npy"),
+            4,
+            &["has shape f32[1,32,0,3], which has no elements"],
+        ),
         case(
             "a NaN pixel",
             vec![("x.npy", npy_of(&[1, 8, 8, 3], f32::NAN))],

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+mod golden_dir;
 
 use common::{random_inputs, random_weights};
 use mnv2c::frontend::{Config, mobilenet_v2, weights};
@@ -93,11 +93,9 @@ fn wrong_input_shapes_are_errors() {
 
 /// TensorFlow's numbers through the JIT, at 1, 2 and 4 threads.
 #[test]
+#[ignore = "needs TensorFlow's golden data: set MNV2C_GOLDEN_DIR (docs/testing.md); .ci/run runs it"]
 fn golden_logits_through_the_jit() {
-    let Some(dir) = std::env::var_os("MNV2C_GOLDEN_DIR").map(PathBuf::from) else {
-        eprintln!("SKIPPED: MNV2C_GOLDEN_DIR is not set (e.g. /work/shared/golden)");
-        return;
-    };
+    let dir = golden_dir::golden_dir();
     let a = dir.join("a");
     let g = mobilenet_v2(&Config::default()).unwrap();
     let w = weights::load(&a.join("weights.safetensors"), &g).unwrap();

@@ -44,7 +44,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, default_libcall_names};
 
 use super::compile::{Isas, compile_into, err};
 use super::{EXPF_SYMBOL, mnv2c_expf};
@@ -154,6 +154,45 @@ const _: fn() = || {
     check::<JitProgram>();
 };
 
+/// The callable kernels of a finalized module: entry points, buffer lengths, work items.
+fn finalized_kernels(
+    module: &JITModule,
+    kernels: &[Kernel],
+    defined: &[(FuncId, usize)],
+) -> Result<Vec<JitKernel>> {
+    let mut out = Vec::with_capacity(kernels.len());
+    for (k, &(id, code_size)) in kernels.iter().zip(defined) {
+        let ptr = module.get_finalized_function(id);
+        // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
+        // in `module`, with `kernel_signature`: one pointer argument, no result, the host's
+        // default (System V / C) calling convention, which is what `KernelFn` declares. The
+        // pointer stays valid until `free_memory`, which only `Drop` calls, after every
+        // borrow of `self` (and so every call) has ended.
+        let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+        let buffers = k
+            .buffers
+            .iter()
+            .map(|b| {
+                let len = b
+                    .len()
+                    .ok_or_else(|| Error::Codegen(format!("buffer {} overflows", b.name)))?;
+                Ok((b.name.clone(), len, b.role))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let items = loops::verify::work_items(k)
+            .ok_or_else(|| Error::Codegen(format!("kernel '{}': too many work items", k.name)))?;
+        out.push(JitKernel {
+            name: k.name.clone(),
+            buffers,
+            f,
+            code_size,
+            items,
+            parallel_safe: loops::verify::parallel_safe(k),
+        });
+    }
+    Ok(out)
+}
+
 impl JitProgram {
     /// Compiles every kernel of a program with default options.
     pub fn compile(p: &Program) -> Result<JitProgram> {
@@ -195,36 +234,7 @@ impl JitProgram {
             .map_err(|e| err("finalizing JIT code", e))?;
         prog.clif = defined.clif;
         prog.asm = defined.asm;
-        for (k, (id, code_size)) in kernels.iter().zip(defined.kernels) {
-            let ptr = module.get_finalized_function(id);
-            // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
-            // in `module`, with `kernel_signature`: one pointer argument, no result, the host's
-            // default (System V / C) calling convention, which is what `KernelFn` declares. The
-            // pointer stays valid until `free_memory`, which only `Drop` calls, after every
-            // borrow of `self` (and so every call) has ended.
-            let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
-            let buffers = k
-                .buffers
-                .iter()
-                .map(|b| {
-                    let len = b
-                        .len()
-                        .ok_or_else(|| Error::Codegen(format!("buffer {} overflows", b.name)))?;
-                    Ok((b.name.clone(), len, b.role))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let items = loops::verify::work_items(k).ok_or_else(|| {
-                Error::Codegen(format!("kernel '{}': too many work items", k.name))
-            })?;
-            prog.kernels.push(JitKernel {
-                name: k.name.clone(),
-                buffers,
-                f,
-                code_size,
-                items,
-                parallel_safe: loops::verify::parallel_safe(k),
-            });
-        }
+        prog.kernels = finalized_kernels(module, kernels, &defined.kernels)?;
         Ok(prog)
     }
 

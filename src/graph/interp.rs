@@ -18,7 +18,7 @@
 //!   1e4) do not overflow.
 //! - **Errors, not panics.** Inputs of the wrong number or shape are [`Error::Input`] naming the
 //!   expected and found shapes; a missing or mis-shaped constant is [`Error::Weights`] naming it.
-//!   The graph must be verified ([`super::verify`]); the interpreter re-checks what it indexes
+//!   The graph must be verified ([`super::verify()`]); the interpreter re-checks what it indexes
 //!   with, so an unverified graph gives an error rather than an out-of-bounds panic.
 //!
 //! Loop order is chosen so the 224x224 model runs in well under a second in release (about
@@ -95,42 +95,20 @@ fn evaluate(
             })
             .collect::<Result<_>>()?;
         let at = |e: String| Error::verify(format!("%{}", node.name), e);
-        let value = match &node.op {
-            Op::Input => {
-                let k = input_ids.iter().position(|&i| i == id).unwrap_or(0);
-                let x = &inputs[k];
-                if x.dims() != node.ty.dims.as_slice() {
-                    return Err(Error::Input(format!(
-                        "input %{} expects shape {}, got {}",
-                        node.name,
-                        node.ty,
-                        x.ty()
-                    )));
-                }
-                x.clone()
+        let value = if node.op == Op::Input {
+            let k = input_ids.iter().position(|&i| i == id).unwrap_or(0);
+            let x = &inputs[k];
+            if x.dims() != node.ty.dims.as_slice() {
+                return Err(Error::Input(format!(
+                    "input %{} expects shape {}, got {}",
+                    node.name,
+                    node.ty,
+                    x.ty()
+                )));
             }
-            Op::Conv2d(c) => {
-                let w = &consts[&c.weight];
-                let bias = c.bias.as_ref().map(|b| &consts[b]);
-                conv2d(args[0], w, bias, args.get(1).copied(), c).map_err(at)?
-            }
-            Op::BatchNorm(b) => {
-                let p = |n: &String| &consts[n];
-                batch_norm(
-                    args[0],
-                    p(&b.gamma),
-                    p(&b.beta),
-                    p(&b.mean),
-                    p(&b.variance),
-                    b,
-                )
-                .map_err(at)?
-            }
-            Op::Relu6 => relu6(args[0]),
-            Op::Add => add(args[0], args[1]).map_err(at)?,
-            Op::GlobalAvgPool => global_avg_pool(args[0]).map_err(at)?,
-            Op::Flatten => flatten(args[0]).map_err(at)?,
-            Op::Softmax => softmax(args[0]).map_err(at)?,
+            x.clone()
+        } else {
+            apply(&node.op, &args, consts).map_err(at)?
         };
         if value.dims() != node.ty.dims.as_slice() {
             return Err(at(format!(
@@ -162,6 +140,34 @@ fn evaluate(
         })
         .collect::<Result<_>>()?;
     Ok((outputs, all))
+}
+
+/// The value of a compute op (not an input) on its operands' values.
+fn apply(op: &Op, args: &[&Tensor], consts: &TensorMap) -> std::result::Result<Tensor, String> {
+    match op {
+        Op::Input => Err("an input has no operands to apply".into()),
+        Op::Conv2d(c) => {
+            let w = &consts[&c.weight];
+            let bias = c.bias.as_ref().map(|b| &consts[b]);
+            conv2d(args[0], w, bias, args.get(1).copied(), c)
+        }
+        Op::BatchNorm(b) => {
+            let p = |n: &String| &consts[n];
+            batch_norm(
+                args[0],
+                p(&b.gamma),
+                p(&b.beta),
+                p(&b.mean),
+                p(&b.variance),
+                b,
+            )
+        }
+        Op::Relu6 => Ok(relu6(args[0])),
+        Op::Add => add(args[0], args[1]),
+        Op::GlobalAvgPool => global_avg_pool(args[0]),
+        Op::Flatten => flatten(args[0]),
+        Op::Softmax => softmax(args[0]),
+    }
 }
 
 /// Every constant an op references must be bound, with its declared shape.

@@ -176,7 +176,7 @@ impl Graph {
     }
 
     /// Adds a node whose operands fill slots `0..operands.len()` in order. Types are not checked
-    /// here: builders call [`infer_type`], and [`verify`] checks the result.
+    /// here: builders call [`infer_type`], and [`verify()`] checks the result.
     pub fn add_node(
         &mut self,
         name: impl Into<String>,

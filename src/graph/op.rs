@@ -264,56 +264,7 @@ pub fn infer_type(
     };
     match op {
         Op::Input => Err("an input's type is declared, not inferred".into()),
-        Op::Conv2d(c) => {
-            let [n, h, w, cin] = nhwc(operands[0], "conv2d input")?;
-            let geo = ConvGeometry::new(const_type(&c.weight)?, cin, c.groups)
-                .map_err(|e| format!("@{}: {e}", c.weight))?;
-            let [sh, sw] = c.stride;
-            if sh == 0 || sw == 0 {
-                return Err(format!("stride must be at least 1, got [{sh}, {sw}]"));
-            }
-            let oh = conv_out(h, c.pads.top, c.pads.bottom, geo.kh, sh, "height")?;
-            let ow = conv_out(w, c.pads.left, c.pads.right, geo.kw, sw, "width")?;
-            let padded = [
-                n,
-                h + c.pads.top + c.pads.bottom,
-                w + c.pads.left + c.pads.right,
-                cin,
-            ];
-            // Lowering's index coefficients are at most the padded input's size times a stride;
-            // this bound keeps them in range (any stride a real model uses passes).
-            if TensorType::new([&padded[..], &[sh, sw]].concat())
-                .num_bytes()
-                .is_none()
-            {
-                return Err(format!(
-                    "stride [{sh}, {sw}] is too large: with the padded input {} the index \
-                     range overflows",
-                    TensorType::new(padded.to_vec())
-                ));
-            }
-            let pairs = segments(h, oh, geo.kh, sh, c.pads.top).len()
-                * segments(w, ow, geo.kw, sw, c.pads.left).len();
-            if pairs > MAX_CONV_SEGMENT_PAIRS {
-                return Err(format!(
-                    "kernel {}x{} with pads [{}, {}, {}, {}] and stride [{sh}, {sw}] gives {pairs} \
-                     border segments (row x column), more than the {MAX_CONV_SEGMENT_PAIRS} \
-                     mnv2c compiles",
-                    geo.kh, geo.kw, c.pads.top, c.pads.bottom, c.pads.left, c.pads.right
-                ));
-            }
-            if let Some(bias) = &c.bias {
-                expect_shape(const_type(bias)?, &[geo.cout], &format!("bias @{bias}"))?;
-            }
-            let out = TensorType::new(vec![n, oh, ow, geo.cout]);
-            if c.epilogue.has_residual() && operands[1] != &out {
-                return Err(format!(
-                    "residual operand has type {}, expected {out} (the conv's result type)",
-                    operands[1]
-                ));
-            }
-            Ok(out)
-        }
+        Op::Conv2d(c) => conv_type(c, operands, consts),
         Op::BatchNorm(b) => {
             let x = operands[0];
             let Some(&c) = x.dims.last() else {
@@ -376,6 +327,68 @@ fn expect_shape(t: &TensorType, dims: &[usize], what: &str) -> Result<(), String
             TensorType::new(dims.to_vec())
         ))
     }
+}
+
+/// The typing rule of `conv2d` (see the module doc), with the limits lowering relies on: the
+/// index range of a strided, padded input fits, and the border segments are few enough.
+fn conv_type(
+    c: &Conv2d,
+    operands: &[&TensorType],
+    consts: &dyn ConstTypes,
+) -> Result<TensorType, String> {
+    let const_type = |name: &str| {
+        consts
+            .const_type(name)
+            .ok_or_else(|| format!("constant @{name} is not declared"))
+    };
+    let [n, h, w, cin] = nhwc(operands[0], "conv2d input")?;
+    let geo = ConvGeometry::new(const_type(&c.weight)?, cin, c.groups)
+        .map_err(|e| format!("@{}: {e}", c.weight))?;
+    let [sh, sw] = c.stride;
+    if sh == 0 || sw == 0 {
+        return Err(format!("stride must be at least 1, got [{sh}, {sw}]"));
+    }
+    let oh = conv_out(h, c.pads.top, c.pads.bottom, geo.kh, sh, "height")?;
+    let ow = conv_out(w, c.pads.left, c.pads.right, geo.kw, sw, "width")?;
+    let padded = [
+        n,
+        h + c.pads.top + c.pads.bottom,
+        w + c.pads.left + c.pads.right,
+        cin,
+    ];
+    // Lowering's index coefficients are at most the padded input's size times a stride;
+    // this bound keeps them in range (any stride a real model uses passes).
+    if TensorType::new([&padded[..], &[sh, sw]].concat())
+        .num_bytes()
+        .is_none()
+    {
+        return Err(format!(
+            "stride [{sh}, {sw}] is too large: with the padded input {} the index \
+             range overflows",
+            TensorType::new(padded.to_vec())
+        ));
+    }
+    let pairs = segments(h, oh, geo.kh, sh, c.pads.top).len()
+        * segments(w, ow, geo.kw, sw, c.pads.left).len();
+    if pairs > MAX_CONV_SEGMENT_PAIRS {
+        return Err(format!(
+            "kernel {}x{} with pads [{}, {}, {}, {}] and stride [{sh}, {sw}] gives {pairs} \
+             border segments (row x column), more than the {MAX_CONV_SEGMENT_PAIRS} \
+             mnv2c compiles",
+            geo.kh, geo.kw, c.pads.top, c.pads.bottom, c.pads.left, c.pads.right
+        ));
+    }
+    if let Some(bias) = &c.bias {
+        expect_shape(const_type(bias)?, &[geo.cout], &format!("bias @{bias}"))?;
+    }
+    let out = TensorType::new(vec![n, oh, ow, geo.cout]);
+    if c.epilogue.has_residual() && operands[1] != &out {
+        return Err(format!(
+            "residual operand has type {}, expected {out} (the conv's result type)",
+            operands[1]
+        ));
+    }
+    Ok(out)
 }
 
 /// Output size of one spatial axis: `(input + before + after - kernel) / stride + 1`.

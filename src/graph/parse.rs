@@ -6,7 +6,7 @@
 //! an unknown op or attribute, a missing operand, a value defined twice or never — is an
 //! [`Error::Parse`] naming the file, `line:col`, what was found and what was expected.
 //!
-//! The parser checks syntax and names, not types: [`verify`](super::verify) does that.
+//! The parser checks syntax and names, not types: [`verify`](super::verify()) does that.
 
 use std::collections::HashMap;
 
@@ -231,6 +231,16 @@ struct PendingNode {
     operands: Vec<(String, (usize, usize))>,
 }
 
+/// What the statements of a graph's body have declared so far.
+struct Body {
+    graph: Graph,
+    nodes: Vec<PendingNode>,
+    outputs: Option<Vec<(String, (usize, usize))>>,
+    /// Where each constant and value is defined (by name, without sigil).
+    const_at: HashMap<String, (usize, usize)>,
+    value_at: HashMap<String, (usize, usize)>,
+}
+
 struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
@@ -334,11 +344,13 @@ impl Parser<'_> {
             }
         };
         self.punct('{')?;
-        let mut graph = Graph::new(name);
-        let mut nodes: Vec<PendingNode> = Vec::new();
-        let mut outputs: Option<Vec<(String, (usize, usize))>> = None;
-        let mut const_at: HashMap<String, (usize, usize)> = HashMap::new();
-        let mut value_at: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut body = Body {
+            graph: Graph::new(name),
+            nodes: Vec::new(),
+            outputs: None,
+            const_at: HashMap::new(),
+            value_at: HashMap::new(),
+        };
         loop {
             let t = self.peek().clone();
             let at = (t.line, t.col);
@@ -349,69 +361,23 @@ impl Parser<'_> {
                 }
                 Tok::Ident(kw) if kw == "const" => {
                     self.next();
-                    let (cname, cat) = match self.peek().clone() {
-                        Token {
-                            tok: Tok::Const(s),
-                            line,
-                            col,
-                        } => {
-                            self.next();
-                            (s, (line, col))
-                        }
-                        _ => return Err(self.expected("a constant name `@name`")),
-                    };
-                    self.punct(':')?;
-                    let ty = self.tensor_type()?;
-                    let def = if self.eat_punct('=') {
-                        let app = self.application()?;
-                        self.const_def(app)?
-                    } else {
-                        ConstDef::Param
-                    };
-                    if let Some(first) = const_at.get(&cname) {
-                        return Err(self.error_at(
-                            cat,
-                            format!(
-                                "constant @{cname} is declared twice (first at line {})",
-                                first.0
-                            ),
-                        ));
-                    }
-                    const_at.insert(cname.clone(), cat);
-                    graph.add_const(cname, Const { ty, def })?;
+                    self.const_decl(&mut body)?;
                 }
                 Tok::Ident(kw) if kw == "output" => {
                     self.next();
-                    if outputs.is_some() {
+                    if body.outputs.is_some() {
                         return Err(self.error_at(at, "the output list is given twice"));
                     }
                     let mut list = vec![self.value_ref()?];
                     while self.eat_punct(',') {
                         list.push(self.value_ref()?);
                     }
-                    outputs = Some(list);
+                    body.outputs = Some(list);
                 }
                 Tok::Value(vname) => {
                     let vname = vname.clone();
                     self.next();
-                    self.punct('=')?;
-                    let app = self.application()?;
-                    self.punct(':')?;
-                    let ty = self.tensor_type()?;
-                    let (op, operands) = self.op(app)?;
-                    // A map, not a scan of `nodes`: a scan made a 100k-line file take minutes.
-                    if let Some((first_line, _)) = value_at.insert(vname.clone(), at) {
-                        return Err(self.error_at(
-                            at,
-                            format!("value %{vname} is defined twice (first at line {first_line})"),
-                        ));
-                    }
-                    nodes.push(PendingNode {
-                        name: vname,
-                        op,
-                        ty,
-                        operands,
-                    });
+                    self.node(&mut body, vname, at)?;
                 }
                 _ => {
                     return Err(self.expected(
@@ -423,8 +389,76 @@ impl Parser<'_> {
         if self.peek().tok != Tok::Eof {
             return Err(self.expected("end of file after the graph's closing `}`"));
         }
+        self.resolve(body)
+    }
 
-        // Resolve names: all nodes exist before any edge is drawn, so uses may come first.
+    /// `const @name : type (= definition)?`, after the `const` keyword.
+    fn const_decl(&mut self, body: &mut Body) -> Result<()> {
+        let (cname, cat) = match self.peek().clone() {
+            Token {
+                tok: Tok::Const(s),
+                line,
+                col,
+            } => {
+                self.next();
+                (s, (line, col))
+            }
+            _ => return Err(self.expected("a constant name `@name`")),
+        };
+        self.punct(':')?;
+        let ty = self.tensor_type()?;
+        let def = if self.eat_punct('=') {
+            let app = self.application()?;
+            self.const_def(app)?
+        } else {
+            ConstDef::Param
+        };
+        if let Some(first) = body.const_at.get(&cname) {
+            return Err(self.error_at(
+                cat,
+                format!(
+                    "constant @{cname} is declared twice (first at line {})",
+                    first.0
+                ),
+            ));
+        }
+        body.const_at.insert(cname.clone(), cat);
+        body.graph.add_const(cname, Const { ty, def })
+    }
+
+    /// `%name = application : type`, after the value name.
+    fn node(&mut self, body: &mut Body, vname: String, at: (usize, usize)) -> Result<()> {
+        self.punct('=')?;
+        let app = self.application()?;
+        self.punct(':')?;
+        let ty = self.tensor_type()?;
+        let (op, operands) = self.op(app)?;
+        // A map, not a scan of `nodes`: a scan made a 100k-line file take minutes.
+        if let Some((first_line, _)) = body.value_at.insert(vname.clone(), at) {
+            return Err(self.error_at(
+                at,
+                format!("value %{vname} is defined twice (first at line {first_line})"),
+            ));
+        }
+        body.nodes.push(PendingNode {
+            name: vname,
+            op,
+            ty,
+            operands,
+        });
+        Ok(())
+    }
+
+    /// Draws the edges and the outputs once every node exists (so uses may come first), and
+    /// records where each name is defined.
+    fn resolve(&self, body: Body) -> Result<(Graph, Locations)> {
+        let Body {
+            mut graph,
+            nodes,
+            outputs,
+            const_at,
+            value_at,
+        } = body;
         let ids: Vec<_> = nodes
             .iter()
             .map(|n| graph.add_node(n.name.clone(), n.op.clone(), n.ty.clone(), &[]))

@@ -281,24 +281,8 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
                 relu6,
             )
         };
-        let main = cin / ku;
-        let unrolled = [
-            Reduction::new("cio", 0, main, LoopMode::Serial),
-            Reduction::new("cii", 0, ku, LoopMode::Unroll),
-        ];
-        let serial = [Reduction::new("ci", 0, cin, LoopMode::Serial)];
-        let tail = [Reduction::new("ci", main * ku, cin, LoopMode::Serial)];
-        let mut reds: Vec<&[Reduction<'_>]> = Vec::new();
-        if ku <= 1 {
-            reds.push(&serial);
-        } else {
-            if main > 0 {
-                reds.push(&unrolled);
-            }
-            if main * ku < cin {
-                reds.push(&tail);
-            }
-        }
+        let nests = pointwise_reductions(cin, ku);
+        let reds: Vec<&[Reduction<'_>]> = nests.iter().map(Vec::as_slice).collect();
         let tiles = tile_nest_multi(
             &mut k,
             tile_px,
@@ -323,6 +307,27 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     }
     k.body = body;
     Ok(k)
+}
+
+/// The channel reduction nests of the 1x1 GEMM: `ci = ku * cio + cii` with `cii` unrolled,
+/// then a serial remainder nest for the `cin % ku` last steps (each only when non-empty); one
+/// serial nest when `ku <= 1`.
+fn pointwise_reductions(cin: usize, ku: usize) -> Vec<Vec<Reduction<'static>>> {
+    if ku <= 1 {
+        return vec![vec![Reduction::new("ci", 0, cin, LoopMode::Serial)]];
+    }
+    let main = cin / ku;
+    let mut nests = Vec::new();
+    if main > 0 {
+        nests.push(vec![
+            Reduction::new("cio", 0, main, LoopMode::Serial),
+            Reduction::new("cii", 0, ku, LoopMode::Unroll),
+        ]);
+    }
+    if main * ku < cin {
+        nests.push(vec![Reduction::new("ci", main * ku, cin, LoopMode::Serial)]);
+    }
+    nests
 }
 
 /// Direct convolution: per output pixel (and group), register tiles over output channels,

@@ -379,6 +379,59 @@ pub(crate) fn tile_nest(
     )
 }
 
+/// The shape of one register tile's slots: `pixel_tile` pixels x `groups` channel groups of 4
+/// lanes (`vector`) or 1, from channel `base`, accumulating in local `acc`.
+struct SlotShape<'a> {
+    pixel_tile: usize,
+    groups: usize,
+    vector: bool,
+    base: &'a Affine,
+    acc: crate::loops::LocalId,
+}
+
+impl SlotShape<'_> {
+    /// One statement per tile slot: `for p (unroll) { for u (unroll) { for l (vector) { s } } }`,
+    /// `s` made by `f` from the pixel offset, the channel and the accumulator element.
+    fn slot(&self, k: &mut Kernel, f: &dyn Fn(&Affine, &Affine, Access) -> Stmt) -> Result<Stmt> {
+        let lanes = if self.vector { 4 } else { 1 };
+        let p = (self.pixel_tile > 1).then(|| k.new_var("p"));
+        let u = k.new_var(if self.vector { "cv" } else { "cs" });
+        let l = self.vector.then(|| k.new_var("lane"));
+        let pa = p.map_or_else(Affine::default, Affine::var);
+        let mut ch = self.base.clone() + Affine::var(u) * c(lanes)?;
+        let mut ai = (pa.clone() * c(self.groups)? + Affine::var(u)) * c(lanes)?;
+        if let Some(l) = l {
+            ch = ch + Affine::var(l);
+            ai = ai + Affine::var(l);
+        }
+        let index = ai;
+        let mut s = f(
+            &pa,
+            &ch,
+            Access {
+                mem: Mem::Local(self.acc),
+                index,
+            },
+        );
+        if let Some(l) = l {
+            s = for_loop(l, 0, 4, LoopKind::Spatial, LoopMode::Vector, vec![s]);
+        }
+        s = for_loop(
+            u,
+            0,
+            self.groups,
+            LoopKind::Spatial,
+            LoopMode::Unroll,
+            vec![s],
+        );
+        if let Some(p) = p {
+            let unroll = LoopMode::Unroll;
+            s = for_loop(p, 0, self.pixel_tile, LoopKind::Spatial, unroll, vec![s]);
+        }
+        Ok(s)
+    }
+}
+
 /// One reduction loop of a register tile: `for name in lo..hi`, run in `mode`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Reduction<'a> {
@@ -436,42 +489,14 @@ pub(crate) fn tile_nest_multi(
         if let Some(t) = t {
             base = base + Affine::var(t) * c(groups * lanes)?;
         }
-        // One statement per tile slot: for p (unroll) { for u (unroll) { for l (vector) { s } } }.
-        let slot = |k: &mut Kernel, f: &dyn Fn(&Affine, &Affine, Access) -> Stmt| -> Result<Stmt> {
-            let p = (pixel_tile > 1).then(|| k.new_var("p"));
-            let u = k.new_var(if vector { "cv" } else { "cs" });
-            let l = vector.then(|| k.new_var("lane"));
-            let pa = p.map_or_else(Affine::default, Affine::var);
-            let mut ch = base.clone() + Affine::var(u) * c(lanes)?;
-            let mut ai = (pa.clone() * c(groups)? + Affine::var(u)) * c(lanes)?;
-            if let Some(l) = l {
-                ch = ch + Affine::var(l);
-                ai = ai + Affine::var(l);
-            }
-            let mut s = f(
-                &pa,
-                &ch,
-                Access {
-                    mem: Mem::Local(acc),
-                    index: ai,
-                },
-            );
-            if let Some(l) = l {
-                s = for_loop(l, 0, 4, LoopKind::Spatial, LoopMode::Vector, vec![s]);
-            }
-            s = for_loop(u, 0, groups, LoopKind::Spatial, LoopMode::Unroll, vec![s]);
-            if let Some(p) = p {
-                s = for_loop(
-                    p,
-                    0,
-                    pixel_tile,
-                    LoopKind::Spatial,
-                    LoopMode::Unroll,
-                    vec![s],
-                );
-            }
-            Ok(s)
+        let shape = SlotShape {
+            pixel_tile,
+            groups,
+            vector,
+            base: &base,
+            acc,
         };
+        let slot = |k: &mut Kernel, f: &dyn Fn(&Affine, &Affine, Access) -> Stmt| shape.slot(k, f);
         let mut stmts = vec![slot(k, &|p, ch, a| Stmt::Store {
             value: (body.init)(p, ch),
             dst: a,

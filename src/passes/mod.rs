@@ -16,7 +16,7 @@
 //! Rewritten nodes keep the *producer's* name: when `conv -> batch_norm` becomes one conv, the
 //! node is still `%res5_1/pw` and the batch norm's users now read it; the absorbed node
 //! (`batch_norm`, `relu6`, `add`) disappears. New constants derive their names from the
-//! constants they are computed from (see [`fold_batchnorm`]); [`fresh_const_name`] keeps them
+//! constants they are computed from (see [`fold_batchnorm`]); `fresh_const_name` keeps them
 //! unique.
 //!
 //! ## The default pipeline and why in this order

@@ -297,8 +297,8 @@ impl CompiledModel {
             .collect()
     }
 
-    /// Runs the model, writing the outputs into `outputs` (shaped as [`new_outputs`]
-    /// (Self::new_outputs) makes them). After the first call on a thread this allocates nothing.
+    /// Runs the model, writing the outputs into `outputs` (shaped as
+    /// [`new_outputs`](Self::new_outputs) makes them). After the first call on a thread this allocates nothing.
     pub fn run_into(&self, inputs: &[Tensor], outputs: &mut [Tensor]) -> Result<()> {
         self.run_into_timed(inputs, outputs, &mut |_, _| {})
     }
