@@ -39,6 +39,16 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A batch-1 configuration of the built-in model.
+fn small(num_classes: usize, height: usize, width: usize) -> Config {
+    Config {
+        num_classes,
+        batch: 1,
+        height,
+        width,
+    }
+}
+
 /// Whether a test must be skipped for lack of an x86_64 host (when `x86_only`) or of `tools`;
 /// if so, says what is missing.
 fn skip(x86_only: bool, tools: &[&str]) -> bool {
@@ -191,12 +201,7 @@ fn the_c_example_reproduces_the_jit_bit_for_bit() {
         return;
     }
     let dir = workdir("example");
-    let config = Config {
-        num_classes: 10,
-        batch: 1,
-        height: 48,
-        width: 40,
-    };
+    let config = small(10, 48, 40);
     example_matches_the_jit(&dir, &Case::random(&dir, config));
 }
 
@@ -219,12 +224,7 @@ fn two_prefixes_link_into_one_program_run_concurrently_and_refuse_bad_pointers()
     let configs = [("a", 10, 40), ("b", 7, 33)];
     let mut expected = Vec::new();
     for (prefix, classes, size) in configs {
-        let config = Config {
-            num_classes: classes,
-            batch: 1,
-            height: size,
-            width: size,
-        };
+        let config = small(classes, size, size);
         let (n, s) = (classes.to_string(), size.to_string());
         run(Command::new(MNV2C)
             .args(["compile", "--model", "mobilenetv2", "--emit", "obj"])
@@ -285,12 +285,7 @@ fn the_aarch64_object_runs_under_qemu_and_matches_the_interpreter() {
         return;
     }
     let dir = workdir("aarch64");
-    let config = Config {
-        num_classes: 10,
-        batch: 1,
-        height: 64,
-        width: 56,
-    };
+    let config = small(10, 64, 56);
     let case = Case::random(&dir, config);
     case.compile(&dir, &["--target", "aarch64"]);
     // Static, so qemu needs no AArch64 sysroot at run time.
@@ -311,12 +306,7 @@ fn the_x86_object_refuses_a_cpu_without_its_tier() {
         return;
     }
     let dir = workdir("cpu");
-    let config = Config {
-        num_classes: 10,
-        batch: 1,
-        height: 32,
-        width: 32,
-    };
+    let config = small(10, 32, 32);
     let case = Case::random(&dir, config);
     case.compile(&dir, &["--target", "x86_64"]);
     let (out, _) = run_example(&dir, &["cc"], None);
