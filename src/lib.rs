@@ -13,7 +13,8 @@
 //! - [`passes`] rewrites the graph (batch-norm folding, epilogue fusion, dead-code elimination),
 //!   verifying it after every pass.
 //! - [`frontend::weights`] gives the graph's constants values (seeded, or `.safetensors`);
-//!   [`npy`] reads and writes input and output arrays; [`tolerance`] says how close is correct.
+//!   [`graph::consts`] binds them (and evaluates derived constants); [`npy`] reads and writes
+//!   input and output arrays.
 //! - [`lower`] turns each compute node into a loop-IR kernel shaped by a [`lower::Schedule`]
 //!   ([`lower::lower`] for a whole graph, giving a [`loops::Program`]).
 //! - [`loops`] is the loop IR: kernels over named buffers, its verifier (the bounds proof that
@@ -21,10 +22,27 @@
 //! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
 //! - [`runtime`] holds [`CompiledModel`]: the whole pipeline in one call, a static memory plan,
-//!   a thread pool; [`mod@bench`] measures it.
+//!   a thread pool. [`emit`] gives what `mnv2c compile --emit` prints.
 //! - [`aot`] writes the same code ahead of time: an object file and a C header.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
+//!
+//! ## The API
+//! - [`CompiledModel::compile`]`(&graph, &weights, &Options)`; [`Options`] is built with
+//!   `Options::new().with_threads(n)`.
+//! - [`CompiledModel::inputs`] and [`CompiledModel::outputs`] describe the ports (name, shape,
+//!   layout: [`TensorInfo`]).
+//! - [`CompiledModel::run`] for a classifier (logits and probabilities),
+//!   [`CompiledModel::run_named`] for any graph (outputs by name), [`CompiledModel::run_all`]
+//!   (outputs in order), and the fast path [`CompiledModel::run_into`], which writes into
+//!   outputs the caller made once and allocates nothing per call. Inputs are owned
+//!   [`Tensor`]s or borrowed [`TensorView`]s (a shape and a slice).
+//! - The IR modules ([`graph`], [`passes`], [`lower`], [`loops`], [`codegen`]) are public for
+//!   tools that inspect or drive the pipeline stage by stage. The `bench` and `tolerance`
+//!   modules serve the `mnv2c` command and the tests; they are hidden from these docs and are
+//!   not part of the API.
+//! - `examples/classify.rs` compiles a model and classifies a batch with the library alone:
+//!   `cargo run --release --example classify`.
 //!
 //! The whole flow — build the model, give it weights, compile, run:
 //!
@@ -43,6 +61,8 @@
 //! let params = weights::seeded(&graph, 0)?;
 //! // Optimise, lower, JIT-compile; two threads per call.
 //! let model = CompiledModel::compile(&graph, &params, &Options::new().with_threads(2))?;
+//! assert_eq!(model.inputs()[0].dims, [1, 96, 96, 3]);
+//! assert_eq!(model.outputs()[1].name, "prob");
 //! let input = weights::synthetic_input(&config)?; // [1, 96, 96, 3], NHWC
 //! let out = model.run(&input)?;
 //! assert_eq!(out.probs.dims(), [1, 10]);
@@ -63,10 +83,12 @@
 )]
 
 pub mod aot;
+#[doc(hidden)]
 pub mod bench;
 pub mod codegen;
 pub mod emit;
 pub mod error;
+pub mod files;
 pub mod frontend;
 pub mod graph;
 pub mod loops;
@@ -75,8 +97,9 @@ pub mod npy;
 pub mod passes;
 pub mod runtime;
 pub mod tensor;
+#[doc(hidden)]
 pub mod tolerance;
 
 pub use error::{Error, Result};
-pub use runtime::{CompiledModel, Options, Output};
-pub use tensor::{Tensor, TensorMap};
+pub use runtime::{CompiledModel, Layout, Options, Output, TensorInfo};
+pub use tensor::{AsTensorView, Tensor, TensorMap, TensorView};

@@ -700,7 +700,7 @@ fn load_graph(args: &ModelArgs) -> Result<Graph> {
             "--num-classes, --batch, --height and --width configure a built-in model; an IR file fixes its own shapes".into(),
         )),
         (Some(path), _) => {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = mnv2c::files::read(path)?;
             let text = String::from_utf8(bytes).map_err(|e| {
                 // std's own message ("stream did not contain valid UTF-8") says neither
                 // which file is meant nor where the bad byte is.

@@ -23,7 +23,7 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Reads an f32 array from a `.npy` file.
 pub fn read(path: &Path) -> Result<Tensor> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read(path)?;
     parse(&bytes, path)
 }
 
@@ -42,14 +42,14 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensor> {
         return Err(err("missing the magic string \\x93NUMPY".into()));
     }
     let (major, minor) = (bytes[6], bytes[7]);
-    let (header_len, header_start) = match major {
-        1 => {
+    let (header_len, header_start) = match (major, minor) {
+        (1, 0) => {
             let b = bytes
                 .get(8..10)
                 .ok_or_else(|| err("truncated before the header length".into()))?;
             (usize::from(u16::from_le_bytes([b[0], b[1]])), 10usize)
         }
-        2 | 3 => {
+        (2 | 3, 0) => {
             let b = bytes
                 .get(8..12)
                 .ok_or_else(|| err("truncated before the header length".into()))?;
@@ -431,5 +431,12 @@ mod tests {
         let mut bad_version = file("{}", &[]);
         bad_version[6] = 9;
         assert!(message(parse(&bad_version, path())).contains("version 9.0"));
+        // Regression: 1.1 was read as 1.0; numpy knows no such version and rejects it.
+        let mut v11 = file("{}", &[]);
+        v11[7] = 1;
+        assert!(
+            message(parse(&v11, path()))
+                .contains("unsupported format version 1.1 (expected 1.0, 2.0 or 3.0)")
+        );
     }
 }

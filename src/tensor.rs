@@ -139,6 +139,31 @@ impl<'a> TensorView<'a> {
     }
 }
 
+/// Anything a model can read as an input tensor: a [`Tensor`], a [`TensorView`] of borrowed
+/// data, or a reference to either. The run methods of
+/// [`CompiledModel`](crate::CompiledModel) take a slice of any one of them.
+pub trait AsTensorView: Sync {
+    fn as_view(&self) -> TensorView<'_>;
+}
+
+impl AsTensorView for Tensor {
+    fn as_view(&self) -> TensorView<'_> {
+        self.view()
+    }
+}
+
+impl AsTensorView for TensorView<'_> {
+    fn as_view(&self) -> TensorView<'_> {
+        *self
+    }
+}
+
+impl<T: AsTensorView + ?Sized> AsTensorView for &T {
+    fn as_view(&self) -> TensorView<'_> {
+        (**self).as_view()
+    }
+}
+
 impl<'a> From<&'a Tensor> for TensorView<'a> {
     fn from(t: &'a Tensor) -> TensorView<'a> {
         t.view()

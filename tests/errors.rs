@@ -623,6 +623,20 @@ fn npy_cases() -> Vec<Case> {
         // A zero-element shape is status 4 whichever dimension is zero (the channel count was
         // once reported through the rank/channels check, the batch through another).
         case(
+            "an input that is a device (read until memory runs out, once)",
+            vec![],
+            &["run", "--interp", "--input", "/dev/zero"],
+            3,
+            &["/dev/zero: not a regular file"],
+        ),
+        case(
+            "an IR file that is a device",
+            vec![],
+            &["compile", "/dev/zero", "--emit", "ir"],
+            3,
+            &["/dev/zero: not a regular file"],
+        ),
+        case(
             "zero channels",
             vec![("x.npy", npy_of(&[1, 32, 32, 0], 0.5))],
             &run("{d}/x.npy"),

@@ -88,7 +88,58 @@ fn wrong_input_shapes_are_errors() {
         let e = model.run(&x).unwrap_err().to_string();
         assert!(e.contains("[1,16,16,3]"), "{dims:?}: {e}");
     }
-    assert!(model.run_all(&[]).is_err());
+    let none: [Tensor; 0] = [];
+    let e = model.run_all(&none).unwrap_err();
+    assert_eq!(e.to_string(), "input: the model has 1 input(s), got 0");
+}
+
+/// The API a library user relies on: port introspection, borrowed inputs, outputs by name, the
+/// fast path into caller-made outputs, and a `Debug` that summarises instead of dumping weights.
+#[test]
+fn library_api_introspection_views_and_named_outputs() {
+    use mnv2c::{Layout, TensorView};
+    let g = mobilenet_v2(&Config {
+        num_classes: 5,
+        batch: 2,
+        height: 16,
+        width: 16,
+    })
+    .unwrap();
+    let w = weights::seeded(&g, 1).unwrap();
+    let model = CompiledModel::compile(&g, &w, &Options::default()).unwrap();
+    let [input] = model.inputs() else {
+        panic!("one input expected")
+    };
+    assert_eq!(
+        (input.name.as_str(), &input.dims[..]),
+        ("input", &[2, 16, 16, 3][..])
+    );
+    assert_eq!(input.layout, Layout::Nhwc);
+    let names: Vec<&str> = model.outputs().iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["logits", "prob"]);
+    assert_eq!(model.outputs()[1].layout, Layout::RowMajor);
+
+    let data: Vec<f32> = (0..2 * 16 * 16 * 3).map(|i| (i % 7) as f32 * 0.1).collect();
+    let view = TensorView::new(&input.dims, &data).unwrap();
+    let owned = Tensor::new(input.dims.clone(), data.clone()).unwrap();
+    let by_name = model.run_named(&[view]).unwrap();
+    let classified = model.run(&owned).unwrap();
+    assert_eq!(by_name["prob"], classified.probs);
+    assert_eq!(by_name["logits"], classified.logits);
+    let mut outputs = model.new_outputs().unwrap();
+    model.run_into(&[view], &mut outputs).unwrap();
+    assert_eq!(outputs[1], classified.probs);
+
+    let debug = format!("{model:?}");
+    assert!(
+        debug.starts_with("CompiledModel { inputs: [TensorInfo { name: \"input\""),
+        "{debug}"
+    );
+    assert!(
+        debug.contains("kernels: ") && debug.contains("arena_bytes: "),
+        "{debug}"
+    );
+    assert!(debug.len() < 2000, "Debug prints {} bytes", debug.len());
 }
 
 /// TensorFlow's numbers through the JIT, at 1, 2 and 4 threads.

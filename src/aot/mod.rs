@@ -2,7 +2,7 @@
 //! the model ships without the compiler.
 //!
 //! [`compile`] runs the JIT's pipeline up to machine code (verify, optionally the default
-//! passes, bind the weights, lower, plan memory with the runtime's `Layout`) and hands the
+//! passes, bind the weights, lower, plan memory with the runtime's `CallPlan`) and hands the
 //! result to [`codegen::object`], which writes the kernels, the constants and the C entry points
 //! into one object; [`header`] writes the matching header. The object holds the portable tier of
 //! its [`Target`]: Cranelift's f32x4 code, the same code the JIT runs at that tier.
@@ -18,7 +18,7 @@ use std::str::FromStr;
 use crate::codegen::object::{self, ObjectSpec, Source};
 use crate::codegen::target::Target;
 use crate::graph::{self, Graph};
-use crate::runtime::layout::{Layout, Slot};
+use crate::runtime::calls::{CallPlan, Slot};
 use crate::{Error, Result, TensorMap, codegen, frontend, loops, lower, passes};
 
 /// The code tier asked for with `--isa`.
@@ -180,7 +180,7 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
     let consts = frontend::weights::bind(&graph, weights)?;
     let mut program = lower::lower(&graph, &consts)?;
     loops::verify_program(&program)?;
-    let layout = Layout::new(&mut program)?;
+    let layout = CallPlan::new(&mut program)?;
     let (input, output) = match (&layout.inputs[..], layout.outputs.last()) {
         ([input], Some(output)) => (input, output),
         (inputs, _) => {

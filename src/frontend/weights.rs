@@ -45,7 +45,7 @@ pub const LOGITS_WEIGHT: &str = "mobilenetv2/logits/w";
 /// Reads every tensor of a `.safetensors` file. Each must be F32 with finite values; the set is
 /// not checked against a graph here (see [`check`] and [`load`]).
 pub fn read(path: &Path) -> Result<TensorMap> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read(path)?;
     parse(&bytes, path)
 }
 

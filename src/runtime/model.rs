@@ -25,11 +25,12 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::layout::{Layout, Port, Slot};
+use super::calls::{CallPlan, Port, Slot};
 use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, JitProgram};
 use crate::graph::{self, Graph};
 use crate::loops::{Family, Kernel, MAX_KERNEL_BUFFERS, Program};
+use crate::tensor::AsTensorView;
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
 /// How to compile. `#[non_exhaustive]`: build one with [`Options::default`] (or
@@ -124,8 +125,43 @@ impl Layer {
     }
 }
 
-/// A compiled model; see the module doc.
-#[derive(Debug)]
+/// A model input or output as a caller sees it: its graph name, shape and layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TensorInfo {
+    /// The graph value's name (`input`, `prob`; printed `%input` in the IR).
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub layout: Layout,
+}
+
+/// How a tensor's elements are ordered (always row-major f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layout {
+    /// `[N, H, W, C]`, channels last: every 4-D activation in mnv2c.
+    Nhwc,
+    /// Any other rank, row-major over the dimensions as given (`[N, classes]`).
+    RowMajor,
+}
+
+impl TensorInfo {
+    fn of(port: &Port) -> TensorInfo {
+        let name = crate::loops::value_of_buffer(&port.name).unwrap_or(&port.name);
+        TensorInfo {
+            name: name.to_string(),
+            dims: port.dims.clone(),
+            layout: if port.dims.len() == 4 {
+                Layout::Nhwc
+            } else {
+                Layout::RowMajor
+            },
+        }
+    }
+}
+
+/// A compiled model; see the module doc. Its `Debug` prints a summary (ports, kernels, memory),
+/// not its weights.
 pub struct CompiledModel {
     jit: JitProgram,
     program: Program,
@@ -133,6 +169,8 @@ pub struct CompiledModel {
     consts: Vec<Vec<f32>>,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
+    input_info: Vec<TensorInfo>,
+    output_info: Vec<TensorInfo>,
     plan: MemPlan,
     /// Arena length in f32 elements.
     arena_len: usize,
@@ -218,21 +256,21 @@ impl CompiledModel {
         Ok(model)
     }
 
-    /// Lays out memory and resolves every kernel argument (see [`Layout`]): liveness, the
+    /// Lays out memory and resolves every kernel argument (see [`CallPlan`]): liveness, the
     /// memory plan, the slot of every buffer, the per-kernel overlap check, and the ports.
     fn assemble(
         jit: JitProgram,
         mut program: Program,
         layers: Vec<Layer>,
     ) -> Result<CompiledModel> {
-        let Layout {
+        let CallPlan {
             calls,
             consts,
             inputs,
             outputs,
             plan,
             arena_len,
-        } = Layout::new(&mut program)?;
+        } = CallPlan::new(&mut program)?;
         let steps = calls
             .into_iter()
             .zip(layers)
@@ -246,6 +284,8 @@ impl CompiledModel {
             jit,
             steps,
             consts,
+            input_info: inputs.iter().map(TensorInfo::of).collect(),
+            output_info: outputs.iter().map(TensorInfo::of).collect(),
             inputs,
             outputs,
             plan,
@@ -272,16 +312,40 @@ impl CompiledModel {
         }
     }
 
-    /// Runs the model on its inputs (in graph order); returns the outputs in graph order.
-    pub fn run_all(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Runs the model and returns its outputs by graph name (`prob`, not `%prob`): the general
+    /// form of [`run`](Self::run), for a graph that is not a two-output classifier.
+    pub fn run_named<T: AsTensorView>(&self, inputs: &[T]) -> Result<TensorMap> {
+        let values = self.run_all(inputs)?;
+        Ok(self
+            .output_info
+            .iter()
+            .map(|i| i.name.clone())
+            .zip(values)
+            .collect())
+    }
+
+    /// The model's inputs, in the order the run methods take them.
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.input_info
+    }
+
+    /// The model's outputs, in the order [`run_all`](Self::run_all) returns them.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.output_info
+    }
+
+    /// Runs the model on its inputs (in graph order: [`inputs`](Self::inputs)); returns the
+    /// outputs in graph order ([`outputs`](Self::outputs)). Inputs may be owned [`Tensor`]s or
+    /// borrowed [`TensorView`](crate::tensor::TensorView)s.
+    pub fn run_all<T: AsTensorView>(&self, inputs: &[T]) -> Result<Vec<Tensor>> {
         self.run_timed(inputs, &mut |_, _| {})
     }
 
     /// [`run_all`](Self::run_all), reporting each kernel's wall time to `timed(step, seconds)`
     /// (the step indexes [`layers`](Self::layers)).
-    pub fn run_timed(
+    pub fn run_timed<T: AsTensorView>(
         &self,
-        inputs: &[Tensor],
+        inputs: &[T],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<Vec<Tensor>> {
         let mut outputs = self.new_outputs()?;
@@ -298,14 +362,16 @@ impl CompiledModel {
     }
 
     /// Runs the model, writing the outputs into `outputs` (shaped as
-    /// [`new_outputs`](Self::new_outputs) makes them). After the first call on a thread this allocates nothing.
-    pub fn run_into(&self, inputs: &[Tensor], outputs: &mut [Tensor]) -> Result<()> {
+    /// [`new_outputs`](Self::new_outputs) makes them). **The fast path:** with outputs made once
+    /// and inputs borrowed ([`TensorView`](crate::tensor::TensorView)), a call allocates nothing
+    /// after the first on a thread (which allocates the activation arena) and copies no input.
+    pub fn run_into<T: AsTensorView>(&self, inputs: &[T], outputs: &mut [Tensor]) -> Result<()> {
         self.run_into_timed(inputs, outputs, &mut |_, _| {})
     }
 
-    fn run_into_timed(
+    fn run_into_timed<T: AsTensorView>(
         &self,
-        inputs: &[Tensor],
+        inputs: &[T],
         outputs: &mut [Tensor],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
@@ -324,7 +390,7 @@ impl CompiledModel {
                 let values: &[f32] = match &port.slot {
                     Slot::Arena(r) => &data[r.clone()],
                     Slot::Const(i) => &self.consts[*i],
-                    Slot::Input(i) => inputs[*i].data(),
+                    Slot::Input(i) => inputs[*i].as_view().data(),
                 };
                 out.data_mut().copy_from_slice(values);
             }
@@ -333,10 +399,10 @@ impl CompiledModel {
         result
     }
 
-    fn execute(
+    fn execute<T: AsTensorView>(
         &self,
         arena: &mut [f32],
-        inputs: &[Tensor],
+        inputs: &[T],
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
         for (i, step) in self.steps.iter().enumerate() {
@@ -363,7 +429,7 @@ impl CompiledModel {
                         Arg::Read(&after[start..start + r.len()])
                     }
                     Some(Slot::Const(c)) => Arg::Read(&self.consts[*c]),
-                    Some(Slot::Input(x)) => Arg::Read(inputs[*x].data()),
+                    Some(Slot::Input(x)) => Arg::Read(inputs[*x].as_view().data()),
                     None => Arg::Read(&[]),
                 }
             });
@@ -428,7 +494,7 @@ impl CompiledModel {
 }
 
 /// Checks that `tensors` match the model's `ports` one to one, shape for shape.
-fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
+fn check_ports<T: AsTensorView>(what: &str, ports: &[Port], tensors: &[T]) -> Result<()> {
     if tensors.len() != ports.len() {
         return Err(Error::Input(format!(
             "the model has {} {what}(s), got {}",
@@ -437,6 +503,7 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
         )));
     }
     for (port, t) in ports.iter().zip(tensors) {
+        let t = t.as_view();
         if t.dims() != port.dims.as_slice() {
             return Err(Error::Input(format!(
                 "{what} {} must be {}, got {}",
@@ -447,6 +514,21 @@ fn check_ports(what: &str, ports: &[Port], tensors: &[Tensor]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+impl std::fmt::Debug for CompiledModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let const_values: usize = self.consts.iter().map(Vec::len).sum();
+        f.debug_struct("CompiledModel")
+            .field("inputs", &self.input_info)
+            .field("outputs", &self.output_info)
+            .field("kernels", &self.steps.len())
+            .field("constants", &self.consts.len())
+            .field("constant_bytes", &(const_values * 4))
+            .field("arena_bytes", &self.plan.arena_bytes)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
 }
 
 // A compiled model must be shareable between threads (see the module doc).

@@ -1,6 +1,6 @@
 //! Where every kernel argument lives at run time: the memory plan applied to a lowered program.
 //!
-//! [`Layout::new`] plans the activation arena ([`memplan`]) and resolves each buffer a kernel
+//! [`CallPlan::new`] plans the activation arena ([`memplan`]) and resolves each buffer a kernel
 //! declares to a [`Slot`]: an arena range, a constant buffer, or a graph input read in place
 //! (flatten is a view of its operand's storage). Both runners use it: [`CompiledModel`]
 //! (the JIT) and the ahead-of-time object's entry function, which walks the same calls.
@@ -23,7 +23,7 @@ use crate::{Error, Result};
 pub(crate) enum Slot {
     /// A range of the arena (in f32 elements).
     Arena(Range<usize>),
-    /// One of the constant buffers ([`Layout::consts`]).
+    /// One of the constant buffers ([`CallPlan::consts`]).
     Const(usize),
     /// The caller's input tensor number `i`.
     Input(usize),
@@ -48,7 +48,7 @@ pub(crate) struct Port {
 
 /// The resolved arguments of every kernel, in execution order; see the module doc.
 #[derive(Debug)]
-pub(crate) struct Layout {
+pub(crate) struct CallPlan {
     pub calls: Vec<Call>,
     /// The constant buffers (weights, folded and packed at compile time), by name order.
     pub consts: Vec<Vec<f32>>,
@@ -59,10 +59,10 @@ pub(crate) struct Layout {
     pub arena_len: usize,
 }
 
-impl Layout {
+impl CallPlan {
     /// Plans memory for `program` and resolves every kernel argument. The program's constants
     /// move into the layout (`program.constants` is left empty).
-    pub(crate) fn new(program: &mut Program) -> Result<Layout> {
+    pub(crate) fn new(program: &mut Program) -> Result<CallPlan> {
         let plan = plan_memory(program)?;
         let arena_len = plan.arena_bytes / 4;
         let (names, consts): (Vec<String>, Vec<Vec<f32>>) =
@@ -86,7 +86,7 @@ impl Layout {
         };
         let inputs = program.inputs.iter().map(port).collect::<Result<_>>()?;
         let outputs = program.outputs.iter().map(port).collect::<Result<_>>()?;
-        Ok(Layout {
+        Ok(CallPlan {
             calls,
             consts,
             inputs,
