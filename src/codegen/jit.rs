@@ -467,24 +467,20 @@ impl Drop for JitProgram {
 
 /// Compiles kernels only to return the Cranelift IR text of their functions (`--emit clif`).
 pub fn emit_clif(kernels: &[Kernel]) -> Result<String> {
-    let p = JitProgram::compile_kernels(
-        kernels,
-        &JitOptions {
-            keep_clif: true,
-            ..JitOptions::default()
-        },
-    )?;
-    Ok(p.clif.clone())
+    Ok(compile_for_listing(kernels, true)?.clif.clone())
 }
 
 /// Compiles kernels only to return Cranelift's disassembly of their functions (`--emit asm`).
 pub fn emit_asm(kernels: &[Kernel]) -> Result<String> {
-    let p = JitProgram::compile_kernels(
-        kernels,
-        &JitOptions {
-            keep_asm: true,
-            ..JitOptions::default()
-        },
-    )?;
-    Ok(p.asm.clone())
+    Ok(compile_for_listing(kernels, false)?.asm.clone())
+}
+
+/// Compiles kernels keeping the Cranelift IR text (`clif`) or the disassembly (otherwise).
+fn compile_for_listing(kernels: &[Kernel], clif: bool) -> Result<JitProgram> {
+    let opts = JitOptions {
+        keep_clif: clif,
+        keep_asm: !clif,
+        ..JitOptions::default()
+    };
+    JitProgram::compile_kernels(kernels, &opts)
 }

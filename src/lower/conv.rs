@@ -221,8 +221,9 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// 1x1 conv as a GEMM over `pixels x cout`, 4x8 register tiles, reduction over `cin` innermost,
-/// weights packed by [`pack_pointwise`].
+/// 1x1 conv as a GEMM over `pixels x cout`, register tiles of the schedule
+/// ([`Schedule::pointwise`]: 2 px x 16 ch, or 4 x 8 when `cout % 16 == 8`), reduction over `cin`
+/// innermost, weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::pointwise(p.geo.cout);
     k.schedule = Some(sched);

@@ -363,8 +363,10 @@ impl CompiledModel {
 
     /// Runs the model, writing the outputs into `outputs` (shaped as
     /// [`new_outputs`](Self::new_outputs) makes them). **The fast path:** with outputs made once
-    /// and inputs borrowed ([`TensorView`](crate::tensor::TensorView)), a call allocates nothing
-    /// after the first on a thread (which allocates the activation arena) and copies no input.
+    /// and inputs borrowed ([`TensorView`](crate::tensor::TensorView)), a call copies no input
+    /// and allocates nothing once an activation arena is free for it: arenas are kept in a
+    /// free list, so after the first call (and after the first of each set of concurrent
+    /// calls) none is allocated.
     pub fn run_into<T: AsTensorView>(&self, inputs: &[T], outputs: &mut [Tensor]) -> Result<()> {
         self.run_into_timed(inputs, outputs, &mut |_, _| {})
     }
