@@ -495,8 +495,13 @@ mod tests {
         let (g, consts) = conv_graph(8, 3, 4, 3, 2, false).unwrap();
         assert_eq!(g.node(g.outputs()[0]).ty.dims, [1, 4, 4, 4]);
         assert_eq!(consts["w"].dims(), [3, 3, 3, 4]);
-        assert!(conv_graph(8, 3, 4, 3, 0, false).is_err());
-        assert!(conv_graph(8, usize::MAX, 4, 3, 1, false).is_err());
+        let e = conv_graph(8, 3, 4, 3, 0, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid model configuration: stride 0 is not a valid stride"
+        );
+        let e = conv_graph(8, usize::MAX, 4, 3, 1, false).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
     }
 
     #[test]

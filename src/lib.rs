@@ -69,7 +69,8 @@
 //! let total: f32 = out.probs.data().iter().sum();
 //! assert!((total - 1.0).abs() < 1e-5);
 //! // A wrong input shape is an error, not a crash.
-//! assert!(model.run(&mnv2c::Tensor::zeros(vec![1, 95, 96, 3]).unwrap()).is_err());
+//! let e = model.run(&mnv2c::Tensor::zeros(vec![1, 95, 96, 3])?).unwrap_err();
+//! assert_eq!(e.to_string(), "input: input %input must be f32[1,96,96,3], got f32[1,95,96,3]");
 //! # Ok::<(), mnv2c::Error>(())
 //! ```
 

@@ -204,6 +204,10 @@ fn other_configurations_shape_the_ends() {
             ..Config::default()
         },
     ] {
-        assert!(mobilenet_v2(&bad).is_err());
+        let e = mobilenet_v2(&bad).expect_err("a zero size");
+        assert!(
+            matches!(e, mnv2c::Error::Config(_)) && e.to_string().contains("must be at least 1"),
+            "{bad:?}: {e}"
+        );
     }
 }

@@ -670,11 +670,15 @@ fn jit_checks_buffers_before_calling() {
         .expect_err("read-only output");
     assert!(e.to_string().contains("passed read-only"), "{e}");
     // Missing a buffer; no such kernel.
+    let e = jit
+        .run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w)])
+        .expect_err("a buffer short");
     assert!(
-        jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w)])
-            .is_err()
+        e.to_string().contains("kernel 'y' takes 3 buffers, got 2"),
+        "{e}"
     );
-    assert!(jit.run_kernel(1, &mut []).is_err());
+    let e = jit.run_kernel(1, &mut []).expect_err("no such kernel");
+    assert!(e.to_string().contains("no kernel #1"), "{e}");
     jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)])
         .expect("runs");
     assert!(y.iter().all(|v| (0.0..=6.0).contains(v)) && y.iter().any(|&v| v > 0.0));

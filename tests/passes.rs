@@ -444,8 +444,16 @@ fn pass_lookup_lists_the_valid_names() {
         .map(|p| p.name)
         .collect();
     assert_eq!(names, ["dce", "fuse-add"]);
-    assert!(passes::parse_pass_list("").is_err());
-    assert!(passes::parse_pass_list("dce,").is_err());
+    let message = |list: &str| match passes::parse_pass_list(list) {
+        Err(e @ mnv2c::Error::Usage(_)) => e.to_string(),
+        other => panic!("{list:?}: expected a usage error, got {other:?}"),
+    };
+    assert_eq!(message(""), "empty pass list (use -O0 to run no pass)");
+    assert!(
+        message("dce,").starts_with("unknown pass '' (valid passes: fold-batchnorm"),
+        "{}",
+        message("dce,")
+    );
 }
 
 #[test]

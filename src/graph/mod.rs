@@ -15,8 +15,10 @@
 //!    A node's type is exactly what [`infer_type`] computes from its op and its operands' types;
 //!    input nodes carry their declared type.
 //! 3. **Acyclic.** The graph is a DAG.
-//! 4. **Names.** Node names are unique among nodes, constant names unique among constants; names
-//!    use only `[A-Za-z0-9_./-]` and are not empty. Names are the stable identity of values: the
+//! 4. **Names.** Node names are unique among nodes, constant names unique among constants (the
+//!    two are separate namespaces: `%conv` and `@conv` may coexist); names use only
+//!    `[A-Za-z0-9_./-]` and are not empty. Names the compiler makes cannot collide with them
+//!    (`docs/ir.md`, "Names"). Names are the stable identity of values: the
 //!    front end uses the seed's scopes (`res5_1/pw_linear`), passes derive new names from old.
 //! 5. **Outputs.** There is at least one output; each names a live node.
 //! 6. **Constants.** Every constant an op references is declared, with the shape its typing rule

@@ -561,6 +561,10 @@ mod tests {
         assert_eq!(g.cout, 16);
         let hwio = TensorType::new(vec![3, 3, 1, 16]);
         assert_eq!(ConvGeometry::new(&hwio, 8, 8).unwrap().cout, 16);
-        assert!(ConvGeometry::new(&TensorType::new(vec![3, 3, 2, 16]), 8, 8).is_err());
+        let e = ConvGeometry::new(&TensorType::new(vec![3, 3, 2, 16]), 8, 8).unwrap_err();
+        assert!(
+            e.contains("has 2 input channels per group, expected 1"),
+            "{e}"
+        );
     }
 }

@@ -569,6 +569,17 @@ impl Parser<'_> {
                 self.punct(',').map_err(|_| self.expected("`,` or `)`"))?;
             }
         }
+        let attrs = self.attributes()?;
+        Ok(Application {
+            name,
+            at,
+            args,
+            attrs,
+        })
+    }
+
+    /// `{key = value, ...}` after an op application, if present.
+    fn attributes(&mut self) -> Result<Vec<Attr>> {
         let mut attrs: Vec<Attr> = Vec::new();
         if self.eat_punct('{') && !self.eat_punct('}') {
             loop {
@@ -617,12 +628,7 @@ impl Parser<'_> {
                 self.punct(',').map_err(|_| self.expected("`,` or `}`"))?;
             }
         }
-        Ok(Application {
-            name,
-            at,
-            args,
-            attrs,
-        })
+        Ok(attrs)
     }
 
     /// Decodes an application into an op and its value operands.

@@ -13,6 +13,12 @@
 //! 4. the graph is acyclic;
 //! 5. there is at least one output.
 //!
+//! The verifier's limits are lowering's limits: a graph it accepts compiles at every `--emit`
+//! level (`tests/compile_always.rs`). The conv typing rule carries the two limits that exist
+//! only for lowering's sake: a stride whose index range (stride x padded input) overflows, and
+//! more than [`MAX_CONV_SEGMENT_PAIRS`](super::op::MAX_CONV_SEGMENT_PAIRS) border nests, are
+//! rejected here rather than failing (or taking minutes) in lowering.
+//!
 //! Not checked: that constants are used (dead ones are `dce`'s job), and weight values (those
 //! are checked when weights are bound).
 

@@ -395,28 +395,25 @@ pub struct Kernel {
     names: Names,
 }
 
-/// Fresh names for locals and loop variables: `base`, then `base1`, `base2`, ...
+/// Fresh names for locals and loop variables: `base`, then `base1`, `base2`, ... Unique without
+/// a set of every name: a base never ends in a digit (one that does gets a `_`), so a suffixed
+/// name never equals another base, and suffixes of one base never repeat.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Names {
-    taken: std::collections::HashSet<String>,
     next: std::collections::HashMap<String, usize>,
 }
 
 impl Names {
     fn fresh(&mut self, base: &str) -> String {
-        let k = self.next.entry(base.to_string()).or_insert(0);
-        loop {
-            let name = if *k == 0 {
-                base.to_string()
-            } else {
-                format!("{base}{k}")
-            };
-            *k += 1;
-            // A suffixed name may equal another base (`p1` from `p`, then base `p1`): skip it.
-            if self.taken.insert(name.clone()) {
-                return name;
-            }
-        }
+        let base = if base.ends_with(|c: char| c.is_ascii_digit()) || base.is_empty() {
+            format!("{base}_")
+        } else {
+            base.to_string()
+        };
+        let k = self.next.entry(base.clone()).or_insert(0);
+        let name = if *k == 0 { base } else { format!("{base}{k}") };
+        *k += 1;
+        name
     }
 }
 
