@@ -278,7 +278,11 @@ mod tests {
         let e = Tier::Avx2.resolve(Target::X86_64).unwrap_err().to_string();
         assert!(e.contains("not available in this build"), "{e}");
         assert_eq!("avx2".parse::<Tier>().unwrap(), Tier::Avx2);
-        assert!("sse2".parse::<Tier>().is_err());
+        let e = "sse2".parse::<Tier>().unwrap_err();
+        assert!(
+            matches!(&e, Error::Usage(m) if m.contains("unknown tier 'sse2'")),
+            "{e}"
+        );
     }
 
     /// Every identifier the header declares or defines starts with the prefix, and the numbers
