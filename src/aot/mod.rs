@@ -325,4 +325,25 @@ mod tests {
             assert!(h.contains(want), "missing {want:?} in\n{h}");
         }
     }
+
+    /// The same model and options give the same bytes (objects are reproducible build
+    /// artifacts), whatever the number of compile threads.
+    #[test]
+    fn objects_are_reproducible() {
+        let config = Config {
+            num_classes: 5,
+            batch: 1,
+            height: 20,
+            width: 20,
+        };
+        let g = mobilenet_v2(&config).unwrap();
+        let w = weights::seeded(&g, 3).unwrap();
+        for target in [Target::X86_64, Target::Aarch64] {
+            let opts = AotOptions::new().with_target(target);
+            let a = compile(&g, &w, &opts).unwrap();
+            let b = compile(&g, &w, &opts).unwrap();
+            assert!(a.object == b.object, "{target:?}");
+            assert_eq!(a.header, b.header);
+        }
+    }
 }
