@@ -326,8 +326,8 @@ mod tests {
         }
     }
 
-    /// The same model and options give the same bytes (objects are reproducible build
-    /// artifacts), whatever the number of compile threads.
+    /// The same model and options give the same bytes: objects are reproducible build
+    /// artifacts (kernels compile on several threads but are defined in kernel order).
     #[test]
     fn objects_are_reproducible() {
         let config = Config {
