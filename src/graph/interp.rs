@@ -75,25 +75,7 @@ fn evaluate(
     for &id in &order {
         let node = graph.node(id);
         let operands = graph.operands(id);
-        if operands.len() != node.op.num_operands() {
-            return Err(Error::verify(
-                format!("%{}", node.name),
-                format!(
-                    "{} takes {} operand(s), has {}",
-                    node.op.mnemonic(),
-                    node.op.num_operands(),
-                    operands.len()
-                ),
-            ));
-        }
-        let args: Vec<&Tensor> = operands
-            .iter()
-            .map(|o| {
-                values.get(o).ok_or_else(|| {
-                    Error::verify(format!("%{}", node.name), "operand evaluated out of order")
-                })
-            })
-            .collect::<Result<_>>()?;
+        let args = operand_values(graph, id, &operands, &values)?;
         let at = |e: String| Error::verify(format!("%{}", node.name), e);
         let value = if node.op == Op::Input {
             let k = input_ids.iter().position(|&i| i == id).unwrap_or(0);
@@ -140,6 +122,35 @@ fn evaluate(
         })
         .collect::<Result<_>>()?;
     Ok((outputs, all))
+}
+
+/// The values of a node's operands, checked to be as many as its op takes and evaluated.
+fn operand_values<'a>(
+    graph: &Graph,
+    id: ValueId,
+    operands: &[ValueId],
+    values: &'a HashMap<ValueId, Tensor>,
+) -> Result<Vec<&'a Tensor>> {
+    let node = graph.node(id);
+    if operands.len() != node.op.num_operands() {
+        return Err(Error::verify(
+            format!("%{}", node.name),
+            format!(
+                "{} takes {} operand(s), has {}",
+                node.op.mnemonic(),
+                node.op.num_operands(),
+                operands.len()
+            ),
+        ));
+    }
+    operands
+        .iter()
+        .map(|o| {
+            values.get(o).ok_or_else(|| {
+                Error::verify(format!("%{}", node.name), "operand evaluated out of order")
+            })
+        })
+        .collect()
 }
 
 /// The value of a compute op (not an input) on its operands' values.
@@ -283,25 +294,35 @@ pub fn conv2d(
                     }
                 }
                 let o = ((b * oh + oy) * ow + ox) * cout;
-                for co in 0..cout {
-                    let mut v = acc[co];
-                    if let Some(bias) = bias {
-                        v += f64::from(bias.data()[co]);
-                    }
-                    if let Some(r) = residual {
-                        v += f64::from(r.data()[o + co]);
-                    }
-                    let v = v as f32;
-                    od[o + co] = if attrs.epilogue.has_relu6() {
-                        clamp6(v)
-                    } else {
-                        v
-                    };
-                }
+                let residual = residual.map(|r| &r.data()[o..o + cout]);
+                let relu6 = attrs.epilogue.has_relu6();
+                epilogue(&mut od[o..o + cout], &acc, bias, residual, relu6);
             }
         }
     }
     Ok(out)
+}
+
+/// One output pixel of a conv: the f64 sums plus the bias, then the residual, rounded to f32,
+/// then clamped (the graph IR's epilogue order).
+fn epilogue(
+    out: &mut [f32],
+    acc: &[f64],
+    bias: Option<&Tensor>,
+    residual: Option<&[f32]>,
+    relu6: bool,
+) {
+    for (co, o) in out.iter_mut().enumerate() {
+        let mut v = acc[co];
+        if let Some(bias) = bias {
+            v += f64::from(bias.data()[co]);
+        }
+        if let Some(r) = residual {
+            v += f64::from(r[co]);
+        }
+        let v = v as f32;
+        *o = if relu6 { clamp6(v) } else { v };
+    }
 }
 
 /// Inference batch norm over the last axis, in f64:

@@ -133,7 +133,7 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
             }
             '%' | '@' => {
                 let j = take_while(i + 1, &|c| super::is_name_char(c));
-                if j == i + 1 {
+                let Some(tok) = sigil_name(c, &chars[i + 1..j]) else {
                     let found = chars
                         .get(j)
                         .map_or("end of file".into(), |c| format!("`{c}`"));
@@ -142,16 +142,8 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
                         tcol + 1,
                         format!("expected a name after `{c}`, found {found}"),
                     ));
-                }
-                let name: String = chars[i + 1..j].iter().collect();
-                (
-                    if c == '%' {
-                        Tok::Value(name)
-                    } else {
-                        Tok::Const(name)
-                    },
-                    j,
-                )
+                };
+                (tok, j)
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let j = take_while(i, &|c| c.is_ascii_alphanumeric() || c == '_');
@@ -186,6 +178,20 @@ fn lex(text: &str, file: &str) -> Result<Vec<Token>> {
         col,
     });
     Ok(out)
+}
+
+/// The token of a `%value` or `@constant` reference whose name is `name` (`None` if empty).
+/// A quoted form (`%"onnx::Conv_12"`) would be read here (see `docs/ir.md`, "Names").
+fn sigil_name(sigil: char, name: &[char]) -> Option<Tok> {
+    if name.is_empty() {
+        return None;
+    }
+    let name: String = name.iter().collect();
+    Some(if sigil == '%' {
+        Tok::Value(name)
+    } else {
+        Tok::Const(name)
+    })
 }
 
 /// An operand in an argument list: a value or a constant, with where it was written.
