@@ -43,22 +43,25 @@ fn main() -> Result<()> {
     let mut outputs = model.new_outputs()?;
     model.run_into(&[batch], &mut outputs)?;
 
-    // Outputs are in graph order; find the probabilities by name.
-    let prob = model
-        .outputs()
-        .iter()
-        .position(|o| o.name == "prob")
-        .map(|i| &outputs[i])
-        .ok_or_else(|| mnv2c::Error::Usage("the model has no output named prob".into()))?;
+    // Outputs are in graph order; find them by name.
+    let output = |name: &str| {
+        let i = model.outputs().iter().position(|o| o.name == name);
+        i.map(|i| &outputs[i])
+            .ok_or_else(|| mnv2c::Error::Usage(format!("the model has no output named {name}")))
+    };
+    let (logits, prob) = (output("logits")?, output("prob")?);
     let classes = config.num_classes;
-    for (image, row) in prob.data().chunks_exact(classes).enumerate() {
-        let (best, p) = row
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(c, &p)| (c, p))
-            .unwrap_or((0, 0.0));
-        println!("image {image}: class {best} (p = {p:.6})");
+    let rows = logits
+        .data()
+        .chunks_exact(classes)
+        .zip(prob.data().chunks_exact(classes));
+    for (image, (logit_row, prob_row)) in rows.enumerate() {
+        // Ranked by logit (softmax keeps the order, and logits still differ where f32
+        // probabilities are equal); ties to the lower class.
+        let best = (0..classes)
+            .max_by(|&a, &b| logit_row[a].total_cmp(&logit_row[b]).then(b.cmp(&a)))
+            .unwrap_or(0);
+        println!("image {image}: class {best} (p = {:.6})", prob_row[best]);
     }
     Ok(())
 }

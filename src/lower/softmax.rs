@@ -31,62 +31,30 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let get = |l| Expr::Load(local(l));
     let rv = k.new_var("row");
     let row = Affine::var(rv) * c64;
+    // One loop over the row's channels `lo..cn`, its body made from the element index.
+    let over_row = |k: &mut Kernel, lo: usize, kind: LoopKind, f: &dyn Fn(Affine) -> Stmt| {
+        let cv = k.new_var("c");
+        let body = vec![f(row.clone() + Affine::var(cv))];
+        for_loop(cv, lo, cn, kind, LoopMode::Serial, body)
+    };
+    let max = |i| set(m, Expr::bin(BinOp::Max, get(m), load(x, i)));
+    let exp = |i: Affine| {
+        let e = Expr::exp(Expr::bin(BinOp::Sub, load(x, i.clone()), get(m)));
+        super::store(out, i, e)
+    };
+    let sum = |i| set(s, Expr::plus(get(s), load(out, i)));
+    let div = |i: Affine| {
+        let y = Expr::bin(BinOp::Div, load(out, i.clone()), get(s));
+        super::store(out, i, y)
+    };
     let mut body = vec![set(m, load(x, row.clone()))];
     if cn > 1 {
-        let cv = k.new_var("c");
-        body.push(for_loop(
-            cv,
-            1,
-            cn,
-            LoopKind::Reduction,
-            LoopMode::Serial,
-            vec![set(
-                m,
-                Expr::bin(BinOp::Max, get(m), load(x, row.clone() + Affine::var(cv))),
-            )],
-        ));
+        body.push(over_row(&mut k, 1, LoopKind::Reduction, &max));
     }
-    let cv = k.new_var("c");
-    let i = row.clone() + Affine::var(cv);
-    body.push(for_loop(
-        cv,
-        0,
-        cn,
-        LoopKind::Spatial,
-        LoopMode::Serial,
-        vec![super::store(
-            out,
-            i.clone(),
-            Expr::exp(Expr::bin(BinOp::Sub, load(x, i), get(m))),
-        )],
-    ));
+    body.push(over_row(&mut k, 0, LoopKind::Spatial, &exp));
     body.push(set(s, Expr::Const(0.0)));
-    let cv = k.new_var("c");
-    body.push(for_loop(
-        cv,
-        0,
-        cn,
-        LoopKind::Reduction,
-        LoopMode::Serial,
-        vec![set(
-            s,
-            Expr::plus(get(s), load(out, row.clone() + Affine::var(cv))),
-        )],
-    ));
-    let cv = k.new_var("c");
-    let i = row + Affine::var(cv);
-    body.push(for_loop(
-        cv,
-        0,
-        cn,
-        LoopKind::Spatial,
-        LoopMode::Serial,
-        vec![super::store(
-            out,
-            i.clone(),
-            Expr::bin(BinOp::Div, load(out, i), get(s)),
-        )],
-    ));
+    body.push(over_row(&mut k, 0, LoopKind::Reduction, &sum));
+    body.push(over_row(&mut k, 0, LoopKind::Spatial, &div));
     k.body = vec![for_loop(
         rv,
         0,
