@@ -26,6 +26,7 @@
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
 //! - [`runtime`] holds [`CompiledModel`]: the whole pipeline in one call, a static memory plan,
 //!   a thread pool. [`emit`] gives what `mnv2c compile --emit` prints.
+//! - [`aot`] writes the same code ahead of time: an object file and a C header.
 //!
 //! Every error is an [`Error`]; no function panics on user input.
 //!
@@ -85,6 +86,7 @@
     clippy::print_stderr
 )]
 
+pub mod aot;
 #[doc(hidden)]
 pub mod bench;
 pub mod classify;

@@ -19,7 +19,7 @@ use mnv2c::emit::Level;
 use mnv2c::frontend::weights::{self, LOGITS_WEIGHT};
 use mnv2c::frontend::{self, Config};
 use mnv2c::graph::{self, Graph, interp};
-use mnv2c::{CompiledModel, Options, passes};
+use mnv2c::{CompiledModel, Options, aot, codegen, passes};
 use mnv2c::{Error, Result, Tensor, TensorMap, npy};
 
 #[derive(Parser, Debug)]
@@ -209,6 +209,45 @@ enum Emit {
     Asm,
     /// The static memory plan: every activation's arena offset, the peak and its lower bound.
     Memplan,
+    /// An object file (`-o`, required) and its C header (`--header`): the compiled model with
+    /// its weights, callable from C without mnv2c (see docs/aot.md).
+    Obj,
+}
+
+/// `--target` of `--emit obj`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Aarch64,
+}
+
+/// Where the weights of `--emit obj` come from.
+enum ObjWeights<'a> {
+    /// The model file's own.
+    Model(TensorMap),
+    /// `--weights FILE` for the built-in model.
+    File(&'a Path, TensorMap),
+    /// The built-in model's seeded initialisation.
+    Seeded,
+}
+
+/// The options of `--emit obj` only.
+#[derive(Args, Debug)]
+struct ObjArgs {
+    /// The C header to write (with --emit obj; default: the -o path with `.h`).
+    #[arg(long, value_name = "FILE.h")]
+    header: Option<PathBuf>,
+    /// Prefix of every symbol and macro of the object (a C identifier; with --emit obj).
+    #[arg(long, value_name = "NAME")]
+    prefix: Option<String>,
+    /// Architecture of the object (with --emit obj; default: the host's).
+    #[arg(long, value_enum)]
+    target: Option<TargetArg>,
+    /// Weights (`.safetensors`) to compile in (with --emit obj; default: seeded weights, seed 0);
+    /// the built-in model takes its number of classes from them.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
 }
 
 /// `compile`'s options. Pass selection: the default pipeline unless `-O0` (no pass) or
@@ -241,9 +280,12 @@ struct CompileArgs {
     #[arg(long)]
     list_passes: bool,
     /// Vector tier of the micro-kernels: auto (the widest this CPU runs), avx512, avx2 or
-    /// portable (Cranelift's 128-bit code). Every tier gives bit-identical results.
+    /// portable (Cranelift's 128-bit code). Every tier gives bit-identical results. With
+    /// --emit obj, auto means portable (the object may run on another machine).
     #[arg(long, value_name = "ISA", default_value = "auto")]
     isa: Isa,
+    #[command(flatten)]
+    obj: ObjArgs,
 }
 
 #[derive(Args, Debug)]
@@ -399,13 +441,7 @@ fn run_model(args: RunArgs) -> Result<()> {
     let (weights_desc, params) = match file_weights {
         Some((path, w, _)) => {
             // The library's message names the tensor; the user also needs to know which file.
-            weights::check(&graph, &w).map_err(|e| match e {
-                Error::Weights { tensor, message } => Error::Weights {
-                    tensor,
-                    message: format!("{message} (in {})", path.display()),
-                },
-                e => e,
-            })?;
+            weights::check(&graph, &w).map_err(|e| in_file(e, path))?;
             (path.display().to_string(), w)
         }
         None => {
@@ -831,7 +867,42 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
         print_after.push(pass.name);
     }
-    let (mut graph, notes) = load_graph(&args.model)?;
+    let obj = args.emit == Some(Emit::Obj);
+    let obj_only = [
+        args.obj.header.is_some(),
+        args.obj.prefix.is_some(),
+        args.obj.target.is_some(),
+        args.obj.weights.is_some(),
+    ];
+    if !obj && obj_only.contains(&true) {
+        return Err(Error::Usage(
+            "--header, --prefix, --target and --weights go with --emit obj".into(),
+        ));
+    }
+    let mut model_args = args.model;
+    let file_weights = match &args.obj.weights {
+        Some(_)
+            if model_args
+                .model
+                .as_deref()
+                .map(ModelSource::parse)
+                .is_some_and(|m| matches!(m, ModelSource::File(_))) =>
+        {
+            return Err(Error::Usage(
+                "--weights goes with the built-in model; a model file brings its own weights"
+                    .into(),
+            ));
+        }
+        Some(path) => {
+            let w = weights::read(path)?;
+            if model_args.file.is_none() && model_args.size.num_classes.is_none() {
+                model_args.size.num_classes = Some(weights::num_classes(&w)?);
+            }
+            Some((path.as_path(), w))
+        }
+        None => None,
+    };
+    let (mut graph, notes, own_weights) = load_graph(&model_args)?;
     passes::run_pipeline(&mut graph, &pipeline, &mut |pass, changed, g| {
         if args.print_after_all || print_after.contains(&pass.name) {
             let header = passes::print_after_header(pass.name, changed);
@@ -840,6 +911,14 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
     })?;
     let level = match args.emit {
+        Some(Emit::Obj) => {
+            let weights = match (own_weights, file_weights) {
+                (Some(w), _) => ObjWeights::Model(w),
+                (None, Some((path, w))) => ObjWeights::File(path, w),
+                (None, None) => ObjWeights::Seeded,
+            };
+            return compile_object(&graph, weights, &args.obj, args.isa, args.output.as_deref());
+        }
         Some(Emit::Ir) | None => Level::Ir,
         Some(Emit::Loops) => Level::Loops,
         Some(Emit::Clif) => Level::Clif,
@@ -872,6 +951,85 @@ fn synthetic_for(dims: &[usize]) -> Result<mnv2c::Tensor> {
     })
 }
 
+/// `compile --emit obj`: the object to `-o`, the header next to it (or to `--header`). The graph
+/// has been through the pass pipeline already.
+fn compile_object(
+    graph: &Graph,
+    weights: ObjWeights<'_>,
+    args: &ObjArgs,
+    isa: Isa,
+    output: Option<&Path>,
+) -> Result<()> {
+    let Some(obj_path) = output else {
+        return Err(Error::Usage("--emit obj needs -o FILE.o".into()));
+    };
+    let header_path = match &args.header {
+        Some(h) => h.clone(),
+        None => obj_path.with_extension("h"),
+    };
+    if header_path == obj_path {
+        return Err(Error::Usage(format!(
+            "the header and the object would both be {}",
+            obj_path.display()
+        )));
+    }
+    let params = match weights {
+        ObjWeights::Model(w) => w,
+        ObjWeights::File(path, w) => {
+            weights::check(graph, &w).map_err(|e| in_file(e, path))?;
+            w
+        }
+        ObjWeights::Seeded => weights::seeded(graph, 0)?,
+    };
+    let target = match args.target {
+        Some(TargetArg::X86_64) => codegen::target::Target::X86_64,
+        Some(TargetArg::Aarch64) => codegen::target::Target::Aarch64,
+        None => codegen::target::Target::host().ok_or_else(|| {
+            Error::Usage("the host is neither x86_64 nor aarch64: pass --target".into())
+        })?,
+    };
+    let tier = match isa {
+        Isa::Auto => aot::Tier::Auto,
+        Isa::Portable => aot::Tier::Portable,
+        Isa::Avx2 => aot::Tier::Avx2,
+        Isa::Avx512 => aot::Tier::Avx512,
+    };
+    let opts = aot::AotOptions::new()
+        .with_prefix(args.prefix.as_deref().unwrap_or(aot::DEFAULT_PREFIX))
+        .with_target(target)
+        .with_tier(tier)
+        .with_optimize(false);
+    let start = Instant::now();
+    let art = aot::compile(graph, &params, &opts)?;
+    let compile_ms = ms(start);
+    std::fs::write(obj_path, &art.object).map_err(|e| Error::io(obj_path, e))?;
+    std::fs::write(&header_path, &art.header).map_err(|e| Error::io(&header_path, e))?;
+    let text = format!(
+        "{}: {} bytes ({} kernels, {} bytes of code, {} bytes of constants), {} tier for {}; {}: prefix {}; compiled in {compile_ms:.0} ms\n",
+        obj_path.display(),
+        art.object.len(),
+        art.kernels,
+        art.kernel_code_bytes,
+        art.const_bytes,
+        tier.resolve(target)?.name(),
+        target.name(),
+        header_path.display(),
+        opts.prefix
+    );
+    emit(&text, None)
+}
+
+/// A weights error with the file it came from (the library names only the tensor).
+fn in_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Weights { tensor, message } => Error::Weights {
+            tensor,
+            message: format!("{message} (in {})", path.display()),
+        },
+        e => e,
+    }
+}
+
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
@@ -888,18 +1046,16 @@ fn list_passes() -> String {
 }
 
 /// Reads and verifies the IR file, reads a model file, or builds the built-in model.
-fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>)> {
+fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>, Option<TensorMap>)> {
     let model = args.model.as_deref().map(ModelSource::parse);
     if let (None, Some(ModelSource::File(path))) = (&args.file, &model) {
         if file_model::is_onnx(path)? {
             file_model::refuse_sizes(&args.size.builtin_sizes())?;
             let m = file_model::load(path, args.size.input_shape.as_deref(), None)?;
-            return Ok((m.graph, m.notes));
+            return Ok((m.graph, m.notes, Some(m.params)));
         }
-        return Ok((
-            cli_model::load(path, args.size.file_size()?)?.graph,
-            Vec::new(),
-        ));
+        let m = cli_model::load(path, args.size.file_size()?)?;
+        return Ok((m.graph, Vec::new(), Some(m.weights)));
     }
     let graph = match (&args.file, model) {
         (Some(_), _) if args.size.any_given() => Err(Error::Usage(
@@ -926,7 +1082,7 @@ fn load_graph(args: &ModelArgs) -> Result<(Graph, Vec<String>)> {
             "no model given: pass an IR file, `--model mobilenetv2` or `--model FILE`".into(),
         )),
     }?;
-    Ok((graph, Vec::new()))
+    Ok((graph, Vec::new(), None))
 }
 
 /// Writes `text` to `path`, or to stdout. A closed stdout (`mnv2c ... | head`) is not an error.

@@ -1432,12 +1432,95 @@ fn onnx_cases() -> Vec<Case> {
     ]
 }
 
+/// Bad requests for `compile --emit obj` (see docs/aot.md).
+fn obj_cases() -> Vec<Case> {
+    let obj = |extra: &[&'static str]| {
+        let mut a = vec!["compile", "--model", "mobilenetv2", "--emit", "obj"];
+        a.extend_from_slice(extra);
+        a
+    };
+    vec![
+        case(
+            "an object without -o",
+            vec![],
+            &obj(&[]),
+            2,
+            &["--emit obj needs -o FILE.o"],
+        ),
+        case(
+            "an unknown target",
+            vec![],
+            &obj(&["-o", "{d}/m.o", "--target", "riscv64"]),
+            2,
+            &["invalid value 'riscv64' for '--target"],
+        ),
+        case(
+            "an unknown tier",
+            vec![],
+            &obj(&["-o", "{d}/m.o", "--isa", "sse2"]),
+            2,
+            &["invalid value 'sse2' for '--isa"],
+        ),
+        case(
+            "an x86 tier for aarch64",
+            vec![],
+            &obj(&["-o", "{d}/m.o", "--target", "aarch64", "--isa", "avx512"]),
+            2,
+            &["--isa avx512 does not exist for --target aarch64"],
+        ),
+        case(
+            "a raw x86 tier in an object",
+            vec![],
+            &obj(&["-o", "{d}/m.o", "--target", "x86_64", "--isa", "avx2"]),
+            2,
+            &["--isa avx2 is not available in object files yet"],
+        ),
+        case(
+            "a prefix that is not a C identifier",
+            vec![],
+            &obj(&["-o", "{d}/m.o", "--prefix", "9lives"]),
+            2,
+            &["--prefix '9lives' is not a usable C identifier"],
+        ),
+        case(
+            "an object path that cannot be written",
+            vec![],
+            &obj(&["-o", "{d}/no/such/dir/m.o"]),
+            3,
+            &["{d}/no/such/dir/m.o", "No such file or directory"],
+        ),
+        case(
+            "a header path that cannot be written",
+            vec![("h", File::Dir)],
+            &obj(&["-o", "{d}/m.o", "--header", "{d}/h"]),
+            3,
+            &["{d}/h", "Is a directory"],
+        ),
+        case(
+            "object options without --emit obj",
+            vec![],
+            &[
+                "compile",
+                "--model",
+                "mobilenetv2",
+                "--emit",
+                "ir",
+                "--prefix",
+                "m",
+            ],
+            2,
+            &["go with --emit obj"],
+        ),
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut all = weights_cases();
     all.extend(npy_cases());
     all.extend(cli_cases());
     all.extend(keras_cases());
     all.extend(onnx_cases());
+    all.extend(obj_cases());
     all
 }
 

@@ -18,7 +18,8 @@
 //!    [`Isa::resolve`] found on the running CPU, so it never executes an unknown instruction.
 //!
 //! ## Compiling
-//! [`JitProgram::compile_kernels`] translates every kernel on the calling thread, compiles the
+//! [`JitProgram::compile_kernels`] runs the pipeline shared with object files
+//! (`codegen/compile.rs`): it translates every kernel on the calling thread, compiles the
 //! Cranelift functions on up to [`JitOptions::compile_threads`] scoped threads (each with its own
 //! `Context`; the `JITModule` is only touched by the calling thread), then defines the bytes and
 //! relocations in kernel order, so the code is the same for any thread count. Each kernel is
@@ -52,21 +53,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use cranelift_codegen::Context;
-use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
+use super::compile::{Isas, compile_into, err};
 use super::micro::{self, Isa};
-use super::{
-    EXPF_SYMBOL, MicroFns, kernel_signature, micro_signature, micros, mnv2c_expf, symbol_name,
-    translate,
-};
+use super::{EXPF_SYMBOL, MicroFns, micro_signature, micros, mnv2c_expf};
 use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS, OptLevel, Program, Role};
 use crate::{Error, Result};
 
@@ -182,96 +176,16 @@ const _: fn() = || {
     check::<JitProgram>();
 };
 
-/// One function compiled to machine code, not yet in the module.
-struct Compiled {
-    id: FuncId,
-    align: u64,
-    bytes: Vec<u8>,
-    relocs: Vec<ModuleReloc>,
-    listing: String,
-}
-
-/// Compiles one translated function with `isa` (the second phase of
-/// [`JitProgram::compile_kernels`]; runs on any thread).
-fn compile_function(
-    mut ctx: Context,
-    id: FuncId,
-    isa: &dyn TargetIsa,
-    name: &str,
-) -> Result<Compiled> {
-    ctx.compile(isa, &mut ControlPlane::default())
-        .map_err(|e| {
-            err(
-                &format!("compiling kernel '{name}'"),
-                format!("{:?}", e.inner),
-            )
-        })?;
-    let code = ctx
-        .compiled_code()
-        .ok_or_else(|| Error::Codegen(format!("kernel '{name}' has no code")))?;
-    let relocs = code
-        .buffer
-        .relocs()
-        .iter()
-        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
-        .collect();
-    Ok(Compiled {
-        id,
-        align: u64::from(code.buffer.alignment),
-        bytes: code.code_buffer().to_vec(),
-        relocs,
-        listing: code.vcode.clone().unwrap_or_default(),
-    })
-}
-
-/// The host ISA at `level`; the IR verifier only when `verifier`.
-/// A kernel's function, ready to compile: its context, its id in the module, its ISA.
-type Job = Mutex<Option<(Context, FuncId, OwnedTargetIsa)>>;
-
-/// Compiles every job on up to `threads` scoped threads; result `i` is kernel `i`'s.
-fn compile_parallel(
-    work: &[Job],
-    kernels: &[Kernel],
-    threads: usize,
-) -> Vec<Mutex<Option<Result<Compiled>>>> {
-    let results: Vec<Mutex<Option<Result<Compiled>>>> =
-        (0..work.len()).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let worker = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = work.get(i) else { break };
-            let job = slot.lock().ok().and_then(|mut j| j.take());
-            let res = match job {
-                Some((ctx, id, isa)) => compile_function(ctx, id, &*isa, &kernels[i].name),
-                None => Err(Error::Codegen(format!("kernel #{i} compiled twice"))),
-            };
-            if let Ok(mut r) = results[i].lock() {
-                *r = Some(res);
-            }
-        }
-    };
-    let threads = threads.clamp(1, work.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            s.spawn(worker);
-        }
-        worker();
-    });
-    results
-}
-
 /// The callable kernels of a finalized module: entry points, buffer lengths, work items, and
 /// the tier each runs in (`raw`: the micro-kernels defined for `isa`).
 fn finalized_kernels(
     module: &JITModule,
     kernels: &[Kernel],
-    ids: &[FuncId],
-    sizes: &[usize],
+    defined: &[(FuncId, usize)],
     (isa, raw): (Isa, &MicroFns),
 ) -> Result<Vec<JitKernel>> {
     let mut out = Vec::with_capacity(kernels.len());
-    for ((k, &id), &code_size) in kernels.iter().zip(ids).zip(sizes) {
+    for (k, &(id, code_size)) in kernels.iter().zip(defined) {
         let ptr = module.get_finalized_function(id);
         // SAFETY: `ptr` is the entry of a function just compiled and finalized (executable)
         // in `module`, with `kernel_signature`: one pointer argument, no result, the host's
@@ -304,35 +218,6 @@ fn finalized_kernels(
     Ok(out)
 }
 
-/// The value of Cranelift's `opt_level` setting for a kernel's [`OptLevel`].
-fn cranelift_opt_level(level: OptLevel) -> &'static str {
-    match level {
-        OptLevel::None => "none",
-        OptLevel::Speed => "speed",
-    }
-}
-
-fn make_isa(level: OptLevel, verifier: bool) -> Result<OwnedTargetIsa> {
-    let mut fb = settings::builder();
-    for (k, v) in [
-        ("opt_level", cranelift_opt_level(level)),
-        ("enable_verifier", if verifier { "true" } else { "false" }),
-        ("is_pic", "false"),
-        ("use_colocated_libcalls", "false"),
-    ] {
-        fb.set(k, v)
-            .map_err(|e| err(&format!("setting {k}={v}"), e))?;
-    }
-    cranelift_native::builder()
-        .map_err(|m| err("this host is not supported by Cranelift", m))?
-        .finish(settings::Flags::new(fb))
-        .map_err(|e| err("building the target ISA", e))
-}
-
-fn err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Codegen(format!("{what}: {e}"))
-}
-
 impl JitProgram {
     /// Compiles every kernel of a program with default options.
     pub fn compile(p: &Program) -> Result<JitProgram> {
@@ -342,18 +227,13 @@ impl JitProgram {
 
     /// Compiles kernels (each is verified first); kernel `i` is run as `run_kernel(i, ..)`.
     ///
-    /// Three phases: translate every kernel to a Cranelift function (in order, on this thread:
-    /// declarations need the module); compile the functions to machine code on up to
-    /// `compile_threads` scoped threads, each with its own `Context` and the ISA of the kernel's
-    /// [`OptLevel`] (`JITModule` is not `Sync`, compiling needs only the shared, `Sync` ISA);
-    /// then hand the bytes and relocations to the module in kernel order and finalize. Each
-    /// function's code depends only on its own IR and ISA, and the definition order is fixed,
-    /// so the result is the same whatever the thread count or timing.
+    /// The kernels go through the pipeline shared with object files (`codegen/compile.rs`:
+    /// translate, compile in parallel, define in kernel order), compiled for the host CPU;
+    /// then the module is finalized and each kernel's entry taken as a function pointer.
     pub fn compile_kernels(kernels: &[Kernel], opts: &JitOptions) -> Result<JitProgram> {
         let isa = opts.isa.resolve()?;
-        let isa_speed = make_isa(OptLevel::Speed, opts.verifier)?;
-        let isa_none = make_isa(OptLevel::None, opts.verifier)?;
-        let mut jb = JITBuilder::with_isa(isa_speed.clone(), default_libcall_names());
+        let isas = Isas::host(opts.verifier)?;
+        let mut jb = JITBuilder::with_isa(isas.speed.clone(), default_libcall_names());
         jb.symbol(EXPF_SYMBOL, mnv2c_expf as *const u8);
         // From here on the module is owned by `prog`, so an early error return frees it in Drop.
         let mut prog = JitProgram {
@@ -370,67 +250,25 @@ impl JitProgram {
             .ok_or_else(|| Error::Codegen("JIT module missing".into()))?
             .get_mut()
             .map_err(|_| Error::Codegen("JIT module lock poisoned".into()))?;
-
-        // Phase 0: the raw micro-kernels of a wide tier, one per distinct key.
+        // The raw micro-kernels of a wide tier first, one per distinct key; the Cranelift
+        // kernels that call them follow.
         let (raw, micro_bytes) =
             define_micros(module, kernels, isa, opts.keep_asm.then_some(&mut prog.asm))?;
         prog.micro_bytes = micro_bytes;
-
-        // Phase 1: translate and declare.
-        let mut fctx = FunctionBuilderContext::new();
-        let mut work: Vec<Job> = Vec::with_capacity(kernels.len());
-        for (i, k) in kernels.iter().enumerate() {
-            let mut ctx = module.make_context();
-            ctx.func.signature = kernel_signature(module);
-            ctx.set_disasm(opts.keep_asm);
-            translate(module, k, &mut ctx.func, &mut fctx, isa, &raw)?;
-            if opts.keep_clif {
-                prog.clif.push_str(&format!(
-                    "; kernel \"{}\"\n{}\n",
-                    k.name,
-                    ctx.func.display()
-                ));
-            }
-            let sym = symbol_name(i, k);
-            let id = module
-                .declare_function(&sym, Linkage::Local, &kernel_signature(module))
-                .map_err(|e| err(&format!("declaring kernel '{}'", k.name), e))?;
-            let isa = match opts.opt_level.unwrap_or(k.opt_level) {
-                OptLevel::None => &isa_none,
-                OptLevel::Speed => &isa_speed,
-            };
-            work.push(Mutex::new(Some((ctx, id, isa.clone()))));
-        }
-
-        // Phase 2: compile, in parallel.
-        let results = compile_parallel(&work, kernels, opts.compile_threads);
-
-        // Phase 3: define in kernel order, finalize.
-        let mut ids = Vec::with_capacity(kernels.len());
-        let mut sizes = Vec::with_capacity(kernels.len());
-        for (i, (k, r)) in kernels.iter().zip(results).enumerate() {
-            let c =
-                r.into_inner().ok().flatten().ok_or_else(|| {
-                    Error::Codegen(format!("kernel '{}' was not compiled", k.name))
-                })??;
-            module
-                .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
-                .map_err(|e| err(&format!("defining kernel '{}'", k.name), e))?;
-            if opts.keep_asm {
-                prog.asm.push_str(&format!(
-                    "; kernel \"{}\" ({})\n{}\n",
-                    k.name,
-                    symbol_name(i, k),
-                    c.listing
-                ));
-            }
-            sizes.push(c.bytes.len());
-            ids.push(c.id);
-        }
+        let defined = compile_into(
+            module,
+            kernels,
+            &isas,
+            opts,
+            ("", Linkage::Local, EXPF_SYMBOL),
+            (isa, &raw),
+        )?;
         module
             .finalize_definitions()
             .map_err(|e| err("finalizing JIT code", e))?;
-        prog.kernels = finalized_kernels(module, kernels, &ids, &sizes, (isa, &raw))?;
+        prog.clif = defined.clif;
+        prog.asm.push_str(&defined.asm);
+        prog.kernels = finalized_kernels(module, kernels, &defined.kernels, (isa, &raw))?;
         Ok(prog)
     }
 
@@ -676,8 +514,8 @@ impl Drop for JitProgram {
 /// Assembles the raw kernel of every distinct micro-kernel of `kernels` for a wide `isa` and
 /// defines it in `module` (local linkage; no relocations); appends their disassembly to `asm`.
 /// Ops that do not fit the tier's addressing are left out (their portable body runs).
-fn define_micros(
-    module: &mut JITModule,
+fn define_micros<M: Module>(
+    module: &mut M,
     kernels: &[Kernel],
     isa: Isa,
     mut asm: Option<&mut String>,
@@ -747,7 +585,7 @@ impl WidePeak {
         else {
             return Ok(None);
         };
-        let jb = JITBuilder::with_isa(make_isa(OptLevel::Speed, false)?, default_libcall_names());
+        let jb = JITBuilder::with_isa(Isas::host(false)?.speed, default_libcall_names());
         let mut module = JITModule::new(jb);
         let mut sig = module.make_signature();
         let ptr = module.target_config().pointer_type();

@@ -28,11 +28,16 @@
 //!
 //! Nothing here is unsafe and nothing here checks bounds: the code is only sound to run on a
 //! kernel `loops::verify` accepted (see [`jit`] for the calling contract). Translation is written
-//! against the `cranelift_module::Module` trait, so an object-file backend can reuse it.
+//! against the `cranelift_module::Module` trait: `codegen/compile.rs` drives it into the
+//! JIT's module ([`jit`]) or an object file's ([`object`]), for the host or a [`target::Target`].
 
+mod compile;
+mod cpuid;
 #[allow(unsafe_code)]
 pub mod jit;
 pub mod micro;
+pub mod object;
+pub mod target;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -111,7 +116,9 @@ fn expf_signature<M: Module>(m: &M) -> Signature {
 }
 
 /// Translates `k` into `func` (which must be empty and have [`kernel_signature`]). The kernel
-/// must have passed `loops::verify`; this function re-checks that to stay total.
+/// must have passed `loops::verify`; this function re-checks that to stay total. `exp` calls
+/// the imported function `expf_symbol` (`f32 -> f32`): [`EXPF_SYMBOL`] in the JIT, libm's
+/// `expf` in an object file (the function `f32::exp` itself calls on Linux).
 ///
 /// A micro-kernel statement becomes a call to its raw kernel when `raw` has one for `isa` (a
 /// wide tier), else its portable body is translated in place.
@@ -122,6 +129,7 @@ pub fn translate<M: Module>(
     fctx: &mut FunctionBuilderContext,
     isa: Isa,
     raw: &MicroFns,
+    expf_symbol: &str,
 ) -> Result<()> {
     crate::loops::verify(k)?;
     let mut calls = BTreeMap::new();
@@ -135,8 +143,8 @@ pub fn translate<M: Module>(
     }
     let expf = if uses_exp(&k.body) {
         let id = m
-            .declare_function(EXPF_SYMBOL, Linkage::Import, &expf_signature(m))
-            .map_err(|e| Error::Codegen(format!("declaring {EXPF_SYMBOL}: {e}")))?;
+            .declare_function(expf_symbol, Linkage::Import, &expf_signature(m))
+            .map_err(|e| Error::Codegen(format!("declaring {expf_symbol}: {e}")))?;
         Some(m.declare_func_in_func(id, func))
     } else {
         None

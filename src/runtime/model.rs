@@ -22,14 +22,14 @@
 //! elements. Every output element is computed by the same code in the same order whatever the
 //! split, so results are bit-identical for any thread count.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::memplan::{self, MemPlan, Request};
+use super::calls::{CallPlan, Port, Slot};
+use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, Isa, JitOptions, JitProgram};
 use crate::graph::{self, Graph};
-use crate::loops::{self, BufferKind, Family, Kernel, MAX_KERNEL_BUFFERS, Program, Role};
+use crate::loops::{self, Family, Kernel, MAX_KERNEL_BUFFERS, Program};
 use crate::tensor::AsTensorView;
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
@@ -103,17 +103,6 @@ pub struct Output {
     pub probs: Tensor,
 }
 
-/// Where a kernel's buffer lives at run time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Slot {
-    /// A range of the arena (in f32 elements).
-    Arena(Range<usize>),
-    /// One of the model's constant buffers.
-    Const(usize),
-    /// The caller's input tensor number `i`.
-    Input(usize),
-}
-
 #[derive(Debug)]
 struct Step {
     /// One slot per buffer the kernel declares, in declaration order.
@@ -148,14 +137,6 @@ impl Layer {
             isa,
         })
     }
-}
-
-/// A value the caller sees: a graph input or output, with its shape and where it lives.
-#[derive(Clone, Debug)]
-struct Port {
-    name: String,
-    dims: Vec<usize>,
-    slot: Slot,
 }
 
 /// A model input or output as a caller sees it: its graph name, shape and layout.
@@ -297,38 +278,30 @@ impl CompiledModel {
         Ok(model)
     }
 
-    /// Lays out memory and resolves every kernel argument: liveness, the memory plan, the slot
-    /// of every buffer, the per-kernel overlap check, and the caller's ports.
+    /// Lays out memory and resolves every kernel argument (see [`CallPlan`]): liveness, the
+    /// memory plan, the slot of every buffer, the per-kernel overlap check, and the ports.
     fn assemble(
         jit: JitProgram,
         mut program: Program,
         layers: Vec<Layer>,
     ) -> Result<CompiledModel> {
-        let plan = plan_memory(&program)?;
-        let arena_len = plan.arena_bytes / 4;
-        // Constants move into the model, one buffer each.
-        let (names, consts): (Vec<String>, Vec<Vec<f32>>) =
-            std::mem::take(&mut program.constants).into_iter().unzip();
-        let slots = Slots::new(&program, &plan, &names);
-        let steps = program
-            .kernels
-            .iter()
+        let CallPlan {
+            calls,
+            consts,
+            inputs,
+            outputs,
+            plan,
+            arena_len,
+        } = CallPlan::new(&mut program)?;
+        let steps = calls
+            .into_iter()
             .zip(layers)
-            .map(|(k, layer)| step(k, layer, &slots))
-            .collect::<Result<Vec<_>>>()?;
-        let port = |name: &String| -> Result<Port> {
-            let (dims, _) = program
-                .buffers
-                .get(name)
-                .ok_or_else(|| Error::Internal(format!("no buffer {name}")))?;
-            Ok(Port {
-                name: name.clone(),
-                dims: dims.clone(),
-                slot: slots.of(name)?,
+            .map(|(call, layer)| Step {
+                slots: call.slots,
+                output: call.output,
+                layer,
             })
-        };
-        let inputs: Vec<Port> = program.inputs.iter().map(port).collect::<Result<_>>()?;
-        let outputs: Vec<Port> = program.outputs.iter().map(port).collect::<Result<_>>()?;
+            .collect();
         Ok(CompiledModel {
             jit,
             steps,
@@ -565,164 +538,6 @@ fn check_ports<T: AsTensorView>(what: &str, ports: &[Port], tensors: &[T]) -> Re
         }
     }
     Ok(())
-}
-
-/// The static memory plan of a lowered program: what a model compiled from it would use
-/// (`--emit memplan` prints it without compiling the kernels).
-pub fn plan_memory(program: &Program) -> Result<MemPlan> {
-    memplan::plan(&requests(program)?)
-        .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
-}
-
-/// The memory plan's requests: every activation that owns storage (views do not), with its
-/// liveness: written at its kernel, read until its last reader; graph outputs live to the end
-/// (step `n`).
-fn requests(program: &Program) -> Result<Vec<Request>> {
-    let n = program.kernels.len();
-    let views: HashMap<&str, &str> = program
-        .views
-        .iter()
-        .map(|(v, s)| (v.as_str(), s.as_str()))
-        .collect();
-    let mut first: HashMap<&str, usize> = HashMap::new();
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (i, k) in program.kernels.iter().enumerate() {
-        for b in &k.buffers {
-            let storage = storage_of(&views, &b.name);
-            if b.role.writable() {
-                first.entry(storage).or_insert(i);
-            }
-            let l = last.entry(storage).or_insert(i);
-            *l = (*l).max(i);
-        }
-    }
-    for o in &program.outputs {
-        last.insert(storage_of(&views, o), n);
-    }
-    let mut requests = Vec::new();
-    for (name, (dims, kind)) in &program.buffers {
-        if *kind != BufferKind::Activation || views.contains_key(name.as_str()) {
-            continue;
-        }
-        let Some(&f) = first.get(name.as_str()) else {
-            return Err(Error::Codegen(format!("{name} is never computed")));
-        };
-        let bytes = crate::tensor::checked_product(dims)
-            .and_then(|e| e.checked_mul(4))
-            .ok_or_else(|| {
-                Error::TooLarge(format!("{name} needs more bytes than fit in memory"))
-            })?;
-        requests.push(Request {
-            name: name.clone(),
-            bytes,
-            first: f,
-            last: last.get(name.as_str()).copied().unwrap_or(f),
-        });
-    }
-    Ok(requests)
-}
-
-/// The buffer holding `name`'s data: `name` itself, or the source of the view chain it starts.
-fn storage_of<'a>(views: &HashMap<&'a str, &'a str>, name: &'a str) -> &'a str {
-    let mut cur = name;
-    // Each view names an earlier buffer, so chains end; the bound is belt and braces.
-    for _ in 0..=views.len() {
-        match views.get(cur) {
-            Some(src) => cur = src,
-            None => break,
-        }
-    }
-    cur
-}
-
-/// Where every program buffer lives at run time, by name (maps, so resolving all of them is
-/// near-linear in their number).
-struct Slots {
-    views: HashMap<String, String>,
-    by_name: HashMap<String, Slot>,
-}
-
-impl Slots {
-    /// `constants` are the constant buffers' names in the order of the model's `consts`.
-    fn new(program: &Program, plan: &MemPlan, constants: &[String]) -> Slots {
-        let views = program.views.iter().cloned().collect();
-        let mut by_name: HashMap<String, Slot> = HashMap::new();
-        for p in &plan.placements {
-            let start = p.offset / 4;
-            let range = start..start + p.request.bytes / 4;
-            by_name.insert(p.request.name.clone(), Slot::Arena(range));
-        }
-        for (i, name) in constants.iter().enumerate() {
-            by_name.entry(name.clone()).or_insert(Slot::Const(i));
-        }
-        for (i, name) in program.inputs.iter().enumerate() {
-            by_name.entry(name.clone()).or_insert(Slot::Input(i));
-        }
-        Slots { views, by_name }
-    }
-
-    fn of(&self, name: &str) -> Result<Slot> {
-        let mut cur = name;
-        // Each view names an earlier buffer, so chains end; the bound is belt and braces.
-        for _ in 0..=self.views.len() {
-            match self.views.get(cur) {
-                Some(src) => cur = src,
-                None => break,
-            }
-        }
-        self.by_name
-            .get(cur)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("buffer {name} has no storage")))
-    }
-}
-
-/// One kernel's step: the slot of each of its buffers, checked to write exactly one activation
-/// that no buffer it reads overlaps (the memory plan's promise, checked once more).
-fn step(k: &Kernel, layer: Layer, slots: &Slots) -> Result<Step> {
-    let slots = k
-        .buffers
-        .iter()
-        .map(|b| slots.of(&b.name))
-        .collect::<Result<Vec<_>>>()?;
-    let written: Vec<&Slot> = k
-        .buffers
-        .iter()
-        .zip(&slots)
-        .filter(|(b, _)| b.role.writable())
-        .map(|(_, s)| s)
-        .collect();
-    let [Slot::Arena(output)] = written[..] else {
-        return Err(Error::Internal(format!(
-            "kernel '{}' must write exactly one activation",
-            k.name
-        )));
-    };
-    let output = output.clone();
-    let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
-    if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
-        return Err(Error::Internal(format!(
-            "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
-            k.name,
-            slots.len()
-        )));
-    }
-    for (b, s) in k.buffers.iter().zip(&slots) {
-        if let (Role::Input, Slot::Arena(r)) = (b.role, s)
-            && r.start < output.end
-            && output.start < r.end
-        {
-            return Err(Error::Internal(format!(
-                "kernel '{}': {} overlaps its output in the arena",
-                k.name, b.name
-            )));
-        }
-    }
-    Ok(Step {
-        slots,
-        output,
-        layer,
-    })
 }
 
 impl std::fmt::Debug for CompiledModel {
