@@ -45,8 +45,10 @@ fn compiling_and_dropping_200_models_keeps_memory_flat() {
         code > 1 << 20,
         "the models are too small to show a leak: {code} bytes of code"
     );
+    // Half the code, not a quarter: allocator pools under a loaded machine have grown by a
+    // quarter once (483 KB against 467 KB) with no leak; a leak is at least the whole code.
     assert!(
-        growth < code / 4,
+        growth < code / 2,
         "resident memory grew by {growth} bytes over 200 models ({code} bytes of code compiled)"
     );
 }

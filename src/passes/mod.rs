@@ -87,7 +87,7 @@ pub const FUSE_ADD: Pass = Pass {
 
 pub const FUSE_RELU6: Pass = Pass {
     name: "fuse-relu6",
-    summary: "fuse a relu6 into the epilogue of the conv it follows",
+    summary: "fuse a relu or relu6 into the epilogue of the conv it follows",
     run: fuse_relu6::run,
 };
 
