@@ -795,7 +795,6 @@ fn agree(
 /// `mnv2c bench`: seeded weights (speed does not depend on their values), the synthetic input;
 /// or a model file with its own weights.
 fn bench(args: BenchArgs) -> Result<()> {
-    let start = Instant::now();
     let (graph, params, x, name) = match args.model.as_deref().map(ModelSource::parse) {
         Some(ModelSource::File(path)) if file_model::is_onnx(&path)? => {
             let m = file_model::load(&path, args.size.input_shape.as_deref(), None)?;
@@ -824,6 +823,8 @@ fn bench(args: BenchArgs) -> Result<()> {
         }
     };
     let options = Options::new().with_threads(args.threads).with_isa(args.isa);
+    // Compile time is graph to runnable model: reading or building the model is not in it.
+    let start = Instant::now();
     let model = CompiledModel::compile(&graph, &params, &options)?;
     let compile_ms = ms(start);
     let settings = mnv2c::bench::Settings {
