@@ -3,9 +3,9 @@
 //! serial with one fused multiply-add per step, starting from the bias (or zero).
 
 use super::schedule::{Family, Schedule};
-use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, Reduction, TileBody, c, load, per_item_reduction, store};
 use crate::graph::Dense;
-use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
+use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
 use crate::{Error, Result};
 
 pub(crate) fn lower(cx: &mut Cx<'_>, d: &Dense) -> Result<Kernel> {
@@ -44,12 +44,11 @@ pub(crate) fn lower(cx: &mut Cx<'_>, d: &Dense) -> Result<Kernel> {
     };
     let finish =
         |_: &Affine, ch: &Affine, acc: Expr| store(out, Affine::var(nv) * m64 + ch.clone(), acc);
-    let tiles = tile_nest(
+    k.body = per_item_reduction(
         &mut k,
-        1,
+        (nv, n),
         sched.channel_vectors,
         m,
-        &Affine::default(),
         &[Reduction::new("k", 0, kk, LoopMode::Serial)],
         &TileBody {
             init: &init,
@@ -57,13 +56,5 @@ pub(crate) fn lower(cx: &mut Cx<'_>, d: &Dense) -> Result<Kernel> {
             finish: &finish,
         },
     )?;
-    k.body = vec![for_loop(
-        nv,
-        0,
-        n,
-        LoopKind::Spatial,
-        LoopMode::Serial,
-        tiles,
-    )];
     Ok(k)
 }

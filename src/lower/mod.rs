@@ -468,6 +468,35 @@ impl<'a> Reduction<'a> {
     }
 }
 
+/// A kernel body of one serial loop `nv` over the `n` batch items, around a channel-tiled
+/// reduction nest with no pixel tile (global pooling, dense layers): the shape both share.
+pub(crate) fn per_item_reduction(
+    k: &mut Kernel,
+    (nv, n): (Var, usize),
+    channel_vectors: usize,
+    channels: usize,
+    red: &[Reduction<'_>],
+    body: &TileBody<'_>,
+) -> Result<Vec<Stmt>> {
+    let tiles = tile_nest(
+        k,
+        1,
+        channel_vectors,
+        channels,
+        &Affine::default(),
+        red,
+        body,
+    )?;
+    Ok(vec![for_loop(
+        nv,
+        0,
+        n,
+        LoopKind::Spatial,
+        LoopMode::Serial,
+        tiles,
+    )])
+}
+
 /// [`tile_nest`] with several reduction nests run one after the other on the same accumulators
 /// (e.g. a reduction split into an unrolled main nest and a remainder nest); `update` gets the
 /// variables of the nest it is called for, so it can tell them apart by their number.

@@ -3,9 +3,9 @@
 //! multiply by the reciprocal of the window size).
 
 use super::schedule::{Family, Schedule};
-use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest};
+use super::{Chan, Cx, Reduction, TileBody, c, load, per_item_reduction, store};
 use crate::Result;
-use crate::loops::{Affine, Expr, Kernel, LoopKind, LoopMode, Var};
+use crate::loops::{Affine, Expr, Kernel, LoopMode, Var};
 
 pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
     let sched = Schedule::choose(Family::Pool);
@@ -31,12 +31,11 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
             Expr::times(acc, Expr::Const(inv as f32)),
         )
     };
-    let tiles = tile_nest(
+    k.body = per_item_reduction(
         &mut k,
-        1,
+        (nv, n),
         sched.channel_vectors,
         ch_n,
-        &Affine::default(),
         &[
             Reduction::new("h", 0, h, LoopMode::Serial),
             Reduction::new("w", 0, w, LoopMode::Serial),
@@ -47,13 +46,5 @@ pub(crate) fn lower(cx: &mut Cx<'_>) -> Result<Kernel> {
             finish: &finish,
         },
     )?;
-    k.body = vec![for_loop(
-        nv,
-        0,
-        n,
-        LoopKind::Spatial,
-        LoopMode::Serial,
-        tiles,
-    )];
     Ok(k)
 }
