@@ -222,6 +222,20 @@ impl Op {
         }
     }
 
+    /// The footprint in `slot` as rows: `(rows, stride, width)`, i.e. the elements
+    /// `r * stride + j` for `r < rows`, `j < width` past the base (a GEMM strip's pixel rows);
+    /// `None` where the op has no such operand or its footprint is not rows of one width. The
+    /// rows lie inside [`footprint`](Op::footprint)'s range.
+    pub fn footprint_rows(&self, slot: Slot) -> Option<(usize, usize, usize)> {
+        let Op::Gemm(g) = self else { return None };
+        match slot {
+            Slot::X => Some((g.pixels, g.x_stride, g.k)),
+            Slot::Residual if g.residual => Some((g.pixels, g.out_stride, g.n)),
+            Slot::Out => Some((g.pixels, g.out_stride, g.n)),
+            _ => None,
+        }
+    }
+
     /// Why the parameters make no valid op, if they do not.
     pub fn check(&self) -> Result<(), String> {
         let g = match self {

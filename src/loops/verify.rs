@@ -98,58 +98,112 @@ pub fn work_items(k: &Kernel) -> Option<i64> {
 /// Whether distinct work items of a verified kernel touch disjoint elements of every writable
 /// buffer, so that calls running disjoint item ranges may run concurrently on the same buffers.
 ///
-/// The proof, per writable buffer: inside each top-level loop `t`, every access (load or store)
-/// has the same coefficient `c != 0` on `t`, and the rest of its index (over the inner loops)
-/// spans fewer than `|c|` elements, so iteration `t` stays inside `c*t + [rmin, rmax]`, and those
-/// windows are disjoint; and the whole ranges accessed by different top-level loops are
-/// disjoint. `false` only means "not proven" (run such a kernel on one thread).
+/// The proof, per writable buffer, by either of two rules (`false` only means "not proven": run
+/// such a kernel on one thread):
+/// - **Intervals.** Inside each top-level loop `t`, every access (load or store) has the same
+///   coefficient `c != 0` on `t`, and the rest of its index (over the inner loops) spans fewer
+///   than `|c|` elements, so iteration `t` stays inside `c*t + [rmin, rmax]`, and those windows
+///   are disjoint; and the whole ranges accessed by different top-level loops are disjoint.
+/// - **Columns of a period.** For some period `S`, write every index as `S*q + rho` by dropping
+///   the terms whose coefficient is a multiple of `S` (and a micro-kernel operand's rows when
+///   their stride is). If, inside each top-level loop `t` (coefficient `c > 0`), `rho` stays in
+///   `c*t + [rmin, rmax]` with `rmax - rmin < c`, and every such window lies in `0..S`, then
+///   `rho` is the index's remainder mod `S`, so distinct iterations touch distinct remainders:
+///   disjoint elements. Different top-level loops need disjoint windows too. This is the shape
+///   of a kernel whose work items are channel blocks of an NHWC tensor (`S` = its channels).
 pub fn parallel_safe(k: &Kernel) -> bool {
     if verify(k).is_err() {
         return false;
     }
-    for (b, buf) in k.buffers.iter().enumerate() {
-        if !buf.role.writable() {
+    (0..k.buffers.len())
+        .filter(|&b| k.buffers[b].role.writable())
+        .all(|b| {
+            let mem = Mem::Buf(super::BufId(b));
+            disjoint_windows(k, mem, None)
+                || periods(k, mem)
+                    .into_iter()
+                    .any(|s| disjoint_windows(k, mem, Some(s)))
+        })
+}
+
+/// The windows rule of [`parallel_safe`] for one buffer: plain intervals with `period: None`,
+/// remainders mod `S` with `Some(S)`.
+fn disjoint_windows(k: &Kernel, mem: Mem, period: Option<i128>) -> bool {
+    let mut hulls: Vec<(i128, i128)> = Vec::new();
+    for s in &k.body {
+        let Stmt::Loop(l) = s else { continue };
+        let mut accesses = Vec::new();
+        collect_accesses(&l.body, mem, &mut accesses);
+        if accesses.is_empty() {
             continue;
         }
-        let mut hulls: Vec<(i128, i128)> = Vec::new();
-        for s in &k.body {
-            let Stmt::Loop(l) = s else { continue };
-            let mut accesses = Vec::new();
-            collect_accesses(&l.body, Mem::Buf(super::BufId(b)), &mut accesses);
-            if accesses.is_empty() {
-                continue;
-            }
-            let mut c = Checker {
-                k,
-                bound: HashMap::new(),
-                stack: Vec::new(),
-                seen: vec![false; k.vars.len()],
-            };
-            let Some(ranges) = c.access_ranges(&l.body, Mem::Buf(super::BufId(b))) else {
-                return false;
-            };
-            let coef = accesses[0].coef(l.var);
-            if coef == 0 || accesses.iter().any(|a| a.coef(l.var) != coef) {
-                return false;
-            }
-            // Ranges of the index without the `t` term (the loop var is unbound in `ranges`).
-            let rmin = ranges.iter().map(|r| r.0).min().unwrap_or(0);
-            let rmax = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-            if rmax - rmin >= i128::from(coef).abs() {
-                return false;
-            }
-            let (a, z) = (
-                i128::from(coef) * i128::from(l.lo),
-                i128::from(coef) * (i128::from(l.hi) - 1),
-            );
-            hulls.push((a.min(z) + rmin, a.max(z) + rmax));
-        }
-        hulls.sort();
-        if hulls.windows(2).any(|w| w[1].0 <= w[0].1) {
+        let mut c = Checker {
+            k,
+            bound: HashMap::new(),
+            stack: Vec::new(),
+            seen: vec![false; k.vars.len()],
+        };
+        let Some(ranges) = c.access_ranges(&l.body, mem, period) else {
+            return false;
+        };
+        let coef = accesses[0].coef(l.var);
+        if coef == 0 || accesses.iter().any(|a| a.coef(l.var) != coef) {
             return false;
         }
+        // Ranges of the index without the `t` term (the loop var is unbound in `ranges`).
+        let rmin = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let rmax = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        if rmax - rmin >= i128::from(coef).abs() {
+            return false;
+        }
+        let (a, z) = (
+            i128::from(coef) * i128::from(l.lo),
+            i128::from(coef) * (i128::from(l.hi) - 1),
+        );
+        let hull = (a.min(z) + rmin, a.max(z) + rmax);
+        if let Some(s) = period
+            && (coef < 0 || hull.0 < 0 || hull.1 >= s)
+        {
+            return false;
+        }
+        hulls.push(hull);
     }
-    true
+    hulls.sort();
+    !hulls.windows(2).any(|w| w[1].0 <= w[0].1)
+}
+
+/// Candidate periods for the columns rule: the coefficients of the accesses to `mem` and the
+/// row strides of micro-kernel operands in it.
+fn periods(k: &Kernel, mem: Mem) -> Vec<i128> {
+    let mut accesses = Vec::new();
+    collect_accesses(&k.body, mem, &mut accesses);
+    let mut out: Vec<i128> = accesses
+        .iter()
+        .flat_map(|a| a.terms.iter().map(|&(_, c)| i128::from(c).abs()))
+        .collect();
+    micro_strides(&k.body, mem, &mut out);
+    out.retain(|&s| s > 1);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn micro_strides(body: &[Stmt], mem: Mem, out: &mut Vec<i128>) {
+    for s in body {
+        match s {
+            Stmt::Loop(l) => micro_strides(&l.body, mem, out),
+            Stmt::Micro(m) => {
+                for (slot, o) in &m.operands {
+                    if Mem::Buf(o.buf) == mem
+                        && let Some((_, stride, _)) = m.op.footprint_rows(*slot)
+                    {
+                        out.push(stride as i128);
+                    }
+                }
+            }
+            Stmt::Store { .. } => {}
+        }
+    }
 }
 
 fn collect_accesses(body: &[Stmt], mem: Mem, out: &mut Vec<Affine>) {
@@ -354,7 +408,16 @@ impl Checker<'_> {
 
     /// The index ranges of every access to `mem` in `body`, with the enclosing top-level loop
     /// variable left out (its term dropped): `None` if some range cannot be computed.
-    fn access_ranges(&mut self, body: &[Stmt], mem: Mem) -> Option<Vec<(i128, i128)>> {
+    /// The index range of each access to `mem` in `body`, over the loops bound inside it. With
+    /// a period `S`, terms whose coefficient is a multiple of `S` are dropped too (the range
+    /// of the remainder part, see [`parallel_safe`]), and so are a micro-kernel operand's rows
+    /// when their stride is one.
+    fn access_ranges(
+        &mut self,
+        body: &[Stmt],
+        mem: Mem,
+        period: Option<i128>,
+    ) -> Option<Vec<(i128, i128)>> {
         let mut out = Vec::new();
         for s in body {
             match s {
@@ -368,17 +431,26 @@ impl Checker<'_> {
                             mode: l.mode,
                         },
                     );
-                    out.extend(self.access_ranges(&l.body, mem)?);
+                    out.extend(self.access_ranges(&l.body, mem, period)?);
                     self.bound.remove(&l.var);
                 }
                 Stmt::Micro(m) => {
-                    out.extend(self.access_ranges(&m.body, mem)?);
+                    out.extend(self.access_ranges(&m.body, mem, period)?);
                     for (slot, o) in &m.operands {
                         if Mem::Buf(o.buf) == mem
                             && let Some((lo, hi, _)) = m.op.footprint(*slot)
                         {
-                            let base = self.range(&self.inner_terms(&o.base)).ok()?;
-                            out.push((base.0 + lo as i128, base.1 + hi as i128));
+                            let base = self.range(&self.inner_terms(&o.base, period)).ok()?;
+                            // Whole rows of a period-multiple stride only shift by periods.
+                            let span = match (period, m.op.footprint_rows(*slot)) {
+                                (Some(s), Some((_, stride, width)))
+                                    if (stride as i128) % s == 0 =>
+                                {
+                                    (0, width as i128 - 1)
+                                }
+                                _ => (lo as i128, hi as i128),
+                            };
+                            out.push((base.0 + span.0, base.1 + span.1));
                         }
                     }
                 }
@@ -394,7 +466,7 @@ impl Checker<'_> {
                     );
                     for a in idx {
                         // Drop the terms of unbound (outer) variables: the caller accounts for them.
-                        out.push(self.range(&self.inner_terms(&a)).ok()?);
+                        out.push(self.range(&self.inner_terms(&a, period)).ok()?);
                     }
                 }
             }
@@ -402,16 +474,21 @@ impl Checker<'_> {
         Some(out)
     }
 
-    /// `a` without the terms of unbound (outer) variables.
-    fn inner_terms(&self, a: &Affine) -> Affine {
+    /// `a` without the terms of unbound (outer) variables, nor (with a period) those whose
+    /// coefficient is a multiple of the period, and then with its offset reduced mod the period.
+    fn inner_terms(&self, a: &Affine, period: Option<i128>) -> Affine {
         Affine {
             terms: a
                 .terms
                 .iter()
                 .copied()
                 .filter(|(v, _)| self.bound.contains_key(v))
+                .filter(|&(_, c)| period.is_none_or(|s| i128::from(c) % s != 0))
                 .collect(),
-            offset: a.offset,
+            // `s` is a coefficient of the kernel (an i64), so the remainder fits an i64.
+            offset: period.map_or(a.offset, |s| {
+                i64::try_from(i128::from(a.offset).rem_euclid(s)).unwrap_or(i64::MAX)
+            }),
         }
     }
 
@@ -650,6 +727,53 @@ mod tests {
             }));
         }
         k
+    }
+
+    /// Column blocks of a `[rows, 8]` buffer: `for cb in 0..blocks { for r in 0..rows { for j
+    /// in 0..width { out[r*8 + cb*step + j] = 0 } } }`.
+    fn column_blocks(rows: i64, blocks: i64, step: i64, width: i64) -> Kernel {
+        let mut k = Kernel::new("columns", None);
+        let out = k.add_buffer("out", vec![4, 8], Role::Output);
+        let (cb, r, j) = (k.new_var("cb"), k.new_var("r"), k.new_var("j"));
+        let store = Stmt::Store {
+            dst: Access {
+                mem: Mem::Buf(out),
+                index: Affine::var(r) * 8 + Affine::var(cb) * step + Affine::var(j),
+            },
+            value: Expr::Const(0.0),
+        };
+        let lp = |var, hi, body| {
+            Stmt::Loop(Loop {
+                var,
+                lo: 0,
+                hi,
+                kind: LoopKind::Spatial,
+                mode: LoopMode::Serial,
+                body: vec![body],
+            })
+        };
+        k.body = vec![lp(cb, blocks, lp(r, rows, lp(j, width, store)))];
+        k
+    }
+
+    #[test]
+    fn column_blocks_of_a_period_are_parallel_safe() {
+        // Two blocks of 4 channels in rows of 8: the intervals overlap, the columns do not.
+        let k = column_blocks(4, 2, 4, 4);
+        verify(&k).expect("valid");
+        assert!(parallel_safe(&k));
+        // Blocks wider than their step share a column.
+        let k = column_blocks(3, 2, 4, 5);
+        verify(&k).expect("valid");
+        assert!(!parallel_safe(&k));
+        // Blocks past the row's end wrap into the next row (block 2 of row 0 is block 0 of
+        // row 1): valid for the last row's bounds only with fewer rows, never parallel.
+        let k = column_blocks(3, 3, 4, 4);
+        verify(&k).expect("valid");
+        assert!(!parallel_safe(&k));
+        // One row: plain intervals already prove it.
+        let k = column_blocks(1, 2, 4, 4);
+        assert!(parallel_safe(&k));
     }
 
     #[test]

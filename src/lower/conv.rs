@@ -5,7 +5,7 @@
 //! g*cin_g+ci] * w[ky,kx,ci,co] + bias[co] + residual[n,oh,ow,co])`, with `g = co / cout_g`,
 //! zero padding outside the input, and the epilogue order bias, residual, clamp.
 
-use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, Schedule, gemm_strip};
+use super::schedule::{DIRECT_UNROLL_CHANNELS, Family, GemmSplit, Schedule, gemm_split};
 use super::{Chan, Cx, Reduction, TileBody, c, for_loop, load, store, tile_nest, tile_nest_multi};
 use crate::graph::{Conv2d, ConvGeometry};
 use crate::loops::micro::{GEMM_PACK, GemmStrip, Micro, Op, Operand, Slot};
@@ -238,11 +238,11 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// 1x1 conv as a GEMM over `pixels x cout`: strips of `GEMM_STRIP` pixels (fewer, longer ones
-/// on small maps: [`gemm_strip`]; the work items, then one strip of the remaining pixels),
-/// each one [`Micro`] GEMM-strip statement whose
-/// portable body is 2x16 register tiles (then 1-pixel tiles for an odd pixel), reduction over
-/// `cin` innermost, weights packed by [`pack_pointwise`].
+/// 1x1 conv as a GEMM over `pixels x cout`, cut into work items by [`gemm_split`]: strips of
+/// pixels (all channels; then one strip of the remaining pixels) or blocks of output channels
+/// (all pixels; then one block of the remaining channels). Each item is one [`Micro`]
+/// GEMM-strip statement whose portable body is 2x16 register tiles (then 1-pixel tiles for an
+/// odd pixel), reduction over `cin` innermost, weights packed by [`pack_pointwise`].
 fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
     let sched = Schedule::pointwise(p.geo.cout);
     k.schedule = Some(sched);
@@ -251,43 +251,57 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     let cout = p.geo.cout;
     let npix = crate::tensor::checked_product(&[n, h, w])
         .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
-    let strip = gemm_strip(npix);
-    let full = npix / strip;
+    // Items `first..first + count` of `pixels x width` each, the item variable times `step`
+    // pixels (or channels) apart: the full ones, then one with the rest.
+    let (by_channels, step) = match gemm_split(npix) {
+        GemmSplit::Pixels(strip) => (false, strip),
+        // Whole packing tiles per block, so that a block's weights are contiguous.
+        GemmSplit::Channels(block) => (true, block.max(GEMM_PACK) / GEMM_PACK * GEMM_PACK),
+    };
+    let items = if by_channels {
+        let full = cout / step;
+        [(npix, step, full, 0), (npix, cout % step, 1, full)]
+    } else {
+        let full = npix / step;
+        [(step, cout, full, 0), (npix % step, cout, 1, full)]
+    };
     let mut body = Vec::new();
-    for (pixels, lo, hi) in [(strip, 0, full), (npix % strip, full, full + 1)] {
-        if pixels == 0 || lo >= hi {
+    for (pixels, width, count, first) in items {
+        if pixels == 0 || width == 0 || count == 0 {
             continue;
         }
-        let sv = k.new_var("strip");
-        let pix0 = Affine::var(sv) * c(strip)?;
+        let iv = k.new_var(if by_channels { "cb" } else { "strip" });
+        let start = Affine::var(iv) * c(step)?;
+        // The item's first pixel and first channel.
+        let (pix0, ch0) = if by_channels {
+            (Affine::default(), start)
+        } else {
+            (start, Affine::default())
+        };
+        let tiles = |k: &mut Kernel, pix: Affine, px: usize| {
+            gemm_tiles(k, conv, p, &sched, pix, px, (&ch0, width))
+        };
         let mut inner = Vec::new();
         if pixels / 2 > 0 {
             let pv = k.new_var("pt");
-            let tiles = gemm_tiles(
-                &mut k,
-                conv,
-                p,
-                &sched,
-                pix0.clone() + Affine::var(pv) * 2,
-                2,
-            )?;
+            let t = tiles(&mut k, pix0.clone() + Affine::var(pv) * 2, 2)?;
             inner.push(for_loop(
                 pv,
                 0,
                 pixels / 2,
                 LoopKind::Spatial,
                 LoopMode::Serial,
-                tiles,
+                t,
             ));
         }
         if pixels % 2 == 1 {
             let last = pix0.clone() + c(pixels - 1)?;
-            inner.extend(gemm_tiles(&mut k, conv, p, &sched, last, 1)?);
+            inner.extend(tiles(&mut k, last, 1)?);
         }
         let g = GemmStrip {
             pixels,
             k: cin,
-            n: cout,
+            n: width,
             x_stride: cin,
             out_stride: cout,
             bias: p.bias.is_some(),
@@ -295,24 +309,27 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
             clamp: conv.epilogue.clamp(),
         };
         let at = |buf: BufId, base: Affine| Operand { buf, base };
-        let mut operands = vec![(Slot::X, at(p.x, pix0.clone() * c(cin)?))];
-        operands.push((Slot::W, at(p.w, Affine::default())));
+        // Rows of `cout` channels; the item's block starts at `pix0 * cout + ch0`. Packed
+        // weights: a block of whole tiles starts at `ch0 * cin` (see `pack_pointwise`).
+        let rows = pix0.clone() * c(cout)? + ch0.clone();
+        let mut operands = vec![(Slot::X, at(p.x, pix0 * c(cin)?))];
+        operands.push((Slot::W, at(p.w, ch0.clone() * c(cin)?)));
         if let Some(b) = p.bias {
-            operands.push((Slot::Bias, at(b, Affine::default())));
+            operands.push((Slot::Bias, at(b, ch0.clone())));
         }
         if let Some(r) = p.residual {
-            operands.push((Slot::Residual, at(r, pix0.clone() * c(cout)?)));
+            operands.push((Slot::Residual, at(r, rows.clone())));
         }
-        operands.push((Slot::Out, at(p.out, pix0 * c(cout)?)));
+        operands.push((Slot::Out, at(p.out, rows)));
         let micro = Stmt::Micro(Box::new(Micro {
             op: Op::Gemm(g),
             operands,
             body: inner,
         }));
         body.push(for_loop(
-            sv,
-            lo,
-            hi,
+            iv,
+            first,
+            first + count,
             LoopKind::Spatial,
             LoopMode::Serial,
             vec![micro],
@@ -322,9 +339,9 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
     Ok(k)
 }
 
-/// The register tiles of `tile_px` pixels starting at pixel `pix_base`, over all output
-/// channels: accumulators from the bias, reduction over `cin` (unrolled main nest, serial
-/// remainder), then the epilogue store.
+/// The register tiles of `tile_px` pixels starting at pixel `pix_base`, over the output
+/// channels `(first, count)` (`first` a multiple of the packing tile): accumulators from the
+/// bias, reduction over `cin` (unrolled main nest, serial remainder), then the epilogue store.
 fn gemm_tiles(
     k: &mut Kernel,
     conv: &Conv2d,
@@ -332,6 +349,7 @@ fn gemm_tiles(
     sched: &Schedule,
     pix_base: Affine,
     tile_px: usize,
+    (ch0, channels): (&Affine, usize),
 ) -> Result<Vec<Stmt>> {
     let cin = p.xd[3];
     let cout = p.geo.cout;
@@ -353,11 +371,16 @@ fn gemm_tiles(
             [cio, cii] => Affine::var(*cio) * ku64 + Affine::var(*cii),
             _ => Affine::var(r[0]),
         };
-        // The packed index (see `pack_pointwise`): in full tile `t`, channel
-        // `ch = t*T + j` is at `t*K*T + ci*T + j`; in the remainder, at
-        // `full*K*T + ci*R + (ch - full*T)`.
+        // The packed index (see `pack_pointwise`): in full tile `t` of the block at `ch0`,
+        // channel `ch = ch0 + t*T + j` is at `(ch0/T + t)*K*T + ci*T + j`; in the remainder,
+        // at `full*K*T + ci*R + (ch - full*T)`.
         let wi = match chan.tile {
-            Some(t) => chan.ch.clone() + Affine::var(t) * (ci64 * tile - tile) + ci.clone() * tile,
+            Some(t) => {
+                chan.ch.clone()
+                    + ch0.clone() * (ci64 - 1)
+                    + Affine::var(t) * (ci64 * tile - tile)
+                    + ci.clone() * tile
+            }
             None => {
                 chan.ch.clone() + ci.clone() * rem + (full_tiles * ci64 * tile - full_tiles * tile)
             }
@@ -377,8 +400,8 @@ fn gemm_tiles(
         k,
         tile_px,
         sched.channel_vectors,
-        cout,
-        &Affine::default(),
+        channels,
+        ch0,
         &reds,
         &TileBody {
             init: &init,

@@ -65,16 +65,39 @@ use crate::loops::{LoopMode, OptLevel};
 /// seven 2x16 tiles.
 pub const GEMM_STRIP: usize = 14;
 
-/// The GEMM strip for a 1x1 conv over `npix` pixels: [`GEMM_STRIP`], except on small maps
-/// (fewer than 8 strips, the 7x7 layers), where each strip streams the whole weight panel
-/// (up to 1.6 MB, 320 x 1280) for few pixels: there the pixels are split in two strips (a
-/// multiple of 7, so two work items for two threads), reading the panel twice instead of
-/// four times.
-pub fn gemm_strip(npix: usize) -> usize {
-    if npix >= 8 * GEMM_STRIP {
-        GEMM_STRIP
+/// How a 1x1 conv's GEMM is cut into work items (and micro-kernel statements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmSplit {
+    /// Strips of this many pixels, all output channels each (then one strip of the rest).
+    Pixels(usize),
+    /// Blocks of this many output channels (a multiple of `GEMM_PACK`; then one block of the
+    /// rest), all pixels each.
+    Channels(usize),
+}
+
+/// Output channels per work item of a [`GemmSplit::Channels`] GEMM: two 16-channel vectors,
+/// the 512-bit tier's 14-pixel x 32-channel register block.
+pub const GEMM_CHANNEL_BLOCK: usize = 32;
+
+/// The work items of a 1x1 conv over `npix` pixels:
+/// - fewer pixels than one strip (the logits of a small batch: a GEMV that streams a 5 MB
+///   panel): channel blocks, so that threads share the panel instead of one thread reading
+///   all of it;
+/// - otherwise pixel strips: [`GEMM_STRIP`] pixels, or on small maps (fewer than 8 strips, the
+///   7x7 layers, where each strip streams the whole weight panel, up to 1.6 MB) two strips of
+///   a multiple of 7 pixels, reading the panel twice instead of four times.
+///
+/// Channel blocks on the 7x7 maps read the panel once, but were slower on two threads
+/// (`res7_*` 0.06 -> 0.11 ms, 2026-12-01): every block reads the whole input, half of which
+/// the other core has just written, and fetching those lines across cores costs more than the
+/// panel re-reads saved. Pixel strips keep each thread on its own part of the map.
+pub fn gemm_split(npix: usize) -> GemmSplit {
+    if npix < GEMM_STRIP {
+        GemmSplit::Channels(GEMM_CHANNEL_BLOCK)
+    } else if npix >= 8 * GEMM_STRIP {
+        GemmSplit::Pixels(GEMM_STRIP)
     } else {
-        npix.div_ceil(2).div_ceil(7).max(1) * 7
+        GemmSplit::Pixels(npix.div_ceil(2).div_ceil(7).max(1) * 7)
     }
 }
 
