@@ -25,7 +25,7 @@
 //! - [`codegen`] translates loop IR to Cranelift IR; [`codegen::JitProgram`] compiles and runs it
 //!   (the crate's only `unsafe` lives in `codegen::jit`).
 //! - [`runtime`] holds [`CompiledModel`]: the whole pipeline in one call, a static memory plan,
-//!   a thread pool. [`emit`] gives what `mnv2c compile --emit` prints.
+//!   a team of worker threads. [`emit`] gives what `mnv2c compile --emit` prints.
 //! - [`aot`] writes the same code ahead of time: an object file and a C header.
 //!
 //! Every error is an [`Error`]; no function panics on user input.

@@ -51,6 +51,10 @@
 //! be shared by reference between threads and run concurrently. The code memory is released
 //! (`free_memory`) when the `JitProgram` is dropped, which cannot happen while a borrow runs it.
 
+mod team;
+
+pub use team::{Session, Team};
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,7 +138,8 @@ struct JitKernel {
 pub const MAX_SPLIT_PARTS: usize = 64;
 
 /// The buffer pointers of one call (the first `k.buffers.len()` entries; the rest null), on the
-/// caller's stack and shared by the threads of a split call.
+/// caller's stack and shared by (or copied to) the threads of a split call.
+#[derive(Clone, Copy)]
 struct CallPtrs([*mut f32; MAX_KERNEL_BUFFERS]);
 
 impl CallPtrs {
@@ -150,6 +155,10 @@ impl CallPtrs {
 // elements of every written buffer, and read-only buffers are only read. So sharing them between
 // the threads of one split call creates no data race.
 unsafe impl Sync for CallPtrs {}
+
+// SAFETY: as for `Sync`: a copy sent to a `Team` worker is only dereferenced (by the kernel) for
+// a part that worker claimed while the call that checked the pointers waits in `Team::run`.
+unsafe impl Send for CallPtrs {}
 
 /// Compiled kernels in JIT memory, callable from several threads at once.
 pub struct JitProgram {
@@ -406,6 +415,31 @@ impl JitProgram {
                 task(0);
             });
         })
+    }
+
+    /// [`run_kernel`](JitProgram::run_kernel) split over the threads of `team`: two ranges of
+    /// work items per thread (so that one finishing early takes another), claimed by whichever
+    /// thread is free. A kernel not proven [`parallel_safe`](JitProgram::parallel_safe), or with
+    /// one work item, runs whole on the calling thread.
+    pub fn run_kernel_team(&self, i: usize, args: &mut [Arg<'_>], team: &Team) -> Result<()> {
+        const PARTS_PER_THREAD: usize = 2;
+        let (k, ptrs) = self.check_args(i, args)?;
+        let parts = team
+            .threads()
+            .saturating_mul(PARTS_PER_THREAD)
+            .min(usize::try_from(k.items).unwrap_or(0));
+        if !k.parallel_safe || parts <= 1 {
+            // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.
+            unsafe { (k.f)(ptrs.array(), 0, k.items) };
+            return Ok(());
+        }
+        team.run(team::Job {
+            f: k.f,
+            ptrs,
+            items: k.items,
+            parts,
+        });
+        Ok(())
     }
 
     /// Checks a call's arguments against kernel `i`'s verified declarations and returns the

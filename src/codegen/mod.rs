@@ -55,7 +55,7 @@ use crate::{Error, Result};
 
 pub use crate::loops::MAX_KERNEL_BUFFERS;
 pub use jit::{
-    Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, WidePeak, emit_asm, emit_clif,
+    Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, Team, WidePeak, emit_asm, emit_clif,
 };
 pub use micro::Isa;
 

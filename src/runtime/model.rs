@@ -16,10 +16,11 @@
 //! Concurrency: `run` takes `&self`; each call borrows an arena from a small free list (or
 //! allocates one the first time), so any number of threads may run one model at once.
 //!
-//! Threads: with `threads > 1` the model owns a persistent rayon pool; a call runs inside it
-//! and splits each kernel over its *work items* (its top-level output tiles), never over a
-//! reduction, and only when the loop-IR verifier proved that distinct items write disjoint
-//! elements. Every output element is computed by the same code in the same order whatever the
+//! Threads: with `threads > 1` the model owns a [`Team`] of worker threads, which spin between
+//! the kernels of a call and sleep between calls; a call splits each kernel over its *work
+//! items* (its top-level output tiles), never over a reduction, and only when the loop-IR
+//! verifier proved that distinct items write disjoint elements. The team serves one call at a
+//! time: concurrent calls on a multi-threaded model take turns. Every output element is computed by the same code in the same order whatever the
 //! split, so results are bit-identical for any thread count.
 
 use std::ops::Range;
@@ -27,7 +28,7 @@ use std::sync::Mutex;
 
 use super::calls::{CallPlan, Port, Slot};
 use super::memplan::{self, MemPlan};
-use crate::codegen::{Arg, Isa, JitOptions, JitProgram};
+use crate::codegen::{Arg, Isa, JitOptions, JitProgram, Team};
 use crate::graph::{self, Graph};
 use crate::loops::{self, Family, Kernel, MAX_KERNEL_BUFFERS, Program};
 use crate::tensor::AsTensorView;
@@ -91,10 +92,6 @@ impl Options {
 
 /// The most threads a model may ask for: far above any useful count, low enough to be a typo.
 pub const MAX_THREADS: usize = 256;
-
-/// Work-item ranges per thread and kernel: a little more than one, so a thread that finishes its
-/// share early (border rows are cheaper) takes another instead of idling at the layer's end.
-const PARTS_PER_THREAD: usize = 2;
 
 /// The two outputs of a classifier: logits and probabilities, each `[N, classes]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -190,8 +187,8 @@ pub struct CompiledModel {
     arena_len: usize,
     /// Arenas not in use by a running call.
     free_arenas: Mutex<Vec<Arena>>,
-    /// The model's threads, when it has more than one.
-    pool: Option<rayon::ThreadPool>,
+    /// The model's worker threads, when it has more than one (one call at a time).
+    team: Option<Mutex<Team>>,
     threads: usize,
 }
 
@@ -308,14 +305,7 @@ impl CompiledModel {
             .collect::<Result<Vec<_>>>()?;
         let mut model = CompiledModel::assemble(jit, program, layers)?;
         if options.threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(options.threads)
-                .thread_name(|i| format!("mnv2c-{i}"))
-                .build()
-                .map_err(|e| {
-                    Error::Internal(format!("cannot start {} threads: {e}", options.threads))
-                })?;
-            model.pool = Some(pool);
+            model.team = Some(Mutex::new(Team::new(options.threads)?));
             model.threads = options.threads;
         }
         Ok(model)
@@ -357,7 +347,7 @@ impl CompiledModel {
             arena_len,
             free_arenas: Mutex::new(Vec::new()),
             program,
-            pool: None,
+            team: None,
             threads: 1,
         })
     }
@@ -445,11 +435,18 @@ impl CompiledModel {
         check_ports("input", &self.inputs, inputs)?;
         check_ports("output", &self.outputs, outputs)?;
         let mut arena = self.take_arena()?;
-        let result = match &self.pool {
-            // The whole call runs inside the pool, so splitting a kernel is a work-stealing
-            // fork, not a wake-up of sleeping threads from outside.
-            Some(pool) => pool.install(|| self.execute(arena.slice_mut(), inputs, timed)),
-            None => self.execute(arena.slice_mut(), inputs, timed),
+        let result = match &self.team {
+            Some(team) => match team.lock() {
+                // The workers spin between this call's kernels (the session), and sleep after.
+                Ok(team) => {
+                    let _session = team.session();
+                    self.execute(arena.slice_mut(), inputs, Some(&team), timed)
+                }
+                Err(_) => Err(Error::Internal(
+                    "a thread of an earlier call panicked".into(),
+                )),
+            },
+            None => self.execute(arena.slice_mut(), inputs, None, timed),
         };
         if result.is_ok() {
             let data = arena.slice_mut();
@@ -470,6 +467,7 @@ impl CompiledModel {
         &self,
         arena: &mut [f32],
         inputs: &[T],
+        team: Option<&Team>,
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
         for (i, step) in self.steps.iter().enumerate() {
@@ -501,14 +499,9 @@ impl CompiledModel {
                 }
             });
             let args = &mut args[..n];
-            if self.pool.is_some() {
-                use rayon::prelude::*;
-                let parts = self.threads.saturating_mul(PARTS_PER_THREAD);
-                self.jit.run_kernel_split(i, args, parts, &|parts, task| {
-                    (0..parts).into_par_iter().for_each(task);
-                })?;
-            } else {
-                self.jit.run_kernel(i, args)?;
+            match team {
+                Some(team) => self.jit.run_kernel_team(i, args, team)?,
+                None => self.jit.run_kernel(i, args)?,
             }
             timed(i, start.elapsed().as_secs_f64());
         }
