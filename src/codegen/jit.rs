@@ -417,16 +417,16 @@ impl JitProgram {
         })
     }
 
-    /// [`run_kernel`](JitProgram::run_kernel) split over the threads of `team`: two ranges of
-    /// work items per thread (so that one finishing early takes another), claimed by whichever
-    /// thread is free. A kernel not proven [`parallel_safe`](JitProgram::parallel_safe), or with
-    /// one work item, runs whole on the calling thread.
+    /// [`run_kernel`](JitProgram::run_kernel) split over the threads of `team`: one range of
+    /// work items per thread (at most 32), thread `t` taking range `t` unless another thread
+    /// got to it first (see `Team`). A kernel not proven
+    /// [`parallel_safe`](JitProgram::parallel_safe), or with one work item, runs whole on the
+    /// calling thread.
     pub fn run_kernel_team(&self, i: usize, args: &mut [Arg<'_>], team: &Team) -> Result<()> {
-        const PARTS_PER_THREAD: usize = 2;
         let (k, ptrs) = self.check_args(i, args)?;
         let parts = team
             .threads()
-            .saturating_mul(PARTS_PER_THREAD)
+            .min(team::MAX_PARTS)
             .min(usize::try_from(k.items).unwrap_or(0));
         if !k.parallel_safe || parts <= 1 {
             // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.

@@ -11,8 +11,14 @@
 //!
 //! ## What must hold
 //! - **Each part runs once.** A part is claimed by a compare-and-swap on one word holding the
-//!   job's sequence number and the next unclaimed part; a thread holding an older job's copy
+//!   job's sequence number and a bit per claimed part; a thread holding an older job's copy
 //!   fails the sequence check and never calls its kernel.
+//! - **Each thread keeps its part of the map.** A call has one part per thread, and thread `t`
+//!   (the caller is 0) first claims part `t`, then any part still unclaimed. Work items are
+//!   pixel strips or rows in order, so thread `t` handles about the same pixels in every layer
+//!   and mostly reads what it wrote one layer earlier from its own cache; stealing only evens
+//!   out a late or slow thread. Measured against two parts per thread taken in any order (the
+//!   seed model, 2 threads): see `docs/performance.md`.
 //! - **A job's pointers outlive every use.** [`Team::run`] returns only when every part has
 //!   finished (`remaining` reaches 0, with acquire ordering, so the caller sees their writes),
 //!   and after that no thread can claim a part of that job. So the kernel code and the buffers
@@ -27,7 +33,11 @@ use std::thread::JoinHandle;
 use super::{CallPtrs, KernelFn};
 use crate::{Error, Result};
 
-/// One split kernel call: run its work items `0..items` in `parts` equal ranges.
+/// The most parts of a job: one bit each in the low half of the claim word.
+pub(super) const MAX_PARTS: usize = 32;
+
+/// One split kernel call: run its work items `0..items` in `parts` equal ranges
+/// (`parts <= MAX_PARTS`).
 #[derive(Clone, Copy)]
 pub(super) struct Job {
     pub f: KernelFn,
@@ -45,7 +55,7 @@ struct Published {
 
 struct Shared {
     job: Mutex<Option<Published>>,
-    /// `(seq << 32) | next unclaimed part` of the current job.
+    /// `(seq << 32) | claimed parts` (bit `p` for part `p`) of the current job.
     claim: AtomicU64,
     /// Parts of the current job not finished yet.
     remaining: AtomicUsize,
@@ -104,7 +114,7 @@ impl Team {
             let shared = Arc::clone(&team.shared);
             let handle = std::thread::Builder::new()
                 .name(format!("mnv2c-{i}"))
-                .spawn(move || work(&shared))
+                .spawn(move || work(&shared, i))
                 .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
             // Pushed as it starts, so that dropping a half-built team stops what started.
             team.workers.push(handle);
@@ -141,7 +151,7 @@ impl Team {
             let _guard = s.sleep.lock();
             s.wake.notify_all();
         }
-        run_parts(s, Published { seq, job });
+        run_parts(s, Published { seq, job }, 0);
         while s.remaining.load(Ordering::Acquire) != 0 {
             std::hint::spin_loop();
         }
@@ -162,8 +172,8 @@ impl Drop for Team {
     }
 }
 
-/// A worker: wait for a job newer than the last one seen, help run it, repeat.
-fn work(s: &Shared) {
+/// Worker `me`: wait for a job newer than the last one seen, help run it, repeat.
+fn work(s: &Shared, me: usize) {
     let mut seen = s.newest.load(Ordering::Acquire);
     loop {
         loop {
@@ -190,22 +200,29 @@ fn work(s: &Shared) {
         }
         let job = s.job.lock().ok().and_then(|j| *j);
         if let Some(p) = job {
-            run_parts(s, p);
+            run_parts(s, p, me);
         }
     }
 }
 
-/// Claims and runs parts of `p` until none is left (or a newer job replaced it).
-fn run_parts(s: &Shared, p: Published) {
+/// Claims and runs parts of `p`, part `me` first, until none is left (or a newer job
+/// replaced it).
+fn run_parts(s: &Shared, p: Published, me: usize) {
     let job = p.job;
+    let all = (1u64 << job.parts) - 1;
     loop {
         let cur = s.claim.load(Ordering::Acquire);
-        let part = (cur & u64::from(u32::MAX)) as usize;
-        if (cur >> 32) as u32 != p.seq || part >= job.parts {
+        let claimed = cur & u64::from(u32::MAX);
+        if (cur >> 32) as u32 != p.seq || claimed & all == all {
             return;
         }
+        let part = if me < job.parts && claimed & (1 << me) == 0 {
+            me
+        } else {
+            (!claimed).trailing_zeros() as usize
+        };
         if s.claim
-            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange_weak(cur, cur | 1 << part, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             continue;
