@@ -35,8 +35,10 @@
 //!
 //! ## Threads
 //! A kernel can also be split into ranges of its work items run on several threads at once
-//! ([`JitProgram::run_kernel_split`]); that is done only for a kernel whose items were proven to
-//! write disjoint memory (`loops::verify::parallel_safe`), otherwise it runs in one piece.
+//! ([`JitProgram::run_kernel_split`] with any executor, [`JitProgram::run_kernel_team`] on a
+//! model's [`Team`] of spinning workers); that is done only for a kernel whose items were
+//! proven to write disjoint memory (`loops::verify::parallel_safe`), otherwise it runs in one
+//! piece.
 //!
 //! ## Tiers
 //! [`JitOptions::isa`] picks the vector tier. For avx2/avx512, phase 0 assembles one raw

@@ -47,7 +47,8 @@ pub struct Options {
     /// Run the default pass pipeline (fold batch norm, fuse relu6 and residual adds) first.
     pub optimize: bool,
     /// Threads that run each call (1 = the calling thread only). With more, the model owns a
-    /// pool of that many threads and splits every kernel it can over them.
+    /// team of that many threads (the caller's included) and splits every kernel it can over
+    /// them.
     pub threads: usize,
     /// The vector tier of the micro-kernels (the 1x1 GEMM strips and depthwise rows; `Auto`:
     /// the widest this CPU runs; a tier the CPU lacks is a usage error). Every tier gives
