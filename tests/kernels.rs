@@ -1194,3 +1194,56 @@ fn pointwise_every_strip_length_and_block_shape() {
         }
     }
 }
+
+/// Two 1x1 convs with 64 KB weight panels: the first kernel prefetches the second's panel (a
+/// prefetch operand on its GEMM strips, `lower::prefetch`), and no value changes for it: every
+/// tier, split over threads and fenced by canaries, matches the interpreter bit for bit.
+#[test]
+fn weight_prefetch_changes_no_value() {
+    let mut g = Graph::new("prefetch");
+    let mut consts = TensorMap::new();
+    let x = g.add_node("x", Op::Input, TensorType::new(vec![1, 5, 6, 64]), &[]);
+    param(
+        &mut g,
+        &mut consts,
+        "w1",
+        vec![1, 1, 64, 256],
+        values(1, 64 * 256),
+    );
+    param(
+        &mut g,
+        &mut consts,
+        "w2",
+        vec![1, 1, 256, 64],
+        values(2, 256 * 64),
+    );
+    let conv = |w: &str, epilogue| Conv2d {
+        weight: w.into(),
+        bias: None,
+        stride: [1, 1],
+        pads: Pads::default(),
+        groups: 1,
+        epilogue,
+    };
+    let h = g
+        .add_typed("h", Op::Conv2d(conv("w1", Epilogue::Relu6)), &[x])
+        .expect("types");
+    let y = g
+        .add_typed("y", Op::Conv2d(conv("w2", Epilogue::None)), &[h])
+        .expect("types");
+    g.set_outputs(vec![y]);
+    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let text = p.kernels[0].to_string();
+    assert!(
+        text.contains("_pf") && text.contains("pf=@y#w_packed"),
+        "{text}"
+    );
+    assert!(
+        !p.kernels[1].to_string().contains("pf="),
+        "{}",
+        p.kernels[1]
+    );
+    let inputs = BTreeMap::from([("x".to_string(), values(3, 5 * 6 * 64))]);
+    let out = run_both(&g, &consts, &inputs);
+    assert!(out.values().all(|v| v.iter().all(|x| x.is_finite())));
+}

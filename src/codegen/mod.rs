@@ -78,7 +78,8 @@ pub fn kernel_signature<M: Module>(m: &M) -> Signature {
     sig
 }
 
-/// The signature of every raw micro-kernel: `(x, w, bias, res, out)` pointers (see [`micro`]).
+/// The signature of every raw micro-kernel: `(x, w, bias, res, out, pf)` pointers (see
+/// [`micro`]).
 pub fn micro_signature<M: Module>(m: &M) -> Signature {
     let mut sig = m.make_signature();
     for _ in micro_slots() {
@@ -88,7 +89,7 @@ pub fn micro_signature<M: Module>(m: &M) -> Signature {
     sig
 }
 
-fn micro_slots() -> [crate::loops::micro::Slot; 5] {
+fn micro_slots() -> [crate::loops::micro::Slot; 6] {
     crate::loops::micro::Slot::ALL
 }
 
@@ -573,7 +574,7 @@ impl Translator<'_, '_> {
     /// A call of raw micro-kernel `f` with the addresses of `mc`'s operands (null for absent
     /// ones, which the kernel never reads).
     fn call_micro(&mut self, f: FuncRef, mc: &crate::loops::micro::Micro) -> Result<()> {
-        let mut args = Vec::with_capacity(5);
+        let mut args = Vec::with_capacity(micro_slots().len());
         for slot in micro_slots() {
             args.push(match mc.operand(slot) {
                 Some(o) => {

@@ -47,6 +47,11 @@ pub struct GemmStrip {
     pub residual: bool,
     /// `clamp(lo, hi)` after the residual: relu6 is `(0, 6)`, relu `(0, +inf)`.
     pub clamp: Option<(f32, f32)>,
+    /// 64-byte lines of the [`Slot::Prefetch`] operand (0: none): a hint with no effect on any
+    /// value. The wide tiers prefetch them into L2 (`prefetcht1`), spread over the strip's
+    /// register blocks, so that the next layer's weight panel arrives while this one computes
+    /// (see `lower::prefetch`); the meaning and the portable tier ignore it.
+    pub prefetch: usize,
 }
 
 impl GemmStrip {
@@ -66,8 +71,12 @@ impl GemmStrip {
         let clamp = self.clamp.map_or("none".to_string(), |(l, h)| {
             format!("{:08x}_{:08x}", l.to_bits(), h.to_bits())
         });
+        let prefetch = match self.prefetch {
+            0 => String::new(),
+            n => format!("_pf{n}"),
+        };
         format!(
-            "gemm_p{}_k{}_n{}_xs{}_os{}_b{}_r{}_c{}",
+            "gemm_p{}_k{}_n{}_xs{}_os{}_b{}_r{}_c{}{prefetch}",
             self.pixels,
             self.k,
             self.n,
@@ -175,10 +184,19 @@ pub enum Slot {
     Bias,
     Residual,
     Out,
+    /// Memory to prefetch (a GEMM strip's [`GemmStrip::prefetch`]): never read for a value.
+    Prefetch,
 }
 
 impl Slot {
-    pub const ALL: [Slot; 5] = [Slot::X, Slot::W, Slot::Bias, Slot::Residual, Slot::Out];
+    pub const ALL: [Slot; 6] = [
+        Slot::X,
+        Slot::W,
+        Slot::Bias,
+        Slot::Residual,
+        Slot::Out,
+        Slot::Prefetch,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -187,6 +205,7 @@ impl Slot {
             Slot::Bias => "bias",
             Slot::Residual => "res",
             Slot::Out => "out",
+            Slot::Prefetch => "pf",
         }
     }
 }
@@ -219,6 +238,10 @@ impl Op {
             Slot::Residual if g.residual => rows(g.out_stride, g.n).map(|h| (0, h, false)),
             Slot::Residual => None,
             Slot::Out => rows(g.out_stride, g.n).map(|h| (0, h, true)),
+            Slot::Prefetch => match g.prefetch {
+                0 => None,
+                n => n.checked_mul(16).map(|e| (0, e - 1, false)),
+            },
         }
     }
 
@@ -279,6 +302,7 @@ impl DwRow {
                     .checked_add(self.c - 1)?;
                 Some((0, h, slot == Slot::Out))
             }
+            Slot::Prefetch => None,
         }
     }
 }
@@ -383,6 +407,7 @@ mod tests {
                 bias: false,
                 residual: false,
                 clamp: None,
+                prefetch: 0,
             };
             let mut seen = vec![false; 3 * n];
             for ci in 0..3 {

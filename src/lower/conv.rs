@@ -307,6 +307,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
             bias: p.bias.is_some(),
             residual: p.residual.is_some(),
             clamp: conv.epilogue.clamp(),
+            prefetch: 0,
         };
         let at = |buf: BufId, base: Affine| Operand { buf, base };
         // Rows of `cout` channels; the item's block starts at `pix0 * cout + ch0`. Packed

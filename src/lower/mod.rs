@@ -19,6 +19,7 @@ pub mod dense;
 pub mod depthwise;
 pub mod elementwise;
 pub mod pool;
+mod prefetch;
 pub mod schedule;
 pub mod softmax;
 pub mod transpose;
@@ -145,6 +146,7 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
         .iter()
         .map(|&o| loops::value_buffer(&graph.node(o).name))
         .collect();
+    prefetch::plan(&mut p);
     loops::verify_program(&p)?;
     Ok(p)
 }

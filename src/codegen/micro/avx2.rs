@@ -88,6 +88,7 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
         }
     }
     a.add(rax, cb.w_step)?;
+    super::prefetch_step(a, g)?;
     a.inc(r10)?;
     a.cmp(r10, g.k as i32)?;
     a.jl(step)?;

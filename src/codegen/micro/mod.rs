@@ -3,11 +3,13 @@
 //! call them.
 //!
 //! ## What must hold
-//! - **ABI.** Every raw kernel is `extern "sysv64" fn(x, w, bias, res, out)` (pointers to the
-//!   first element of each operand; an absent operand is never read). Shapes, strides and masks
-//!   are compiled in. Kernels use only caller-saved registers (rax, rcx, rdx, rsi, rdi, r8-r11,
-//!   all vector and mask registers), no stack, and end with `vzeroupper` (Cranelift's spills are
-//!   legacy-SSE moves, which stall after dirty upper halves). No relocations: constants are
+//! - **ABI.** Every raw kernel is `extern "sysv64" fn(x, w, bias, res, out, pf)` (pointers to
+//!   the first element of each operand; an absent operand is never read). Shapes, strides and
+//!   masks are compiled in. Kernels use the caller-saved registers (rax, rcx, rdx, rsi, rdi,
+//!   r8-r11, all vector and mask registers) and no stack, except that a GEMM strip with a
+//!   prefetch operand saves rbx and rbp with `push`/`pop` (its prefetch pointer and end); they
+//!   end with `vzeroupper` (Cranelift's spills are legacy-SSE moves, which stall after dirty
+//!   upper halves). No relocations: constants are
 //!   built in registers or placed after `ret` and read RIP-relative.
 //! - **Bounds.** A kernel touches exactly its op's footprint (`Op::footprint`): channel tails
 //!   use masked loads and stores (opmasks on AVX-512, `vmaskmovps` on AVX2), whose masked-off
@@ -330,13 +332,25 @@ pub(crate) type GemmBlock = fn(
 /// The channel runs of a GEMM strip, shared by both tiers: per run, r9 = its first block's
 /// weights; per block (a loop over r11 when the run has several), the pixel register blocks,
 /// then the bias (rdx), residual (rcx) and output (r8) pointers move to the next block.
+///
+/// With a prefetch operand (the 6th argument, r9 on entry), rbx walks it from its first line
+/// and rbp marks the end of its `g.prefetch` lines; each reduction step of every register
+/// block prefetches the next line ([`prefetch_step`]) until the end, so the lines arrive
+/// spread over the whole strip rather than in a burst that would stall it.
 pub(crate) fn gemm_runs(
     a: &mut CodeAssembler,
     g: &GemmStrip,
     plan: &Plan,
     block: GemmBlock,
 ) -> std::result::Result<(), iced_x86::IcedError> {
-    use iced_x86::code_asm::{qword_ptr, r8, r9, r11, rax, rcx, rdx, rsi};
+    use iced_x86::code_asm::{qword_ptr, r8, r9, r11, rax, rbp, rbx, rcx, rdx, rsi};
+    let prefetch = prefetch_bytes(g);
+    if let Some(bytes) = prefetch {
+        a.push(rbx)?;
+        a.push(rbp)?;
+        a.mov(rbx, r9)?;
+        a.lea(rbp, qword_ptr(rbx + bytes))?;
+    }
     for cb in &plan.channels {
         a.mov(rax, cb.w_start)?;
         a.lea(r9, qword_ptr(rsi + rax))?;
@@ -363,7 +377,39 @@ pub(crate) fn gemm_runs(
             a.jnz(top)?;
         }
     }
+    if prefetch.is_some() {
+        a.pop(rbp)?;
+        a.pop(rbx)?;
+    }
     Ok(())
+}
+
+/// The byte length of a GEMM strip's prefetch lines, if it has any that fit a displacement.
+fn prefetch_bytes(g: &GemmStrip) -> Option<i32> {
+    match g.prefetch {
+        0 => None,
+        n => n.checked_mul(64).and_then(|b| i32::try_from(b).ok()),
+    }
+}
+
+/// One reduction step's prefetch (inside the K loop of a register block): the line at rbx
+/// into L2, then the next, until rbp. Nothing when the strip has no prefetch operand. The
+/// branch is taken the same way for a whole strip but the last line, so it predicts well.
+pub(crate) fn prefetch_step(
+    a: &mut CodeAssembler,
+    g: &GemmStrip,
+) -> std::result::Result<(), iced_x86::IcedError> {
+    use iced_x86::code_asm::{byte_ptr, rbp, rbx};
+    if prefetch_bytes(g).is_none() {
+        return Ok(());
+    }
+    let mut done = a.create_label();
+    a.cmp(rbx, rbp)?;
+    a.jae(done)?;
+    a.prefetcht1(byte_ptr(rbx))?;
+    a.add(rbx, 64)?;
+    // The label binds to the caller's next instruction (the loop counter's increment).
+    a.set_label(&mut done)
 }
 
 /// Intel-syntax listing of raw kernel bytes (for `--emit asm`).
