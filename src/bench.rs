@@ -258,12 +258,18 @@ pub fn run(
     // Per-layer medians, from separate timed runs (timing each kernel adds a little overhead).
     let layers: Vec<_> = model.layers().cloned().collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); layers.len()];
+    // A kernel may run in several bands per call (`runtime::bands`): its time is their sum.
+    let mut call = vec![0.0f64; layers.len()];
     for _ in 0..runs {
+        call.iter_mut().for_each(|c| *c = 0.0);
         model.run_timed(inputs, &mut |step, secs| {
-            if let Some(t) = times.get_mut(step) {
-                t.push(secs);
+            if let Some(c) = call.get_mut(step) {
+                *c += secs;
             }
         })?;
+        for (t, c) in times.iter_mut().zip(&call) {
+            t.push(*c);
+        }
     }
     peaks.push(peak.measure()?);
     let rows: Vec<LayerRow> = layers

@@ -58,7 +58,12 @@ pub fn emit_for(graph: &Graph, level: Level, isa: Isa) -> Result<String> {
     let program = lower::lower(graph, &consts)?;
     match level {
         Level::Ir | Level::Loops => Ok(program.to_string()),
-        Level::Memplan => Ok(crate::runtime::plan_memory(&program)?.to_string()),
+        Level::Memplan => {
+            // What a one-thread model runs: the band schedule, lifetimes in its runs.
+            let schedule = crate::runtime::bands::schedule(&program);
+            let plan = crate::runtime::plan_memory(&program, &schedule)?;
+            Ok(format!("{plan}{}", schedule.listing(&program)))
+        }
         Level::Clif => codegen::emit_clif(&program.kernels, isa),
         Level::Asm => codegen::emit_asm(&program.kernels, isa),
     }

@@ -180,7 +180,8 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
     let consts = frontend::weights::bind(&graph, weights)?;
     let mut program = lower::lower(&graph, &consts)?;
     loops::verify_program(&program)?;
-    let layout = CallPlan::new(&mut program)?;
+    // The object walks its kernels layer by layer (`codegen::object`).
+    let layout = CallPlan::new(&mut program, false)?;
     let (input, output) = match (&layout.inputs[..], layout.outputs.last()) {
         ([input], Some(output)) => (input, output),
         (inputs, _) => {

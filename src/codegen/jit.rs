@@ -58,6 +58,7 @@ mod team;
 pub use team::{Session, Team};
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -337,7 +338,20 @@ impl JitProgram {
     /// Runs kernel `i` on `args`, one per declared buffer, in declaration order. Checks count,
     /// lengths and writability first (see the module doc); never calls the code otherwise.
     pub fn run_kernel(&self, i: usize, args: &mut [Arg<'_>]) -> Result<()> {
+        let items = self.kernels.get(i).map_or(0, |k| k.items);
+        self.run_kernel_items(i, args, 0..items)
+    }
+
+    /// [`run_kernel`](JitProgram::run_kernel) on the work items `items` only (a sub-range of
+    /// `0..work_items`, else an error): the band schedule's call.
+    pub fn run_kernel_items(
+        &self,
+        i: usize,
+        args: &mut [Arg<'_>],
+        items: Range<i64>,
+    ) -> Result<()> {
         let (k, ptrs) = self.check_args(i, args)?;
+        let (begin, end) = check_items(k, &items)?;
         // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
         // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers
         // for any sub-range of its work items (here all of them), and it stores only to
@@ -348,8 +362,8 @@ impl JitProgram {
         // every written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps
         // no other argument for the duration of this call (`args` stays borrowed). Read-only
         // slices are only read. `ptrs` (on this frame) outlives the call, which retains no
-        // pointer.
-        unsafe { (k.f)(ptrs.array(), 0, k.items) };
+        // pointer. `begin..end` is a sub-range of the work items (`check_items`).
+        unsafe { (k.f)(ptrs.array(), begin, end) };
         Ok(())
     }
 
@@ -424,21 +438,30 @@ impl JitProgram {
     /// got to it first (see `Team`). A kernel not proven
     /// [`parallel_safe`](JitProgram::parallel_safe), or with one work item, runs whole on the
     /// calling thread.
-    pub fn run_kernel_team(&self, i: usize, args: &mut [Arg<'_>], team: &Team) -> Result<()> {
+    pub fn run_kernel_team(
+        &self,
+        i: usize,
+        args: &mut [Arg<'_>],
+        items: Range<i64>,
+        team: &Team,
+    ) -> Result<()> {
         let (k, ptrs) = self.check_args(i, args)?;
+        let (begin, end) = check_items(k, &items)?;
         let parts = team
             .threads()
             .min(team::MAX_PARTS)
-            .min(usize::try_from(k.items).unwrap_or(0));
+            .min(usize::try_from(end - begin).unwrap_or(0));
         if !k.parallel_safe || parts <= 1 {
-            // SAFETY: as in `run_kernel`: verified code, checked arguments, all work items.
-            unsafe { (k.f)(ptrs.array(), 0, k.items) };
+            // SAFETY: as in `run_kernel`: verified code, checked arguments, a sub-range of the
+            // work items (`check_items`).
+            unsafe { (k.f)(ptrs.array(), begin, end) };
             return Ok(());
         }
         team.run(team::Job {
             f: k.f,
             ptrs,
-            items: k.items,
+            begin,
+            end,
             parts,
         });
         Ok(())
@@ -731,4 +754,15 @@ fn compile_for_listing(kernels: &[Kernel], clif: bool, isa: Isa) -> Result<JitPr
         ..JitOptions::default()
     };
     JitProgram::compile_kernels(kernels, &opts)
+}
+
+/// `items` as `(begin, end)` if it is a sub-range of kernel `k`'s work items.
+fn check_items(k: &JitKernel, items: &Range<i64>) -> Result<(i64, i64)> {
+    if items.start < 0 || items.start > items.end || items.end > k.items {
+        return Err(Error::Internal(format!(
+            "work items {items:?} of a kernel with {}",
+            k.items
+        )));
+    }
+    Ok((items.start, items.end))
 }

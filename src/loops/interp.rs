@@ -24,6 +24,42 @@ pub fn run_kernel(k: &Kernel, bufs: &mut [&mut [f32]]) -> Result<()> {
     Ok(())
 }
 
+/// Runs work items `items` of `k` only (numbered as in [`super::verify::work_items`]): what one
+/// run of the band schedule does. Running consecutive ranges that cover every item, in order,
+/// is running the kernel.
+pub fn run_kernel_items(
+    k: &Kernel,
+    bufs: &mut [&mut [f32]],
+    items: std::ops::Range<i64>,
+) -> Result<()> {
+    super::verify(k)?;
+    check_buffers(k, bufs.iter().map(|b| b.len()))?;
+    let total = super::verify::work_items(k).unwrap_or(0);
+    if items.start < 0 || items.start > items.end || items.end > total {
+        return Err(Error::Codegen(format!(
+            "kernel '{}' has {total} work items, not {items:?}",
+            k.name
+        )));
+    }
+    let mut m = Machine {
+        vars: vec![0; k.vars.len()],
+        locals: k.locals.iter().map(|l| vec![0.0; l.len]).collect(),
+        bufs,
+    };
+    let mut first = 0i64;
+    for s in &k.body {
+        // The verifier made every top-level statement a loop.
+        let Stmt::Loop(l) = s else { continue };
+        let n = l.hi - l.lo;
+        for t in items.start.max(first)..items.end.min(first + n) {
+            m.vars[l.var.0] = l.lo + t - first;
+            m.stmts(&l.body);
+        }
+        first += n;
+    }
+    Ok(())
+}
+
 /// Checks that the buffers passed match the kernel's declarations in number and length.
 pub(crate) fn check_buffers(k: &Kernel, lens: impl ExactSizeIterator<Item = usize>) -> Result<()> {
     if lens.len() != k.buffers.len() {
@@ -160,6 +196,38 @@ pub fn execute(
     inputs: &BTreeMap<String, Vec<f32>>,
     mut exec: impl FnMut(usize, &Kernel, &mut [&mut [f32]]) -> Result<()>,
 ) -> Result<BTreeMap<String, Vec<f32>>> {
+    let mut store = initial_store(p, inputs)?;
+    for (i, k) in p.kernels.iter().enumerate() {
+        with_buffers(&mut store, p, k, |bufs| exec(i, k, bufs))?;
+    }
+    outputs(p, &store)
+}
+
+/// Runs a program's kernels in `runs`, each `(kernel, work items)` in the interpreter, in that
+/// order (the meaning of a band schedule, `runtime::bands`), on buffers as [`execute`] makes
+/// them; returns the graph outputs. Nothing checks the order: `runtime::bands::verify` does.
+pub fn execute_runs(
+    p: &Program,
+    inputs: &BTreeMap<String, Vec<f32>>,
+    runs: impl IntoIterator<Item = (usize, std::ops::Range<i64>)>,
+) -> Result<BTreeMap<String, Vec<f32>>> {
+    let mut store = initial_store(p, inputs)?;
+    for (i, items) in runs {
+        let k = p
+            .kernels
+            .get(i)
+            .ok_or_else(|| Error::Codegen(format!("no kernel {i}")))?;
+        with_buffers(&mut store, p, k, |bufs| run_kernel_items(k, bufs, items))?;
+    }
+    outputs(p, &store)
+}
+
+/// Every buffer that owns storage: inputs from `inputs`, constants from the program,
+/// activations zeroed.
+fn initial_store(
+    p: &Program,
+    inputs: &BTreeMap<String, Vec<f32>>,
+) -> Result<BTreeMap<String, Vec<f32>>> {
     let mut store: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for (name, (dims, kind)) in &p.buffers {
         if p.storage_of(name) != name {
@@ -192,28 +260,48 @@ pub fn execute(
         };
         store.insert(name.clone(), data);
     }
-    for (i, k) in p.kernels.iter().enumerate() {
-        let mut taken: Vec<(String, Vec<f32>)> = Vec::with_capacity(k.buffers.len());
-        for b in &k.buffers {
-            let s = p.storage_of(&b.name).to_string();
-            let data = store.remove(&s).ok_or_else(|| {
-                Error::Codegen(format!(
-                    "kernel '{}': buffer {} is missing or passed twice",
-                    k.name, b.name
-                ))
-            })?;
-            taken.push((s, data));
+    Ok(store)
+}
+
+/// Calls `f` with kernel `k`'s buffers (views resolved to their storage), taken out of `store`
+/// and put back after.
+fn with_buffers(
+    store: &mut BTreeMap<String, Vec<f32>>,
+    p: &Program,
+    k: &Kernel,
+    f: impl FnOnce(&mut [&mut [f32]]) -> Result<()>,
+) -> Result<()> {
+    let mut taken: Vec<(String, Vec<f32>)> = Vec::with_capacity(k.buffers.len());
+    let mut missing = None;
+    for b in &k.buffers {
+        let s = p.storage_of(&b.name).to_string();
+        match store.remove(&s) {
+            Some(data) => taken.push((s, data)),
+            None => {
+                missing = Some(b.name.clone());
+                break;
+            }
         }
-        let result = {
+    }
+    let result = match missing {
+        Some(name) => Err(Error::Codegen(format!(
+            "kernel '{}': buffer {name} is missing or passed twice",
+            k.name
+        ))),
+        None => {
             let mut slices: Vec<&mut [f32]> =
                 taken.iter_mut().map(|(_, d)| d.as_mut_slice()).collect();
-            exec(i, k, &mut slices)
-        };
-        for (s, d) in taken {
-            store.insert(s, d);
+            f(&mut slices)
         }
-        result?;
+    };
+    for (s, d) in taken {
+        store.insert(s, d);
     }
+    result
+}
+
+/// The graph outputs of a finished store, by graph name.
+fn outputs(p: &Program, store: &BTreeMap<String, Vec<f32>>) -> Result<BTreeMap<String, Vec<f32>>> {
     p.outputs
         .iter()
         .map(|o| {

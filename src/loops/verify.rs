@@ -126,6 +126,146 @@ pub fn parallel_safe(k: &Kernel) -> bool {
         })
 }
 
+/// The hull `(lowest, highest)` of the elements of buffer `buf` that work items `items` of a
+/// verified kernel access (loads and stores; items are numbered as in [`work_items`]). `None`
+/// when the range is empty or past the last item, or the items do not access `buf`.
+pub fn item_hull(k: &Kernel, buf: usize, items: std::ops::Range<i64>) -> Option<(i128, i128)> {
+    if items.start < 0 || items.start >= items.end {
+        return None;
+    }
+    let mem = Mem::Buf(super::BufId(buf));
+    let mut hull: Option<(i128, i128)> = None;
+    let mut first = 0i64;
+    for s in &k.body {
+        let Stmt::Loop(l) = s else { continue };
+        let n = l.hi.checked_sub(l.lo)?;
+        let (from, to) = (items.start.max(first), items.end.min(first.checked_add(n)?));
+        if from < to {
+            let mut c = Checker {
+                k,
+                bound: HashMap::new(),
+                stack: Vec::new(),
+                seen: vec![false; k.vars.len()],
+            };
+            c.bound.insert(
+                l.var,
+                Bound {
+                    lo: l.lo.checked_add(from - first)?,
+                    hi: l.lo.checked_add(to - first - 1)?,
+                    kind: l.kind,
+                    mode: l.mode,
+                },
+            );
+            for r in c.access_ranges(&l.body, mem, None)? {
+                hull = Some(hull.map_or(r, |h| (h.0.min(r.0), h.1.max(r.1))));
+            }
+        }
+        first += n;
+    }
+    if items.end > first {
+        return None;
+    }
+    hull
+}
+
+/// How the work items of one top-level loop access a buffer: item `first + j` (iteration
+/// `lo + j`) only within `coef * (lo + j) + [rmin, rmax]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopWindow {
+    pub first: i64,
+    pub items: i64,
+    pub lo: i64,
+    pub coef: i64,
+    pub rmin: i128,
+    pub rmax: i128,
+}
+
+/// [`item_hull`] in closed form, for a kernel whose every access to `buf` has one positive
+/// coefficient on its top-level loop's variable (per loop): one [`LoopWindow`] per loop that
+/// accesses `buf`. `None` for other kernels (callers fall back to [`item_hull`]). Computing a
+/// hull from these is a few multiplications instead of a walk of the kernel.
+pub fn loop_windows(k: &Kernel, buf: usize) -> Option<Vec<LoopWindow>> {
+    let mem = Mem::Buf(super::BufId(buf));
+    let mut out = Vec::new();
+    let mut first = 0i64;
+    for s in &k.body {
+        let Stmt::Loop(l) = s else { return None };
+        let n = l.hi.checked_sub(l.lo)?;
+        let mut accesses = Vec::new();
+        collect_accesses(&l.body, mem, &mut accesses);
+        if let Some(a0) = accesses.first() {
+            let coef = a0.coef(l.var);
+            if coef <= 0 || accesses.iter().any(|a| a.coef(l.var) != coef) {
+                return None;
+            }
+            let mut c = Checker {
+                k,
+                bound: HashMap::new(),
+                stack: Vec::new(),
+                seen: vec![false; k.vars.len()],
+            };
+            let ranges = c.access_ranges(&l.body, mem, None)?;
+            out.push(LoopWindow {
+                first,
+                items: n,
+                lo: l.lo,
+                coef,
+                rmin: ranges.iter().map(|r| r.0).min()?,
+                rmax: ranges.iter().map(|r| r.1).max()?,
+            });
+        }
+        first = first.checked_add(n)?;
+    }
+    Some(out)
+}
+
+/// The hull of the elements items `items` access, from [`loop_windows`] (as [`item_hull`]).
+pub fn windows_hull(windows: &[LoopWindow], items: std::ops::Range<i64>) -> Option<(i128, i128)> {
+    let mut hull: Option<(i128, i128)> = None;
+    for w in windows {
+        let (from, to) = (items.start.max(w.first), items.end.min(w.first + w.items));
+        if from < to {
+            let at = |t: i64| i128::from(w.coef) * i128::from(w.lo + t - w.first);
+            let h = (at(from) + w.rmin, at(to - 1) + w.rmax);
+            hull = Some(hull.map_or(h, |g| (g.0.min(h.0), g.1.max(h.1))));
+        }
+    }
+    hull
+}
+
+/// Whether the work items of a verified kernel (the result means nothing for another) access
+/// buffer `buf` in ascending, disjoint
+/// windows: inside each top-level loop, item `t` only within `c*t + [rmin, rmax]` with `c > 0`
+/// and `rmax - rmin < c`, and each loop's items below the next loop's. Then, once items `0..a`
+/// ran, no later item touches an element below item `a`'s window: what the band schedule
+/// (`runtime::bands`) relies on to run a consumer while its producer is still running.
+pub fn ascending_windows(k: &Kernel, buf: usize) -> bool {
+    let mem = Mem::Buf(super::BufId(buf));
+    if !disjoint_windows(k, mem, None) {
+        return false;
+    }
+    let mut first = 0i64;
+    let mut below: Option<i128> = None;
+    for s in &k.body {
+        let Stmt::Loop(l) = s else { return false };
+        let mut accesses = Vec::new();
+        collect_accesses(&l.body, mem, &mut accesses);
+        let n = l.hi - l.lo;
+        if accesses.is_empty() || accesses.iter().any(|a| a.coef(l.var) <= 0) {
+            return false;
+        }
+        let Some(h) = item_hull(k, buf, first..first + n) else {
+            return false;
+        };
+        if below.is_some_and(|b| h.0 <= b) {
+            return false;
+        }
+        below = Some(h.1);
+        first += n;
+    }
+    below.is_some()
+}
+
 /// The windows rule of [`parallel_safe`] for one buffer: plain intervals with `period: None`,
 /// remainders mod `S` with `Some(S)`.
 fn disjoint_windows(k: &Kernel, mem: Mem, period: Option<i128>) -> bool {

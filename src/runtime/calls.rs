@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use super::bands::{self, Schedule};
 use super::memplan::{self, MemPlan, Request};
 use crate::loops::{BufferKind, Kernel, MAX_KERNEL_BUFFERS, Program, Role};
 use crate::{Error, Result};
@@ -55,15 +56,23 @@ pub(crate) struct CallPlan {
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
     pub plan: MemPlan,
+    /// The order of the kernel calls (the memory plan's lifetimes are in its runs).
+    pub schedule: Schedule,
     /// Arena length in f32 elements.
     pub arena_len: usize,
 }
 
 impl CallPlan {
     /// Plans memory for `program` and resolves every kernel argument. The program's constants
-    /// move into the layout (`program.constants` is left empty).
-    pub(crate) fn new(program: &mut Program) -> Result<CallPlan> {
-        let plan = plan_memory(program)?;
+    /// move into the layout (`program.constants` is left empty). `banded`: run the kernels in
+    /// the band schedule (`runtime::bands`), else layer by layer.
+    pub(crate) fn new(program: &mut Program, banded: bool) -> Result<CallPlan> {
+        let schedule = if banded {
+            bands::schedule(program)
+        } else {
+            bands::layer_by_layer(program)
+        };
+        let plan = plan_with(program, &schedule)?;
         let arena_len = plan.arena_bytes / 4;
         let (names, consts): (Vec<String>, Vec<Vec<f32>>) =
             std::mem::take(&mut program.constants).into_iter().unzip();
@@ -92,23 +101,28 @@ impl CallPlan {
             inputs,
             outputs,
             plan,
+            schedule,
             arena_len,
         })
     }
 }
 
-/// The static memory plan of a lowered program: what a model compiled from it would use
-/// (`--emit memplan` prints it without compiling the kernels).
-pub fn plan_memory(program: &Program) -> Result<MemPlan> {
-    memplan::plan(&requests(program)?)
+/// The static memory plan of a lowered program run in `schedule`: what a model compiled from
+/// it would use (`--emit memplan` prints it without compiling the kernels).
+pub fn plan_memory(program: &Program, schedule: &Schedule) -> Result<MemPlan> {
+    plan_with(program, schedule)
+}
+
+fn plan_with(program: &Program, schedule: &Schedule) -> Result<MemPlan> {
+    memplan::plan(&requests(program, schedule)?)
         .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
 }
 
 /// The memory plan's requests: every activation that owns storage (views do not), with its
-/// liveness: written at its kernel, read until its last reader; graph outputs live to the end
-/// (step `n`).
-fn requests(program: &Program) -> Result<Vec<Request>> {
-    let n = program.kernels.len();
+/// liveness in the schedule's runs: from its writer's first run to its last reader's last run;
+/// graph outputs live to the end (step `runs`).
+fn requests(program: &Program, schedule: &Schedule) -> Result<Vec<Request>> {
+    let n = schedule.runs.len();
     let views: HashMap<&str, &str> = program
         .views
         .iter()
@@ -116,7 +130,10 @@ fn requests(program: &Program) -> Result<Vec<Request>> {
         .collect();
     let mut first: HashMap<&str, usize> = HashMap::new();
     let mut last: HashMap<&str, usize> = HashMap::new();
-    for (i, k) in program.kernels.iter().enumerate() {
+    for (i, run) in schedule.runs.iter().enumerate() {
+        let Some(k) = program.kernels.get(run.kernel) else {
+            return Err(Error::Internal(format!("no kernel {}", run.kernel)));
+        };
         for b in &k.buffers {
             let storage = storage_of(&views, &b.name);
             if b.role.writable() {

@@ -6,6 +6,7 @@
 //! - [`memplan`]: the static memory plan, one 64-byte-aligned arena for all activations with
 //!   offsets fixed at compile time from liveness.
 
+pub mod bands;
 pub(crate) mod calls;
 pub mod memplan;
 pub mod model;

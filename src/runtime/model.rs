@@ -26,6 +26,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
+use super::bands::Schedule;
 use super::calls::{CallPlan, Port, Slot};
 use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, Isa, JitOptions, JitProgram, Team};
@@ -178,6 +179,8 @@ pub struct CompiledModel {
     jit: JitProgram,
     program: Program,
     steps: Vec<Step>,
+    /// The order of the kernel calls, each on a range of work items (`runtime::bands`).
+    schedule: Schedule,
     consts: Consts,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
@@ -304,7 +307,11 @@ impl CompiledModel {
             .enumerate()
             .map(|(i, k)| Layer::of(k, jit.kernel_isa(i).unwrap_or(Isa::Portable)))
             .collect::<Result<Vec<_>>>()?;
-        let mut model = CompiledModel::assemble(jit, program, layers)?;
+        // One thread runs in bands (`runtime::bands`); with more, each thread's own range of
+        // every layer already stays in its core's L2, and bands would only add team calls
+        // (measured: 4.25 -> 4.85 ms at 2 threads, see `docs/performance.md`).
+        let banded = options.threads <= 1;
+        let mut model = CompiledModel::assemble(jit, program, layers, banded)?;
         if options.threads > 1 {
             model.team = Some(Mutex::new(Team::new(options.threads)?));
             model.threads = options.threads;
@@ -318,6 +325,7 @@ impl CompiledModel {
         jit: JitProgram,
         mut program: Program,
         layers: Vec<Layer>,
+        banded: bool,
     ) -> Result<CompiledModel> {
         let CallPlan {
             calls,
@@ -325,8 +333,9 @@ impl CompiledModel {
             inputs,
             outputs,
             plan,
+            schedule,
             arena_len,
-        } = CallPlan::new(&mut program)?;
+        } = CallPlan::new(&mut program, banded)?;
         let steps = calls
             .into_iter()
             .zip(layers)
@@ -339,6 +348,7 @@ impl CompiledModel {
         Ok(CompiledModel {
             jit,
             steps,
+            schedule,
             consts: Consts::new(consts)?,
             input_info: inputs.iter().map(TensorInfo::of).collect(),
             output_info: outputs.iter().map(TensorInfo::of).collect(),
@@ -471,7 +481,12 @@ impl CompiledModel {
         team: Option<&Team>,
         timed: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<()> {
-        for (i, step) in self.steps.iter().enumerate() {
+        for run in &self.schedule.runs {
+            let i = run.kernel;
+            let step = self
+                .steps
+                .get(i)
+                .ok_or_else(|| Error::Internal(format!("no kernel {i}")))?;
             let start = std::time::Instant::now();
             let (before, rest) = arena.split_at_mut(step.output.start);
             let (out, after) = rest.split_at_mut(step.output.len());
@@ -500,9 +515,10 @@ impl CompiledModel {
                 }
             });
             let args = &mut args[..n];
+            let items = run.items.clone();
             match team {
-                Some(team) => self.jit.run_kernel_team(i, args, team)?,
-                None => self.jit.run_kernel(i, args)?,
+                Some(team) => self.jit.run_kernel_team(i, args, items, team)?,
+                None => self.jit.run_kernel_items(i, args, items)?,
             }
             timed(i, start.elapsed().as_secs_f64());
         }
@@ -526,6 +542,12 @@ impl CompiledModel {
     /// The memory plan (what `--emit memplan` prints).
     pub fn memory_plan(&self) -> &MemPlan {
         &self.plan
+    }
+
+    /// The order of the kernel calls: the band schedule for one thread (`runtime::bands`),
+    /// layer by layer for more.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// The lowered program (loop IR of every kernel).

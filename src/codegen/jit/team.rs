@@ -36,13 +36,14 @@ use crate::{Error, Result};
 /// The most parts of a job: one bit each in the low half of the claim word.
 pub(super) const MAX_PARTS: usize = 32;
 
-/// One split kernel call: run its work items `0..items` in `parts` equal ranges
+/// One split kernel call: run its work items `begin..end` in `parts` equal ranges
 /// (`parts <= MAX_PARTS`).
 #[derive(Clone, Copy)]
 pub(super) struct Job {
     pub f: KernelFn,
     pub ptrs: CallPtrs,
-    pub items: i64,
+    pub begin: i64,
+    pub end: i64,
     pub parts: usize,
 }
 
@@ -229,7 +230,8 @@ fn run_parts(s: &Shared, p: Published, me: usize) {
         }
         let parts = job.parts as i128;
         // Item range of `part`, in i128 so the products cannot overflow.
-        let at = |q: usize| (i128::from(job.items) * q as i128 / parts) as i64;
+        let items = i128::from(job.end - job.begin);
+        let at = |q: usize| job.begin + (items * q as i128 / parts) as i64;
         let (begin, end) = (at(part), at(part + 1));
         // SAFETY: `job` was built by `JitProgram::run_kernel_team` from a kernel that passed
         // `loops::verify` and is proven `parallel_safe`, with pointers checked by `check_args`
