@@ -57,6 +57,7 @@ pub use crate::loops::MAX_KERNEL_BUFFERS;
 pub use jit::{
     Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, Team, WidePeak, emit_asm, emit_clif,
 };
+pub(crate) use jit::{HUGE_PAGE, advise_huge_pages};
 pub use micro::Isa;
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).

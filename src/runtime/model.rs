@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use super::bands::Schedule;
 use super::calls::{CallPlan, Port, Slot};
 use super::memplan::{self, MemPlan};
-use crate::codegen::{Arg, Isa, JitOptions, JitProgram, Team};
+use crate::codegen::{Arg, HUGE_PAGE, Isa, JitOptions, JitProgram, Team};
 use crate::graph::{self, Graph};
 use crate::loops::{self, Family, Kernel, MAX_KERNEL_BUFFERS, Program};
 use crate::tensor::AsTensorView;
@@ -205,24 +205,33 @@ struct Arena {
 }
 
 impl Arena {
-    /// `what` names the block in errors ("the activation arena").
-    fn new(len: usize, what: &str) -> Result<Arena> {
-        let extra = memplan::ALIGN / 4;
+    /// `what` names the block in errors ("the activation arena"). `huge`: start at a 2 MB
+    /// boundary and ask for transparent huge pages (`codegen::advise_huge_pages`) when the
+    /// block spans at least two of them (the activation arena: on the seed model the
+    /// 56x56-input 1x1 layers ran 5-12% faster with huge pages).
+    fn new(len: usize, what: &str, huge: bool) -> Result<Arena> {
+        let huge = huge && len.saturating_mul(4) >= 2 * HUGE_PAGE;
+        let align = if huge { HUGE_PAGE } else { memplan::ALIGN };
+        let extra = align / 4;
         let total = len
             .checked_add(extra)
             .ok_or_else(|| Error::TooLarge(format!("{what}: the size overflows")))?;
-        let mut storage = Vec::new();
+        let mut storage: Vec<f32> = Vec::new();
         storage
             .try_reserve_exact(total)
             .map_err(|_| Error::OutOfMemory {
                 what: what.into(),
                 bytes: total.saturating_mul(4),
             })?;
-        storage.resize(total, 0.0);
-        let start = storage.as_ptr().align_offset(memplan::ALIGN);
+        let start = storage.as_ptr().align_offset(align);
         if start > extra {
             return Err(Error::Internal(format!("cannot align {what}")));
         }
+        if huge {
+            // Before the pages are first touched (by the zeroing below).
+            crate::codegen::advise_huge_pages(&mut storage.spare_capacity_mut()[start..]);
+        }
+        storage.resize(start + len, 0.0);
         Ok(Arena {
             storage,
             start,
@@ -254,7 +263,7 @@ impl Consts {
     fn new(values: Vec<Vec<f32>>) -> Result<Consts> {
         let mut out = Vec::with_capacity(values.len());
         for v in values {
-            let mut a = Arena::new(v.len(), "the constants")?;
+            let mut a = Arena::new(v.len(), "the constants", false)?;
             a.slice_mut().copy_from_slice(&v);
             out.push(a);
         }
@@ -529,7 +538,7 @@ impl CompiledModel {
         let reused = self.free_arenas.lock().ok().and_then(|mut v| v.pop());
         match reused {
             Some(a) => Ok(a),
-            None => Arena::new(self.arena_len, "the activation arena"),
+            None => Arena::new(self.arena_len, "the activation arena", true),
         }
     }
 
@@ -619,3 +628,27 @@ const _: fn() = || {
     fn check<T: Send + Sync>() {}
     check::<CompiledModel>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Arenas are zeroed and aligned: 64 bytes, or a whole huge page when asked for one that
+    /// spans at least two (the rest of the block is never touched).
+    #[test]
+    fn arenas_are_zeroed_and_aligned() {
+        for (len, huge, align) in [
+            (1000, true, memplan::ALIGN),
+            (HUGE_PAGE / 4, true, memplan::ALIGN),
+            (HUGE_PAGE / 2 + 3, true, HUGE_PAGE),
+            (HUGE_PAGE / 2 + 3, false, memplan::ALIGN),
+        ] {
+            let mut a = Arena::new(len, "a test arena", huge).unwrap();
+            assert_eq!(a.slice().len(), len);
+            assert_eq!(a.slice().as_ptr() as usize % align, 0, "{len} {huge}");
+            assert!(a.slice().iter().all(|&v| v == 0.0));
+            a.slice_mut()[len - 1] = 1.0;
+            assert_eq!(a.slice()[len - 1], 1.0);
+        }
+    }
+}
