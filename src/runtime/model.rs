@@ -318,7 +318,7 @@ impl CompiledModel {
             .collect::<Result<Vec<_>>>()?;
         // One thread runs in bands (`runtime::bands`); with more, each thread's own range of
         // every layer already stays in its core's L2, and bands would only add team calls
-        // (measured: 4.25 -> 4.85 ms at 2 threads, see `docs/performance.md`).
+        // (measured at 2 threads: 4.19-4.42 -> 4.82-4.86 ms, see `docs/architecture.md`).
         let banded = options.threads <= 1;
         let mut model = CompiledModel::assemble(jit, program, layers, banded)?;
         if options.threads > 1 {
