@@ -378,7 +378,14 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
 /// Depthwise convolutions (groups = channels, multiplier 1), the model's 3x3 stride 1 and 2.
 fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
     (
-        (1usize..=2, 1usize..=10, 1usize..=10, 2usize..=21),
+        // Up to 21 channels (tails), or 30-70 (the avx512 row's blocks of 2 and 4 vectors,
+        // the latter from 16 columns on).
+        (
+            1usize..=2,
+            1usize..=10,
+            1usize..=20,
+            prop_oneof![2usize..=21, 30usize..=70],
+        ),
         (prop::sample::select(vec![1usize, 3]), 1usize..=2),
         (0usize..3, 0usize..3, 0usize..3, 0usize..3),
         (any::<bool>(), epilogue(), any::<u64>()),
@@ -590,6 +597,27 @@ fn model_shapes() {
         ..base.clone()
     }
     .check();
+    // Depthwise rows in the avx512 tier's blocks of 4 and 2 channel vectors (then single
+    // vectors and a masked tail), at stride 1 and 2, from 16 output columns on.
+    for (c, w, s, epilogue) in [
+        (70, 35, 1, Epilogue::AddRelu6),
+        (70, 33, 2, Epilogue::Relu6),
+        (96, 20, 1, Epilogue::None),
+        (40, 9, 1, Epilogue::AddRelu6),
+        (40, 40, 2, Epilogue::None),
+    ] {
+        ConvProblem {
+            h: 5,
+            w,
+            cin: c,
+            cout: c,
+            groups: c,
+            stride: [s, s],
+            epilogue,
+            ..base.clone()
+        }
+        .check();
+    }
     // The logits conv on a 1x1 image: 1x1 GEMM with only the pixel remainder.
     ConvProblem {
         h: 1,

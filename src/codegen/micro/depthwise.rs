@@ -1,9 +1,11 @@
-//! The depthwise row in both wide tiers: per column block (16 columns in zmm0-15, 12 in
-//! ymm0-11; a runtime loop, then the remaining columns) and, inside it, per channel block (one
-//! vector: 16 channels in zmm, 8 in ymm; a runtime loop, then one opmask-masked tail block on
-//! avx512), the accumulators start from the bias, then for each valid tap (row-major) the tap's weight
-//! vector is loaded once (zmm16 / ymm12) and one `vfmadd231ps` with the input as memory operand
-//! runs per column; then residual, clamp (bounds in zmm17/18, ymm13/14) and the store.
+//! The depthwise row in both wide tiers: per column block (16 accumulators in zmm0-15: 16, 8 or
+//! 4 columns of 1, 2 or 4 channel vectors; 12 columns in ymm0-11; a runtime loop, then the
+//! remaining columns) and, inside it, per channel block (its vectors: 16 channels each in zmm, 8
+//! in ymm; a runtime loop, then the vectors left one at a time and one opmask-masked tail block
+//! on avx512), the accumulators start from the bias, then for each valid tap (row-major) the
+//! tap's weight vectors are loaded once (zmm20-23 / ymm12) and one `vfmadd231ps` with the input
+//! as memory operand runs per column and vector; then residual, clamp (bounds in zmm17/18,
+//! ymm13/14) and the store.
 //!
 //! Column blocks outside channel blocks: a column block reads a few whole pixels (all their
 //! channels, contiguous), which the hardware prefetchers follow, where channel blocks outside
@@ -25,15 +27,38 @@ use crate::loops::micro::DwRow;
 
 type R = Result<(), IcedError>;
 
-/// Columns per register block: 16 accumulators of 32 zmm, 12 of 16 ymm.
-fn block_cols(lanes: usize) -> usize {
-    if lanes == 16 { 16 } else { 12 }
+/// Channel vectors per register block (avx512, depthwise rows; dense rows and avx2 take one):
+/// four when the row has four full vectors of channels and at least 16 columns, else two when
+/// it has two, else one. A block reads 64 to 256 contiguous bytes of each input pixel instead of
+/// one line, which the L2's adjacent-line prefetch serves in pairs (1 thread, sum of the 17
+/// depthwise layers 0.95 -> 0.89 ms with two, 0.875 with four; four lost ~10% on the 7- and
+/// 14-column rows, 3 rounds, 2026-12-02).
+fn block_vectors(d: &DwRow, lanes: usize) -> usize {
+    if lanes != 16 || d.dense.is_some() {
+        1
+    } else if d.c >= 4 * lanes && d.cols >= 16 {
+        4
+    } else if d.c >= 2 * lanes {
+        2
+    } else {
+        1
+    }
+}
+
+/// Columns per register block: 16 accumulators of 32 zmm (over the block's vectors), 12 of 16
+/// ymm.
+fn block_cols(d: &DwRow, lanes: usize) -> usize {
+    if lanes == 16 {
+        16 / block_vectors(d, lanes)
+    } else {
+        12
+    }
 }
 
 /// Whether the row fits the tier: channel tails need avx512's masks, and every displacement
 /// must fit an `i32`.
 pub(super) fn fits(d: &DwRow, lanes: usize) -> bool {
-    let m = block_cols(lanes);
+    let m = block_cols(d, lanes);
     let bytes = |v: Option<usize>| {
         v.and_then(|v| v.checked_mul(4))
             .and_then(|v| i32::try_from(v).ok())
@@ -65,10 +90,13 @@ macro_rules! dw_driver {
     ($name:ident, $lanes:expr, $block:ident, $splat:ident) => {
         fn $name(a: &mut CodeAssembler, d: &DwRow) -> R {
             let lanes: usize = $lanes;
-            let m = block_cols(lanes);
+            let m = block_cols(d, lanes);
+            let nv = block_vectors(d, lanes);
             if let Some((lo, hi)) = d.clamp {
-                $splat(a, m + 1, lo.to_bits())?;
-                $splat(a, m + 2, hi.to_bits())?;
+                // zmm17/18 or ymm13/14, after every accumulator (see the block emitters).
+                let bound = if lanes == 16 { 17 } else { 13 };
+                $splat(a, bound, lo.to_bits())?;
+                $splat(a, bound + 1, hi.to_bits())?;
             }
             if d.residual {
                 a.sub(rcx, r8)?;
@@ -80,14 +108,21 @@ macro_rules! dw_driver {
                 a.kmovw(k1, eax)?;
             }
             let step = (lanes * 4) as i32;
-            let runs = [(d.c / lanes, false), (usize::from(tail > 0), true)];
+            // (blocks, vectors per block, masked tail): blocks of `nv` vectors, the full
+            // vectors left over one at a time, then the tail.
+            let full = d.c / lanes;
+            let runs = [
+                (full / nv, nv, false),
+                (full % nv, 1, false),
+                (usize::from(tail > 0), 1, true),
+            ];
             let blocks = d.c.div_ceil(lanes);
             // One column block at rdi (input) and r8 (output): every channel block in turn,
             // rax/r9/rsi/rdx stepping a vector each, then rsi and rdx back to channel 0.
             let columns = |a: &mut CodeAssembler, cols: usize| -> R {
                 a.mov(rax, rdi)?;
                 a.mov(r9, r8)?;
-                for (count, masked) in runs {
+                for (count, vectors, masked) in runs {
                     if count == 0 {
                         continue;
                     }
@@ -96,14 +131,15 @@ macro_rules! dw_driver {
                         a.mov(rcx, count as u64)?;
                         a.set_label(&mut ctop)?;
                     }
-                    $block(a, d, cols, masked)?;
+                    $block(a, d, cols, vectors, masked)?;
+                    let bstep = step * vectors as i32;
                     if d.dense.is_none() {
-                        a.add(rax, step)?;
+                        a.add(rax, bstep)?;
                     }
-                    a.add(r9, step)?;
-                    a.add(rsi, step)?;
+                    a.add(r9, bstep)?;
+                    a.add(rsi, bstep)?;
                     if d.bias {
-                        a.add(rdx, step)?;
+                        a.add(rdx, bstep)?;
                     }
                     if count > 1 {
                         a.dec(rcx)?;
@@ -164,63 +200,78 @@ fn ymm_splat(a: &mut CodeAssembler, r: usize, bits: u32) -> R {
     a.vbroadcastss(y(r), x)
 }
 
-/// One zmm block of `cols` columns; `masked`: the channel tail (opmask k1).
-fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, masked: bool) -> R {
-    let w = z(16);
+/// One zmm block of `cols` columns x `nv` channel vectors (accumulator `col * nv + v`, the
+/// tap's weights in zmm20..); `masked`: the channel tail (opmask k1, one vector).
+fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, nv: usize, masked: bool) -> R {
+    let acc = |col: usize, v: usize| z(col * nv + v);
+    let w = |v: usize| z(20 + v);
+    let vb = |v: usize| (v * 64) as i32;
     for col in 0..cols {
-        let r = z(col);
-        match (d.bias, masked) {
-            (true, true) => a.vmovups(r.k1().z(), zmmword_ptr(rdx))?,
-            (true, false) => a.vmovups(r, zmmword_ptr(rdx))?,
-            (false, _) => a.vxorps(r, r, r)?,
+        for v in 0..nv {
+            let r = acc(col, v);
+            match (d.bias, masked) {
+                (true, true) => a.vmovups(r.k1().z(), zmmword_ptr(rdx + vb(v)))?,
+                (true, false) => a.vmovups(r, zmmword_ptr(rdx + vb(v)))?,
+                (false, _) => a.vxorps(r, r, r)?,
+            }
         }
     }
     for (xo, wo) in d.taps() {
-        let at = zmmword_ptr(rsi + (wo * 4) as i32);
-        if masked {
-            a.vmovups(w.k1().z(), at)?;
-        } else {
-            a.vmovups(w, at)?;
+        for v in 0..nv {
+            let at = zmmword_ptr(rsi + (wo * 4) as i32 + vb(v));
+            if masked {
+                a.vmovups(w(v).k1().z(), at)?;
+            } else {
+                a.vmovups(w(v), at)?;
+            }
         }
         for col in 0..cols {
             let disp = ((col * d.x_col + xo) * 4) as i32;
             if d.dense.is_some() {
-                // A dense row: the input scalar, broadcast (zmm19), times the weight vector.
+                // A dense row (one vector): the input scalar, broadcast (zmm19), times the
+                // weight vector.
                 a.vbroadcastss(z(19), dword_ptr(rax + disp))?;
-                a.vfmadd231ps(z(col), w, z(19))?;
-            } else if masked {
-                a.vfmadd231ps(z(col).k1().z(), w, zmmword_ptr(rax + disp))?;
-            } else {
-                a.vfmadd231ps(z(col), w, zmmword_ptr(rax + disp))?;
+                a.vfmadd231ps(acc(col, 0), w(0), z(19))?;
+                continue;
+            }
+            for v in 0..nv {
+                let at = zmmword_ptr(rax + disp + vb(v));
+                if masked {
+                    a.vfmadd231ps(acc(col, v).k1().z(), w(v), at)?;
+                } else {
+                    a.vfmadd231ps(acc(col, v), w(v), at)?;
+                }
             }
         }
     }
     for col in 0..cols {
-        let r = z(col);
-        let off = (col * d.c * 4) as i32;
-        if d.residual {
-            let at = zmmword_ptr(r9 + r10 + off);
-            if masked {
-                a.vaddps(r.k1().z(), r, at)?;
-            } else {
-                a.vaddps(r, r, at)?;
+        for v in 0..nv {
+            let r = acc(col, v);
+            let off = (col * d.c * 4) as i32 + vb(v);
+            if d.residual {
+                let at = zmmword_ptr(r9 + r10 + off);
+                if masked {
+                    a.vaddps(r.k1().z(), r, at)?;
+                } else {
+                    a.vaddps(r, r, at)?;
+                }
             }
-        }
-        if d.clamp.is_some() {
-            a.vmaxps(r, z(17), r)?;
-            a.vminps(r, z(18), r)?;
-        }
-        if masked {
-            a.vmovups(zmmword_ptr(r9 + off).k1(), r)?;
-        } else {
-            a.vmovups(zmmword_ptr(r9 + off), r)?;
+            if d.clamp.is_some() {
+                a.vmaxps(r, z(17), r)?;
+                a.vminps(r, z(18), r)?;
+            }
+            if masked {
+                a.vmovups(zmmword_ptr(r9 + off).k1(), r)?;
+            } else {
+                a.vmovups(zmmword_ptr(r9 + off), r)?;
+            }
         }
     }
     Ok(())
 }
 
-/// One ymm block of `cols` columns (never masked: see `fits`).
-fn ymm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, _masked: bool) -> R {
+/// One ymm block of `cols` columns (one vector, never masked: see `fits`).
+fn ymm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, _nv: usize, _masked: bool) -> R {
     let w = y(12);
     for col in 0..cols {
         let r = y(col);
