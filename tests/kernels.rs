@@ -618,6 +618,20 @@ fn model_shapes() {
         }
         .check();
     }
+    // A 1x1 conv with a long reduction (the avx512 strip's 2-vector blocks: 200 rows of 48
+    // channels outgrow L1), every channel tail kind, and a residual.
+    ConvProblem {
+        h: 3,
+        w: 7,
+        k: 1,
+        cin: 200,
+        cout: 100,
+        stride: [1, 1],
+        pads: Pads::default(),
+        epilogue: Epilogue::AddRelu6,
+        ..base.clone()
+    }
+    .check();
     // The logits conv on a 1x1 image: 1x1 GEMM with only the pixel remainder.
     ConvProblem {
         h: 1,

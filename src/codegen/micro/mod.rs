@@ -217,6 +217,10 @@ pub(crate) struct Plan {
     pub channels: Vec<ChannelBlocks>,
 }
 
+/// The bytes of weights a GEMM strip's channel block may span and still be read from L1 for
+/// every pixel block (32 KB: the smallest L1 data cache of the x86-64 CPUs with AVX-512).
+const L1_WEIGHTS: usize = 32 * 1024;
+
 /// `n` split into `ceil(n / most)` nearly equal parts: `(count, size)` runs, larger first.
 fn balanced(n: usize, most: usize) -> Vec<(usize, usize)> {
     if n == 0 {
@@ -235,10 +239,19 @@ impl Plan {
     ///
     /// Register budget per block: accumulators `pixels x vectors`, plus the weight vectors and
     /// the broadcasts (two on avx512, where the clamp bounds reuse them in the epilogue; one and
-    /// the mask on avx2). avx512 (32 zmm): 3 vectors x 9 pixels or 2 x 14; avx2 (16 ymm): 2 x 6
-    /// or 1 x 12.
+    /// the mask on avx2). avx512 (32 zmm): 3 vectors x 9 pixels or 2 x 14 (see [`L1_WEIGHTS`]);
+    /// avx2 (16 ymm): 2 x 6 or 1 x 12.
     fn new(g: &GemmStrip, lanes: usize) -> Option<Plan> {
-        let most_vectors = if lanes == 16 { 3 } else { 2 };
+        // avx512 takes blocks of 3 vectors x 9 pixels, unless a 3-vector block's weights
+        // (`k` rows of 48 channels) outgrow a 32 KB L1: then 2 x 14, which re-reads them from L2
+        // for every 14 pixels instead of every 7 (a 14-pixel strip is one block, not two). The
+        // layers with `k` of 384-960 ran 2-5% faster (1 thread, 3 rounds, 2026-12-02); 2 x 14 on
+        // every layer lost as much on the short ones.
+        let most_vectors = if lanes == 16 && g.k.saturating_mul(3 * lanes * 4) <= L1_WEIGHTS {
+            3
+        } else {
+            2
+        };
         let t = GEMM_PACK;
         let per_tile = t / lanes;
         let panel = g.k.checked_mul(t * 4)?;
