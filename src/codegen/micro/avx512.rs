@@ -55,13 +55,23 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
             }
         }
     }
-    // Reduction: r10 = ci from 0 to k; rax steps through the weight panel from r9.
+    // Reduction: r10 = ci from 0 to k; rax steps through the weight panel from r9 (and r12
+    // through the tail panel for a merged tail, the last vector).
     a.mov(rax, r9)?;
+    if let Some((start, _)) = cb.tail {
+        a.mov(r12, start)?;
+        a.add(r12, rsi)?;
+    }
     a.xor(r10d, r10d)?;
     let mut step = a.create_label();
     a.set_label(&mut step)?;
     for (v, vec) in cb.vectors.iter().enumerate() {
-        let at = zmmword_ptr(rax + vec.w_disp);
+        let merged = cb.tail.is_some() && v + 1 == nv;
+        let at = if merged {
+            zmmword_ptr(r12)
+        } else {
+            zmmword_ptr(rax + vec.w_disp)
+        };
         if vec.lanes < 16 {
             a.vmovups(wreg(v).k1().z(), at)?;
         } else {
@@ -77,6 +87,9 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
         }
     }
     a.add(rax, cb.w_step)?;
+    if let Some((_, tail_step)) = cb.tail {
+        a.add(r12, tail_step)?;
+    }
     super::prefetch_step(a, g)?;
     a.inc(r10)?;
     a.cmp(r10, g.k as i32)?;

@@ -7,7 +7,8 @@
 //!   the first element of each operand; an absent operand is never read). Shapes, strides and
 //!   masks are compiled in. Kernels use the caller-saved registers (rax, rcx, rdx, rsi, rdi,
 //!   r8-r11, all vector and mask registers) and no stack, except that a GEMM strip with a
-//!   prefetch operand saves rbx and rbp with `push`/`pop` (its prefetch pointer and end); they
+//!   prefetch operand saves rbx and rbp with `push`/`pop` (its prefetch pointer and end), and
+//!   one with a merged channel tail r12 (its tail-weight pointer); they
 //!   end with `vzeroupper` (Cranelift's spills are legacy-SSE moves, which stall after dirty
 //!   upper halves). No relocations: constants are
 //!   built in registers or placed after `ret` and read RIP-relative.
@@ -197,6 +198,10 @@ pub(crate) struct ChannelBlocks {
     /// How many (a runtime loop when more than one).
     pub count: usize,
     pub vectors: Vec<Vector>,
+    /// The channel tail merged into this (single) block as its last vector: its weights come
+    /// from the tail panel (byte offset from `w`, and its step per reduction step), walked by
+    /// r12, not from the block's tiles.
+    pub tail: Option<(i64, i32)>,
     /// Byte offset of the first block's weight pointer from `w`, and the weight pointer's step
     /// per reduction step.
     pub w_start: i64,
@@ -282,11 +287,29 @@ impl Plan {
                 w_step: (t * 4) as i32,
                 width: tiles_per * t,
                 w_next: u64::try_from(panel.checked_mul(tiles_per)?).ok()?,
+                tail: None,
                 pixel_blocks: Vec::new(),
             });
             tile0 += count * tiles_per;
         }
-        if rem > 0 {
+        // On avx512 a tail of one vector joins a last run of one block with room for it (the
+        // 24-channel projections: 16 + 8 lanes per broadcast instead of two passes over the
+        // input); its weights stay in the tail panel.
+        let last = channels.last_mut().filter(|c| {
+            lanes == 16 && rem > 0 && rem <= lanes && c.count == 1 && c.vectors.len() < most_vectors
+        });
+        if let Some(cb) = last {
+            cb.vectors.push(Vector {
+                w_disp: 0,
+                ch: cb.width,
+                lanes: rem,
+            });
+            cb.tail = Some((
+                i64::try_from(panel.checked_mul(tiles)?).ok()?,
+                i32::try_from(rem * 4).ok()?,
+            ));
+            cb.width += rem;
+        } else if rem > 0 {
             let vectors = (0..rem.div_ceil(lanes))
                 .map(|v| Vector {
                     w_disp: (v * lanes * 4) as i32,
@@ -301,6 +324,7 @@ impl Plan {
                 w_step: i32::try_from(rem * 4).ok()?,
                 width: rem,
                 w_next: 0,
+                tail: None,
                 pixel_blocks: Vec::new(),
             });
         }
@@ -356,8 +380,12 @@ pub(crate) fn gemm_runs(
     plan: &Plan,
     block: GemmBlock,
 ) -> std::result::Result<(), iced_x86::IcedError> {
-    use iced_x86::code_asm::{qword_ptr, r8, r9, r11, rax, rbp, rbx, rcx, rdx, rsi};
+    use iced_x86::code_asm::{qword_ptr, r8, r9, r11, r12, rax, rbp, rbx, rcx, rdx, rsi};
     let prefetch = prefetch_bytes(g);
+    let tail = plan.channels.iter().any(|c| c.tail.is_some());
+    if tail {
+        a.push(r12)?;
+    }
     if let Some(bytes) = prefetch {
         a.push(rbx)?;
         a.push(rbp)?;
@@ -393,6 +421,9 @@ pub(crate) fn gemm_runs(
     if prefetch.is_some() {
         a.pop(rbp)?;
         a.pop(rbx)?;
+    }
+    if tail {
+        a.pop(r12)?;
     }
     Ok(())
 }
