@@ -62,6 +62,11 @@
 //! [`verify::parallel_safe`] additionally proves (or fails to prove) that distinct work items
 //! touch disjoint elements of every written buffer; only then may calls on disjoint item ranges
 //! run concurrently on the same buffers (how the runtime splits a kernel across threads).
+//! [`verify::item_hull`] bounds the elements a range of items accesses and
+//! [`verify::ascending_windows`] proves that items access a buffer in ascending disjoint
+//! windows: what the band schedule (`runtime::bands`) needs to run a consumer's items while
+//! its producer's later items are still to come. The interpreter runs an item range with
+//! [`interp::run_kernel_items`].
 //!
 //! ## Semantics of the arithmetic
 //! f32 throughout. `fma(a, b, c)` is fused (`a * b + c` rounded once). `max(a, b)` is
