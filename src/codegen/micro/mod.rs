@@ -292,69 +292,99 @@ impl Plan {
             });
             tile0 += count * tiles_per;
         }
-        // On avx512 a tail of one vector joins a last run of one block with room for it (the
-        // 24-channel projections: 16 + 8 lanes per broadcast instead of two passes over the
-        // input); its weights stay in the tail panel.
-        let last = channels.last_mut().filter(|c| {
-            lanes == 16 && rem > 0 && rem <= lanes && c.count == 1 && c.vectors.len() < most_vectors
-        });
-        if let Some(cb) = last {
-            cb.vectors.push(Vector {
-                w_disp: 0,
-                ch: cb.width,
-                lanes: rem,
-            });
-            cb.tail = Some((
-                i64::try_from(panel.checked_mul(tiles)?).ok()?,
-                i32::try_from(rem * 4).ok()?,
-            ));
-            cb.width += rem;
-        } else if rem > 0 {
-            let vectors = (0..rem.div_ceil(lanes))
-                .map(|v| Vector {
-                    w_disp: (v * lanes * 4) as i32,
-                    ch: v * lanes,
-                    lanes: (rem - v * lanes).min(lanes),
-                })
-                .collect();
-            channels.push(ChannelBlocks {
-                count: 1,
-                vectors,
-                w_start: i64::try_from(panel.checked_mul(tiles)?).ok()?,
-                w_step: i32::try_from(rem * 4).ok()?,
-                width: rem,
-                w_next: 0,
-                tail: None,
-                pixel_blocks: Vec::new(),
-            });
-        }
+        tail_run(
+            &mut channels,
+            lanes,
+            most_vectors,
+            panel.checked_mul(tiles)?,
+            rem,
+        )?;
         for cb in &mut channels {
-            let nv = cb.vectors.len();
-            // avx512: 30 registers minus the weights; avx2: ymm0-11 (ymm12/13 weights, 14 the
-            // broadcast, 15 the mask).
-            let accumulators = if lanes == 16 { 30 - nv } else { 12 };
-            let mr = (accumulators / nv).max(1);
-            let mut start = 0;
-            for (count, len) in balanced(g.pixels, mr) {
-                for _ in 0..count {
-                    cb.pixel_blocks.push((start, len));
-                    start += len;
-                }
-            }
+            cb.pixel_blocks = pixel_blocks(g.pixels, cb.vectors.len(), lanes);
         }
-        // Every displacement the emitters form must fit an i32.
-        let fits = |v: usize| i32::try_from(v).is_ok();
-        let last_px = g.pixels - 1;
-        let ok = fits(last_px.checked_mul(g.x_stride)?.checked_mul(4)?)
-            && fits(
-                last_px
-                    .checked_mul(g.out_stride)?
-                    .checked_add(g.n)?
-                    .checked_mul(4)?,
-            )
-            && fits(g.n.checked_mul(4)?);
-        ok.then_some(Plan { channels })
+        displacements_fit(g).then_some(Plan { channels })
     }
+}
+
+/// Adds the `rem` channels after the full tiles (their panel at byte `tail_start` of `w`): on
+/// avx512 a tail of one vector joins a last run of one block with room for it (the 24-channel
+/// projections: 16 + 8 lanes per broadcast instead of two passes over the input), its weights
+/// staying in the tail panel; otherwise it is a run of its own. `None` if an offset overflows.
+fn tail_run(
+    channels: &mut Vec<ChannelBlocks>,
+    lanes: usize,
+    most_vectors: usize,
+    tail_start: usize,
+    rem: usize,
+) -> Option<()> {
+    if rem == 0 {
+        return Some(());
+    }
+    let w_start = i64::try_from(tail_start).ok()?;
+    let w_step = i32::try_from(rem * 4).ok()?;
+    let last = channels
+        .last_mut()
+        .filter(|c| lanes == 16 && rem <= lanes && c.count == 1 && c.vectors.len() < most_vectors);
+    if let Some(cb) = last {
+        cb.vectors.push(Vector {
+            w_disp: 0,
+            ch: cb.width,
+            lanes: rem,
+        });
+        cb.tail = Some((w_start, w_step));
+        cb.width += rem;
+        return Some(());
+    }
+    let vectors = (0..rem.div_ceil(lanes))
+        .map(|v| Vector {
+            w_disp: (v * lanes * 4) as i32,
+            ch: v * lanes,
+            lanes: (rem - v * lanes).min(lanes),
+        })
+        .collect();
+    channels.push(ChannelBlocks {
+        count: 1,
+        vectors,
+        w_start,
+        w_step,
+        width: rem,
+        w_next: 0,
+        tail: None,
+        pixel_blocks: Vec::new(),
+    });
+    Some(())
+}
+
+/// The pixel register blocks of a channel block of `nv` vectors: avx512 has 30 registers minus
+/// the weights for accumulators; avx2 ymm0-11 (ymm12/13 weights, 14 the broadcast, 15 the mask).
+fn pixel_blocks(pixels: usize, nv: usize, lanes: usize) -> Vec<(usize, usize)> {
+    let accumulators = if lanes == 16 { 30 - nv } else { 12 };
+    let mr = (accumulators / nv.max(1)).max(1);
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    for (count, len) in balanced(pixels, mr) {
+        for _ in 0..count {
+            blocks.push((start, len));
+            start += len;
+        }
+    }
+    blocks
+}
+
+/// Whether every displacement the emitters form for `g` fits an i32.
+fn displacements_fit(g: &GemmStrip) -> bool {
+    let fits = |v: Option<usize>| v.and_then(|v| i32::try_from(v).ok()).is_some();
+    let last_px = g.pixels.saturating_sub(1);
+    fits(
+        last_px
+            .checked_mul(g.x_stride)
+            .and_then(|v| v.checked_mul(4)),
+    ) && fits(
+        last_px
+            .checked_mul(g.out_stride)
+            .and_then(|v| v.checked_add(g.n))
+            .and_then(|v| v.checked_mul(4)),
+    ) && fits(g.n.checked_mul(4))
 }
 
 /// One register block of a GEMM strip: `(a, g, channel run, first pixel, pixels)`.
