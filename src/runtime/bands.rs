@@ -13,11 +13,11 @@
 //! - **Dependencies.** A run of kernel `B` on items `b..e` reads a buffer written by an earlier
 //!   kernel `A` of the group only below the first element that `A`'s not yet run items may
 //!   write. That bound comes from the loop-IR verifier: `A`'s work items write their buffer in
-//!   ascending disjoint windows (`loop_verify::ascending_windows`), so after items `0..a` no later
-//!   item writes below `c*a + rmin`; `B`'s reads over `b..e` have a hull from
-//!   `loop_verify::item_hull`. Every buffer so read has exactly one writer (a buffer written by two
-//!   kernels ends a group), and is not a view. [`verify`] checks a schedule against these rules
-//!   from scratch; [`schedule`] only builds ones it accepts.
+//!   ascending disjoint windows (`loops::verify::ascending_windows`), so after items `0..a` no
+//!   later item writes below item `a`'s window; `B`'s reads over `b..e` have a hull from
+//!   `loops::verify::item_hull`. Every buffer so read has exactly one writer (a buffer written by
+//!   two kernels ends a group), and is not a view. [`verify`] checks a schedule against these
+//!   rules from scratch; [`schedule`] only builds ones it accepts.
 //! - **Coverage.** Each kernel's items run exactly once, in ascending order, in consecutive runs.
 //! - **Memory.** The memory plan gives every buffer a lifetime in *runs* (its writer's first run
 //!   to its last reader's last run), so no buffer's storage is reused while a band still needs it.
