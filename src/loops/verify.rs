@@ -66,12 +66,7 @@ pub fn verify(k: &Kernel) -> Result<()> {
             )));
         }
     }
-    let mut c = Checker {
-        k,
-        bound: HashMap::new(),
-        stack: Vec::new(),
-        seen: vec![false; k.vars.len()],
-    };
+    let mut c = Checker::new(k);
     c.stmts(&k.body).map_err(fail)?;
     for s in &k.body {
         let top_ok =
@@ -141,12 +136,7 @@ pub fn item_hull(k: &Kernel, buf: usize, items: std::ops::Range<i64>) -> Option<
         let n = l.hi.checked_sub(l.lo)?;
         let (from, to) = (items.start.max(first), items.end.min(first.checked_add(n)?));
         if from < to {
-            let mut c = Checker {
-                k,
-                bound: HashMap::new(),
-                stack: Vec::new(),
-                seen: vec![false; k.vars.len()],
-            };
+            let mut c = Checker::new(k);
             c.bound.insert(
                 l.var,
                 Bound {
@@ -198,12 +188,7 @@ pub fn loop_windows(k: &Kernel, buf: usize) -> Option<Vec<LoopWindow>> {
             if coef <= 0 || accesses.iter().any(|a| a.coef(l.var) != coef) {
                 return None;
             }
-            let mut c = Checker {
-                k,
-                bound: HashMap::new(),
-                stack: Vec::new(),
-                seen: vec![false; k.vars.len()],
-            };
+            let mut c = Checker::new(k);
             let ranges = c.access_ranges(&l.body, mem, None)?;
             out.push(LoopWindow {
                 first,
@@ -277,12 +262,7 @@ fn disjoint_windows(k: &Kernel, mem: Mem, period: Option<i128>) -> bool {
         if accesses.is_empty() {
             continue;
         }
-        let mut c = Checker {
-            k,
-            bound: HashMap::new(),
-            stack: Vec::new(),
-            seen: vec![false; k.vars.len()],
-        };
+        let mut c = Checker::new(k);
         let Some(ranges) = c.access_ranges(&l.body, mem, period) else {
             return false;
         };
@@ -415,7 +395,17 @@ pub fn verify_program(p: &Program) -> Result<()> {
     Ok(())
 }
 
-impl Checker<'_> {
+impl<'k> Checker<'k> {
+    /// A checker with no loop bound yet.
+    fn new(k: &'k Kernel) -> Checker<'k> {
+        Checker {
+            k,
+            bound: HashMap::new(),
+            stack: Vec::new(),
+            seen: vec![false; k.vars.len()],
+        }
+    }
+
     fn var_name(&self, v: Var) -> String {
         self.k
             .vars
