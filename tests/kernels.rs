@@ -758,6 +758,47 @@ fn jit_checks_buffers_before_calling() {
     );
     let e = jit.run_kernel(1, &mut []).expect_err("no such kernel");
     assert!(e.to_string().contains("no kernel #1"), "{e}");
+    // Item ranges outside the kernel's work items are usage errors; nothing is written.
+    let items = jit.work_items(0).expect("kernel 0") as i64;
+    // A start past the end (written as a struct: the `2..1` literal is a lint error).
+    let backwards = std::ops::Range { start: 2, end: 1 };
+    for bad in [-1..1, 0..items + 1, backwards] {
+        let e = jit
+            .run_kernel_items(
+                0,
+                &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)],
+                bad.clone(),
+            )
+            .expect_err("bad item range");
+        assert!(matches!(e, mnv2c::Error::Usage(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("of kernel 'y', which has 0.."),
+            "{e}"
+        );
+        assert!(y.iter().all(|&v| v == 0.0), "{bad:?} wrote");
+        // The interpreter refuses them the same way.
+        let (mut xi, mut wi) = (x.clone(), w.clone());
+        let e = loops::interp::run_kernel_items(k, &mut [&mut xi, &mut wi, &mut y], bad.clone())
+            .expect_err("bad item range in the interpreter");
+        assert!(matches!(e, mnv2c::Error::Usage(_)), "{e:?}");
+        assert!(y.iter().all(|&v| v == 0.0), "{bad:?} wrote");
+    }
+    // Consecutive item ranges compute what one call on all items computes.
+    let mut whole = vec![0.0; 108];
+    jit.run_kernel(
+        0,
+        &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut whole)],
+    )
+    .expect("runs");
+    for part in [0..items / 2, items / 2..items] {
+        jit.run_kernel_items(
+            0,
+            &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)],
+            part,
+        )
+        .expect("runs a range");
+    }
+    assert_eq!(y, whole);
     jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)])
         .expect("runs");
     assert!(y.iter().all(|v| (0.0..=6.0).contains(v)) && y.iter().any(|&v| v > 0.0));

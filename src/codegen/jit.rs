@@ -759,9 +759,9 @@ fn compile_for_listing(kernels: &[Kernel], clif: bool, isa: Isa) -> Result<JitPr
 /// `items` as `(begin, end)` if it is a sub-range of kernel `k`'s work items.
 fn check_items(k: &JitKernel, items: &Range<i64>) -> Result<(i64, i64)> {
     if items.start < 0 || items.start > items.end || items.end > k.items {
-        return Err(Error::Internal(format!(
-            "work items {items:?} of a kernel with {}",
-            k.items
+        return Err(Error::Usage(format!(
+            "work items {}..{} of kernel '{}', which has 0..{}",
+            items.start, items.end, k.name, k.items
         )));
     }
     Ok((items.start, items.end))

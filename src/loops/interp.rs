@@ -36,9 +36,9 @@ pub fn run_kernel_items(
     check_buffers(k, bufs.iter().map(|b| b.len()))?;
     let total = super::verify::work_items(k).unwrap_or(0);
     if items.start < 0 || items.start > items.end || items.end > total {
-        return Err(Error::Codegen(format!(
-            "kernel '{}' has {total} work items, not {items:?}",
-            k.name
+        return Err(Error::Usage(format!(
+            "work items {}..{} of kernel '{}', which has 0..{total}",
+            items.start, items.end, k.name
         )));
     }
     let mut m = Machine {
