@@ -680,9 +680,10 @@ fn mobilenet_v2_small_jit_matches_interpreter() {
     for v in out.values() {
         assert!(v.iter().all(|x| x.is_finite()));
     }
-    // Every kernel's items are proven disjoint, and a kernel with 8 or more output pixels
-    // splits into several of them, as does the logits GEMV (by channel blocks).
-    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    // Lowered for two threads, every kernel's items are proven disjoint, and a kernel with 8
+    // or more output pixels splits into several of them, as does the logits GEMV (by channel
+    // blocks).
+    let p = mnv2c::lower::lower_for_threads(&g, &consts, 2).expect("lowers");
     let jit = JitProgram::compile(&p).expect("compiles");
     for (i, k) in p.kernels.iter().enumerate() {
         let items = jit.work_items(i).expect("kernel exists");
@@ -717,6 +718,42 @@ fn pointwise_graph_sized(side: usize) -> (Graph, TensorMap) {
     let y = g.add_typed("y", Op::Conv2d(conv), &[x]).expect("types");
     g.set_outputs(vec![y]);
     (g, consts)
+}
+
+/// A small map's 1x1 conv (7x7: fewer pixels than 8 strips) is one work item when lowered
+/// for one thread (its weights read once) and two for more; both give the same bits on every
+/// tier, and the interpreter's.
+#[test]
+fn small_map_items_follow_the_thread_count() {
+    let (g, consts) = pointwise_graph_sized(7);
+    let x = values(7, 7 * 7 * 8);
+    let mut outs = Vec::new();
+    for (threads, want_items) in [(1, 1), (2, 2), (3, 2)] {
+        let p = mnv2c::lower::lower_for_threads(&g, &consts, threads).expect("lowers");
+        let interp = loops::run_program(&p, &BTreeMap::from([("x".to_string(), x.clone())]))
+            .expect("interpreter runs");
+        let w = p.constants["@y#w_packed"].clone();
+        for isa in tiers() {
+            let opts = JitOptions {
+                isa,
+                ..JitOptions::default()
+            };
+            let jit = JitProgram::compile_kernels(&p.kernels, &opts).expect("JIT compiles");
+            assert_eq!(jit.work_items(0), Some(want_items), "{threads} threads");
+            let mut y = vec![0.0; 7 * 7 * 12];
+            jit.run_kernel(0, &mut [Arg::Read(&x), Arg::Read(&w), Arg::Write(&mut y)])
+                .expect("runs");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&y),
+                bits(&interp["y"]),
+                "{threads} threads, {}",
+                isa.name()
+            );
+            outs.push(bits(&y));
+        }
+    }
+    assert!(outs.windows(2).all(|w| w[0] == w[1]));
 }
 
 #[test]
@@ -1138,7 +1175,7 @@ fn clamp_epilogues_match_the_standalone_activation_on_every_tier() {
 fn split_runs_each_part_once_whatever_the_executor() {
     // 25 pixels: one 14-pixel strip and the 11-pixel rest, two work items.
     let (g, consts) = pointwise_graph_sized(5);
-    let p = mnv2c::lower::lower(&g, &consts).expect("lowers");
+    let p = mnv2c::lower::lower_for_threads(&g, &consts, 2).expect("lowers");
     let jit = JitProgram::compile(&p).expect("compiles");
     assert!(jit.work_items(0).expect("kernel") > 1);
     let x = values(5, 200);

@@ -209,7 +209,7 @@ pub(crate) fn lower(cx: &mut Cx<'_>, conv: &Conv2d) -> Result<Kernel> {
     if pointwise {
         let packed = pack_pointwise(cx.constant(&conv.weight)?.data(), g.cin, g.cout, GEMM_PACK)?;
         cx.repack_buffer(&mut k, p.w, "w_packed", packed);
-        pointwise_gemm(k, conv, &p)
+        pointwise_gemm(k, conv, &p, cx.threads)
     } else {
         direct(k, conv, &p)
     }
@@ -243,7 +243,7 @@ fn pack_pointwise(w: &[f32], k: usize, c: usize, t: usize) -> Result<Vec<f32>> {
 /// (all pixels; then one block of the remaining channels). Each item is one [`Micro`]
 /// GEMM-strip statement whose portable body is 2x16 register tiles (then 1-pixel tiles for an
 /// odd pixel), reduction over `cin` innermost, weights packed by [`pack_pointwise`].
-fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel> {
+fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts, threads: usize) -> Result<Kernel> {
     let sched = Schedule::pointwise(p.geo.cout);
     k.schedule = Some(sched);
     k.opt_level = sched.opt_level;
@@ -253,7 +253,7 @@ fn pointwise_gemm(mut k: Kernel, conv: &Conv2d, p: &ConvParts) -> Result<Kernel>
         .ok_or_else(|| Error::Codegen("pixel count overflows".into()))?;
     // Items `first..first + count` of `pixels x width` each, the item variable times `step`
     // pixels (or channels) apart: the full ones, then one with the rest.
-    let (by_channels, step) = match gemm_split(npix) {
+    let (by_channels, step) = match gemm_split(npix, threads) {
         GemmSplit::Pixels(strip) => (false, strip),
         // Whole packing tiles per block, so that a block's weights are contiguous.
         GemmSplit::Channels(block) => (true, block.max(GEMM_PACK) / GEMM_PACK * GEMM_PACK),

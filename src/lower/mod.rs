@@ -3,7 +3,9 @@
 //! [`lower`] turns a whole graph into a [`Program`]: kernels in topological order, over buffers
 //! named after graph values (`%name`) and constants (`@name`) as the loop IR's module doc
 //! describes. Flatten is a view (no kernel), an input is a buffer the caller fills.
-//! [`lower_node`] lowers one node.
+//! [`lower_node`] lowers one node. Work items (what a team of threads shares out) are cut for
+//! a thread count: [`lower`] for one thread (what `--emit` prints and an object file runs),
+//! [`lower_for_threads`] for a model's own count (see [`schedule::gemm_split`]).
 //!
 //! What lowering promises: every kernel it returns passes [`loops::verify`](fn@loops::verify), and computes its node
 //! as the graph IR defines it (checked by the kernel tests against the interpreter and a naive
@@ -41,8 +43,14 @@ pub struct Lowered {
     pub packed: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-/// Lowers one node. `Ok(None)` for nodes that need no kernel (inputs, flatten).
-pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Option<Lowered>> {
+/// Lowers one node, its work items cut for `threads` threads. `Ok(None)` for nodes that need no
+/// kernel (inputs, flatten).
+pub fn lower_node(
+    graph: &Graph,
+    id: ValueId,
+    consts: &TensorMap,
+    threads: usize,
+) -> Result<Option<Lowered>> {
     if !graph.contains(id) {
         return Err(Error::Codegen(format!(
             "node #{} is not in the graph",
@@ -54,6 +62,7 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
         graph,
         id,
         consts,
+        threads,
         packed: BTreeMap::new(),
     };
     let kernel = match &node.op {
@@ -79,9 +88,15 @@ pub fn lower_node(graph: &Graph, id: ValueId, consts: &TensorMap) -> Result<Opti
     }))
 }
 
-/// Lowers a whole verified graph to a program. `consts` holds the value of every constant the
-/// graph's nodes reference (derived constants already evaluated).
+/// Lowers a whole verified graph to a program for one thread. `consts` holds the value of every
+/// constant the graph's nodes reference (derived constants already evaluated).
 pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
+    lower_for_threads(graph, consts, 1)
+}
+
+/// [`lower`] for a model that splits every kernel's work items over `threads` threads: the
+/// same values, computed in the same order per element, in items cut for that many threads.
+pub fn lower_for_threads(graph: &Graph, consts: &TensorMap, threads: usize) -> Result<Program> {
     crate::graph::verify(graph)?;
     let order = graph
         .topo_order()
@@ -111,7 +126,7 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
         .map(|(name, _)| (loops::const_buffer(name), name))
         .collect();
     for &id in &order {
-        let Some(l) = lower_node(graph, id, consts)? else {
+        let Some(l) = lower_node(graph, id, consts, threads)? else {
             continue;
         };
         for b in &l.kernel.buffers {
@@ -222,6 +237,8 @@ pub(crate) struct Cx<'a> {
     pub graph: &'a Graph,
     pub id: ValueId,
     pub consts: &'a TensorMap,
+    /// The threads the kernel's work items are cut for.
+    pub threads: usize,
     pub packed: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 

@@ -298,7 +298,7 @@ impl CompiledModel {
             passes::optimize(&mut graph)?;
         }
         let consts = graph::consts::bind(&graph, weights)?;
-        let program = lower::lower(&graph, &consts)?;
+        let program = lower::lower_for_threads(&graph, &consts, options.threads)?;
         // The program holds every value the kernels read (folded, packed): the bound values
         // are dead, and dropping them now keeps the peak memory of compiling down.
         drop(consts);
