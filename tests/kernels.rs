@@ -424,7 +424,9 @@ fn pointwise_problem() -> impl Strategy<Value = ConvProblem> {
     (
         (1usize..=2, 1usize..=9, 1usize..=9),
         // Up to 100 output channels: full 48- and 16-channel blocks and every tail width.
-        (1usize..=20, 1usize..=100),
+        // Reductions short, or around the wide tiers' unrolling threshold (64 steps, unrolled
+        // x4) with every remainder.
+        (prop_oneof![1usize..=20, 60usize..=70], 1usize..=100),
         (any::<bool>(), epilogue(), any::<u64>()),
     )
         .prop_map(
@@ -632,6 +634,29 @@ fn model_shapes() {
         ..base.clone()
     }
     .check();
+    // Reductions the wide tiers unroll x4 (64 steps and more), with 1-3 remaining steps after
+    // the loop, a merged 24-channel tail (avx512) and the masked tails of 100 channels.
+    for (cin, cout) in [
+        (63, 24),
+        (64, 24),
+        (65, 100),
+        (66, 24),
+        (67, 100),
+        (131, 40),
+    ] {
+        ConvProblem {
+            h: 3,
+            w: 5,
+            k: 1,
+            cin,
+            cout,
+            stride: [1, 1],
+            pads: Pads::default(),
+            epilogue: Epilogue::AddRelu6,
+            ..base.clone()
+        }
+        .check();
+    }
     // The logits conv on a 1x1 image: 1x1 GEMM with only the pixel remainder.
     ConvProblem {
         h: 1,

@@ -69,29 +69,24 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
         }
     }
     a.mov(rax, r9)?;
-    a.xor(r10d, r10d)?;
-    let mut step = a.create_label();
-    a.set_label(&mut step)?;
-    for (v, vec) in cb.vectors.iter().enumerate() {
-        let at = ymmword_ptr(rax + vec.w_disp);
-        if vec.lanes < 8 {
-            a.vmaskmovps(y(12 + v), ymm15, at)?;
-        } else {
-            a.vmovups(y(12 + v), at)?;
+    super::k_loop(a, g, cb, |a, u| {
+        for (v, vec) in cb.vectors.iter().enumerate() {
+            let at = ymmword_ptr(rax + vec.w_disp + u as i32 * cb.w_step);
+            if vec.lanes < 8 {
+                a.vmaskmovps(y(12 + v), ymm15, at)?;
+            } else {
+                a.vmovups(y(12 + v), at)?;
+            }
         }
-    }
-    for p in 0..mr {
-        let xd = ((p0 + p) * g.x_stride * 4) as i32;
-        a.vbroadcastss(ymm14, dword_ptr(rdi + r10 * 4 + xd))?;
-        for v in 0..nv {
-            a.vfmadd231ps(acc(p, v), y(12 + v), ymm14)?;
+        for p in 0..mr {
+            let xd = ((p0 + p) * g.x_stride * 4 + u * 4) as i32;
+            a.vbroadcastss(ymm14, dword_ptr(rdi + r10 * 4 + xd))?;
+            for v in 0..nv {
+                a.vfmadd231ps(acc(p, v), y(12 + v), ymm14)?;
+            }
         }
-    }
-    a.add(rax, cb.w_step)?;
-    super::prefetch_step(a, g)?;
-    a.inc(r10)?;
-    a.cmp(r10, g.k as i32)?;
-    a.jl(step)?;
+        Ok(())
+    })?;
     if let Some((lo, hi)) = g.clamp {
         splat(a, (ymm12, xmm12), lo.to_bits())?;
         splat(a, (ymm13, xmm13), hi.to_bits())?;

@@ -56,44 +56,34 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
         }
     }
     // Reduction: r10 = ci from 0 to k; rax steps through the weight panel from r9 (and r12
-    // through the tail panel for a merged tail, the last vector).
+    // through the tail panel for a merged tail, the last vector), see `k_loop`.
     a.mov(rax, r9)?;
     if let Some((start, _)) = cb.tail {
         a.mov(r12, start)?;
         a.add(r12, rsi)?;
     }
-    a.xor(r10d, r10d)?;
-    let mut step = a.create_label();
-    a.set_label(&mut step)?;
-    for (v, vec) in cb.vectors.iter().enumerate() {
-        let merged = cb.tail.is_some() && v + 1 == nv;
-        let at = if merged {
-            zmmword_ptr(r12)
-        } else {
-            zmmword_ptr(rax + vec.w_disp)
-        };
-        if vec.lanes < 16 {
-            a.vmovups(wreg(v).k1().z(), at)?;
-        } else {
-            a.vmovups(wreg(v), at)?;
+    super::k_loop(a, g, cb, |a, u| {
+        for (v, vec) in cb.vectors.iter().enumerate() {
+            let at = match cb.tail {
+                Some((_, tail_step)) if v + 1 == nv => zmmword_ptr(r12 + u as i32 * tail_step),
+                _ => zmmword_ptr(rax + vec.w_disp + u as i32 * cb.w_step),
+            };
+            if vec.lanes < 16 {
+                a.vmovups(wreg(v).k1().z(), at)?;
+            } else {
+                a.vmovups(wreg(v), at)?;
+            }
         }
-    }
-    for p in 0..mr {
-        let bc = z(30 + p % 2);
-        let xd = ((p0 + p) * g.x_stride * 4) as i32;
-        a.vbroadcastss(bc, dword_ptr(rdi + r10 * 4 + xd))?;
-        for v in 0..nv {
-            a.vfmadd231ps(acc(p, v), wreg(v), bc)?;
+        for p in 0..mr {
+            let bc = z(30 + p % 2);
+            let xd = ((p0 + p) * g.x_stride * 4 + u * 4) as i32;
+            a.vbroadcastss(bc, dword_ptr(rdi + r10 * 4 + xd))?;
+            for v in 0..nv {
+                a.vfmadd231ps(acc(p, v), wreg(v), bc)?;
+            }
         }
-    }
-    a.add(rax, cb.w_step)?;
-    if let Some((_, tail_step)) = cb.tail {
-        a.add(r12, tail_step)?;
-    }
-    super::prefetch_step(a, g)?;
-    a.inc(r10)?;
-    a.cmp(r10, g.k as i32)?;
-    a.jl(step)?;
+        Ok(())
+    })?;
     // Epilogue: residual, clamp, store (masked for a partial vector).
     if let Some((lo, hi)) = g.clamp {
         a.mov(eax, lo.to_bits())?;
