@@ -378,7 +378,8 @@ fn pixel_blocks(pixels: usize, nv: usize, lanes: usize) -> Vec<(usize, usize)> {
     blocks
 }
 
-/// Whether every displacement the emitters form for `g` fits an i32.
+/// Whether every displacement the emitters form for `g` fits an i32, as does the reduction
+/// length (the K loop compares its counter with an immediate).
 fn displacements_fit(g: &GemmStrip) -> bool {
     let fits = |v: Option<usize>| v.and_then(|v| i32::try_from(v).ok()).is_some();
     let last_px = g.pixels.saturating_sub(1);
@@ -393,6 +394,7 @@ fn displacements_fit(g: &GemmStrip) -> bool {
             .and_then(|v| v.checked_add(g.n))
             .and_then(|v| v.checked_mul(4)),
     ) && fits(g.n.checked_mul(4))
+        && fits(Some(g.k))
 }
 
 /// One register block of a GEMM strip: `(a, g, channel run, first pixel, pixels)`.
@@ -558,4 +560,35 @@ pub fn disassemble(bytes: &[u8]) -> String {
         out.push_str(&format!("  {:04x}  {line}\n", ins.ip()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(pixels: usize, k: usize, n: usize, x_stride: usize) -> Op {
+        Op::Gemm(GemmStrip {
+            pixels,
+            k,
+            n,
+            x_stride,
+            out_stride: n,
+            bias: true,
+            residual: false,
+            clamp: None,
+            prefetch: 0,
+        })
+    }
+
+    /// A strip whose loop bound or displacements would not fit the instructions' 32-bit
+    /// immediates keeps its portable body: it is never emitted with a truncated bound.
+    #[test]
+    fn oversized_strips_keep_the_portable_body() {
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            let run = |op: Op| assemble(isa, &op).expect("valid op");
+            assert!(run(strip(1, 1 << 31, 16, 1 << 31)).is_none(), "k past i32");
+            assert!(run(strip(2, 64, 16, 1 << 29)).is_none(), "x past 2 GiB");
+            assert!(run(strip(3, 67, 40, 67)).is_some(), "an ordinary strip");
+        }
+    }
 }
