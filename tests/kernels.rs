@@ -657,6 +657,23 @@ fn model_shapes() {
         }
         .check();
     }
+    // GEMVs (one pixel) in blocks of 4 weight tiles (avx2: 8 vectors as memory operands),
+    // with a channel tail, and a 2-pixel one.
+    for (n, cout) in [(1, 100), (1, 72), (2, 100)] {
+        ConvProblem {
+            n,
+            h: 1,
+            w: 1,
+            k: 1,
+            cin: 67,
+            cout,
+            stride: [1, 1],
+            pads: Pads::default(),
+            epilogue: Epilogue::Relu6,
+            ..base.clone()
+        }
+        .check();
+    }
     // The logits conv on a 1x1 image: 1x1 GEMM with only the pixel remainder.
     ConvProblem {
         h: 1,

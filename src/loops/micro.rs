@@ -23,6 +23,13 @@ use super::{Affine, BufId};
 /// out `[tile][ci][16]`, the `cout % 16` remaining channels `[ci][rem]` after them.
 pub const GEMM_PACK: usize = 16;
 
+/// Packing tiles per channel block of a GEMV (a GEMM strip of one pixel): each tile's panel is
+/// one weight stream, and a GEMV is bound by streaming its weights, so a block reads this many
+/// streams at once. The logits' 5 MB panel, read a 6 ms inference after it was last read (much
+/// of it gone from L3), took 0.38, 0.25, 0.21 and 0.22 ms with 1, 2, 4 and 8 streams (a C
+/// loop, medians of 40, 2026-12-02); 0.19 with any number when it was just read.
+pub const GEMV_TILES: usize = 4;
+
 /// A buffer operand of a micro-kernel: the buffer and the element index of its first element.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Operand {

@@ -57,6 +57,7 @@
 
 use std::fmt;
 
+use crate::loops::micro::{GEMM_PACK, GEMV_TILES};
 use crate::loops::{LoopMode, OptLevel};
 
 /// Output pixels per GEMM strip (the 1x1 micro-kernel statement and the 1x1 kernels' work
@@ -97,7 +98,9 @@ pub const GEMM_CHANNEL_BLOCK: usize = 32;
 /// the other core has just written, and fetching those lines across cores costs more than the
 /// panel re-reads saved. Pixel strips keep each thread on its own part of the map.
 pub fn gemm_split(npix: usize, threads: usize) -> GemmSplit {
-    if npix < GEMM_STRIP {
+    if npix < GEMM_STRIP && threads <= 1 {
+        GemmSplit::Channels(GEMV_TILES * GEMM_PACK)
+    } else if npix < GEMM_STRIP {
         GemmSplit::Channels(GEMM_CHANNEL_BLOCK)
     } else if npix >= 8 * GEMM_STRIP {
         GemmSplit::Pixels(GEMM_STRIP)

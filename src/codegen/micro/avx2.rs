@@ -69,13 +69,32 @@ fn block(a: &mut CodeAssembler, g: &GemmStrip, cb: &ChannelBlocks, p0: usize, mr
         }
     }
     a.mov(rax, r9)?;
+    // More than two vectors (a GEMV's block, one pixel) leave no registers for the weights:
+    // each full vector's FMA reads them as its memory operand (`fma(x, w, acc)` and
+    // `fma(w, x, acc)` round the same exact product), a masked one goes through ymm12.
+    let in_memory = nv > 2;
     super::k_loop(a, g, cb, |a, u| {
+        let w_at = |vec: &super::Vector| ymmword_ptr(rax + vec.w_disp + u as i32 * cb.w_step);
+        if in_memory {
+            for p in 0..mr {
+                let xd = ((p0 + p) * g.x_stride * 4 + u * 4) as i32;
+                a.vbroadcastss(ymm14, dword_ptr(rdi + r10 * 4 + xd))?;
+                for (v, vec) in cb.vectors.iter().enumerate() {
+                    if vec.lanes < 8 {
+                        a.vmaskmovps(ymm12, ymm15, w_at(vec))?;
+                        a.vfmadd231ps(acc(p, v), ymm12, ymm14)?;
+                    } else {
+                        a.vfmadd231ps(acc(p, v), ymm14, w_at(vec))?;
+                    }
+                }
+            }
+            return Ok(());
+        }
         for (v, vec) in cb.vectors.iter().enumerate() {
-            let at = ymmword_ptr(rax + vec.w_disp + u as i32 * cb.w_step);
             if vec.lanes < 8 {
-                a.vmaskmovps(y(12 + v), ymm15, at)?;
+                a.vmaskmovps(y(12 + v), ymm15, w_at(vec))?;
             } else {
-                a.vmovups(y(12 + v), at)?;
+                a.vmovups(y(12 + v), w_at(vec))?;
             }
         }
         for p in 0..mr {

@@ -33,7 +33,7 @@ pub mod peak;
 
 use iced_x86::code_asm::CodeAssembler;
 
-use crate::loops::micro::{GEMM_PACK, GemmStrip, Op};
+use crate::loops::micro::{GEMM_PACK, GEMV_TILES, GemmStrip, Op};
 use crate::{Error, Result};
 
 /// The vector tier a program is compiled for.
@@ -245,20 +245,24 @@ impl Plan {
     /// Register budget per block: accumulators `pixels x vectors`, plus the weight vectors and
     /// the broadcasts (two on avx512, where the clamp bounds reuse them in the epilogue; one and
     /// the mask on avx2). avx512 (32 zmm): 3 vectors x 9 pixels or 2 x 14 (see [`L1_WEIGHTS`]);
-    /// avx2 (16 ymm): 2 x 6 or 1 x 12.
+    /// avx2 (16 ymm): 2 x 6 or 1 x 12. A GEMV: 4 tiles x 1 pixel (4 zmm, 8 ymm).
     fn new(g: &GemmStrip, lanes: usize) -> Option<Plan> {
         // avx512 takes blocks of 3 vectors x 9 pixels, unless a 3-vector block's weights
         // (`k` rows of 48 channels) outgrow a 32 KB L1: then 2 x 14, which re-reads them from L2
         // for every 14 pixels instead of every 7 (a 14-pixel strip is one block, not two). The
         // layers with `k` of 384-960 ran 2-5% faster (1 thread, 3 rounds, 2026-12-02); 2 x 14 on
         // every layer lost as much on the short ones.
-        let most_vectors = if lanes == 16 && g.k.saturating_mul(3 * lanes * 4) <= L1_WEIGHTS {
+        let t = GEMM_PACK;
+        let per_tile = t / lanes;
+        // A GEMV (one pixel) takes blocks of `GEMV_TILES` whole tiles: that many weight
+        // streams at once (avx2 keeps them in memory operands, see `avx2::block`).
+        let most_vectors = if g.pixels == 1 {
+            GEMV_TILES * per_tile
+        } else if lanes == 16 && g.k.saturating_mul(3 * lanes * 4) <= L1_WEIGHTS {
             3
         } else {
             2
         };
-        let t = GEMM_PACK;
-        let per_tile = t / lanes;
         let panel = g.k.checked_mul(t * 4)?;
         let tiles = g.n / t;
         let rem = g.n % t;
