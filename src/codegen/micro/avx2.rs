@@ -1,7 +1,9 @@
 //! The 256-bit GEMM strip: per channel block (2 ymm = 16 channels, one packed tile, a runtime
 //! loop) and pixel block (up to 6 pixels, unrolled), 12 ymm accumulators (ymm0-11) start from
 //! the bias, each reduction step loads 2 weight vectors (ymm12/13) and per pixel broadcasts one
-//! input (ymm14) for 2 `vfmadd231ps`; then residual, clamp and the store. A partial vector uses
+//! input (ymm14) for 2 `vfmadd231ps`; then residual, clamp and the store. A one-pixel GEMV
+//! takes blocks of 8 ymm (4 tiles) whose FMAs read the weights as memory operands. Long
+//! reductions run 4 steps per loop iteration (`super::k_loop`). A partial vector uses
 //! `vmaskmovps` with the lane mask in ymm15 (read RIP-relative from a table after `ret`). See
 //! [`super`] for the ABI and the rules.
 

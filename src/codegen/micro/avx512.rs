@@ -1,5 +1,6 @@
-//! The 512-bit GEMM strip: per channel block (up to 3 zmm = 48 channels, a runtime loop) and
-//! pixel block (9 pixels for 3 vectors, 14 for 2, unrolled), up to 28 zmm accumulators (from
+//! The 512-bit GEMM strip: per channel block (up to 3 zmm = 48 channels, 4 for a one-pixel
+//! GEMV; a runtime loop) and pixel block (9 pixels for 3 vectors, 14 for 2, unrolled; the
+//! reduction unrolled x4 when long, `super::k_loop`), up to 28 zmm accumulators (from
 //! zmm0) start from the bias; each reduction step loads the weight vectors (the registers after
 //! the accumulators) and per pixel broadcasts one input (zmm30/31, alternating) for one
 //! `vfmadd231ps` per vector; then residual, clamp (bounds in zmm30/31) and the store.
