@@ -61,8 +61,13 @@ pub fn emit_for(graph: &Graph, level: Level, isa: Isa) -> Result<String> {
         Level::Memplan => {
             // What a one-thread model runs: the band schedule, lifetimes in its runs.
             let schedule = crate::runtime::bands::schedule(&program);
-            let plan = crate::runtime::plan_memory(&program, &schedule)?;
-            Ok(format!("{plan}{}", schedule.listing(&program)))
+            let folds = crate::runtime::fold::plan(&program, &schedule);
+            let plan = crate::runtime::plan_memory(&program, &schedule, &folds)?;
+            Ok(format!(
+                "{plan}{}{}",
+                crate::runtime::fold::listing(&folds),
+                schedule.listing(&program)
+            ))
         }
         Level::Clif => codegen::emit_clif(&program.kernels, isa),
         Level::Asm => codegen::emit_asm(&program.kernels, isa),

@@ -181,7 +181,7 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
     let mut program = lower::lower(&graph, &consts)?;
     loops::verify_program(&program)?;
     // The object walks its kernels layer by layer (`codegen::object`).
-    let layout = CallPlan::new(&mut program, false)?;
+    let layout = CallPlan::new(&mut program, false, false)?;
     let (input, output) = match (&layout.inputs[..], layout.outputs.last()) {
         ([input], Some(output)) => (input, output),
         (inputs, _) => {
@@ -201,7 +201,7 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
         .calls
         .iter()
         .map(|c| c.slots.iter().map(source).collect())
-        .collect();
+        .collect::<Result<_>>()?;
     let elems = |dims: &[usize]| dims.iter().product::<usize>();
     let spec = ObjectSpec {
         prefix: &opts.prefix,
@@ -232,11 +232,15 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
     })
 }
 
-fn source(s: &Slot) -> Source {
+fn source(s: &Slot) -> Result<Source> {
     match s {
-        Slot::Arena(r) => Source::Arena(r.start * 4),
-        Slot::Const(i) => Source::Const(*i),
-        Slot::Input(_) => Source::Input,
+        Slot::Arena(r) => Ok(Source::Arena(r.start * 4)),
+        Slot::Const(i) => Ok(Source::Const(*i)),
+        Slot::Input(_) => Ok(Source::Input),
+        // The object runs layer by layer, where nothing folds (`runtime::fold`).
+        Slot::Fold(_) => Err(Error::Internal(
+            "an object has no fold windows, but a buffer was folded".into(),
+        )),
     }
 }
 

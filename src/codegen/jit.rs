@@ -8,7 +8,9 @@
 //!    only `Output`/`Scratch` buffers are stored;
 //! 2. [`JitProgram::run_kernel`] checks, before every call, that it got exactly one slice per
 //!    declared buffer, each of exactly the declared length, and a mutable slice for every buffer
-//!    the kernel writes;
+//!    the kernel writes; or, for a folded buffer, a [`FoldWindow`] (`len` elements mapped twice)
+//!    that the call's accesses, from their closed form, span at most `len` elements of, so
+//!    that they all land in its mapping;
 //! 3. Rust's borrow rules make a mutable slice alias nothing else passed, so the code's
 //!    read-only/`can_move` loads read memory nobody writes during the call;
 //! 4. a raw micro-kernel (the avx2/avx512 tiers, `codegen::micro`) is called only by the
@@ -53,8 +55,10 @@
 //! be shared by reference between threads and run concurrently. The code memory is released
 //! (`free_memory`) when the `JitProgram` is dropped, which cannot happen while a borrow runs it.
 
+mod fold_window;
 mod team;
 
+pub use fold_window::FoldWindow;
 pub use team::{Session, Team};
 
 use std::collections::BTreeMap;
@@ -68,6 +72,7 @@ use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use super::compile::{Isas, compile_into, err};
 use super::micro::{self, Isa};
 use super::{EXPF_SYMBOL, MicroFns, micro_signature, micros, mnv2c_expf};
+use crate::loops::verify::LoopWindow;
 use crate::loops::{self, Kernel, MAX_KERNEL_BUFFERS, OptLevel, Program, Role};
 use crate::{Error, Result};
 
@@ -118,6 +123,10 @@ pub enum Arg<'a> {
     Read(&'a [f32]),
     /// A buffer the kernel may write (`Output`, `Scratch`); also accepted for read-only ones.
     Write(&'a mut [f32]),
+    /// A folded buffer the kernel only reads, in its window (`runtime::fold`).
+    Folded(&'a FoldWindow),
+    /// A folded buffer the kernel may write.
+    FoldedMut(&'a mut FoldWindow),
 }
 
 #[derive(Debug)]
@@ -133,6 +142,9 @@ struct JitKernel {
     parallel_safe: bool,
     /// The tier its micro-kernels run in (`Portable` if it has none or they fell back).
     isa: Isa,
+    /// Per buffer, its accesses in closed form (`loops::verify::loop_windows`), if they have
+    /// one: what a call with a fold window is checked against.
+    windows: Vec<Option<Vec<LoopWindow>>>,
 }
 
 /// The most parts a split call runs in (see [`JitProgram::run_kernel_split`]): one bit each of
@@ -225,6 +237,12 @@ fn finalized_kernels(
             items,
             parallel_safe: loops::verify::parallel_safe(k),
             isa: kernel_tier(k, isa, raw),
+            windows: (0..k.buffers.len())
+                .map(|b| match k.buffers[b].role {
+                    Role::Const => None,
+                    _ => loops::verify::loop_windows(k, b),
+                })
+                .collect(),
         });
     }
     Ok(out)
@@ -350,7 +368,7 @@ impl JitProgram {
         args: &mut [Arg<'_>],
         items: Range<i64>,
     ) -> Result<()> {
-        let (k, ptrs) = self.check_args(i, args)?;
+        let (k, ptrs) = self.check_args(i, args, &items)?;
         let (begin, end) = check_items(k, &items)?;
         // SAFETY: `k.f` is live JIT code (see `compile_kernels`) for a kernel that passed
         // `loops::verify`, so each of its accesses is within `0..len` of the declared buffers
@@ -358,11 +376,13 @@ impl JitProgram {
         // `Output`/`Scratch` ones. `check_args` checked that the first `k.buffers.len()`
         // entries of `ptrs` (the only ones the code reads: it loads `bufs[b]` for its declared
         // buffers `b`, at most `MAX_KERNEL_BUFFERS`, the array's length) are one pointer per
-        // declared buffer, each the start of a slice of exactly the declared length, and that
-        // every written buffer comes from a `&mut` slice, which by Rust's borrow rules overlaps
-        // no other argument for the duration of this call (`args` stays borrowed). Read-only
-        // slices are only read. `ptrs` (on this frame) outlives the call, which retains no
-        // pointer. `begin..end` is a sub-range of the work items (`check_items`).
+        // declared buffer, each the start of a slice of exactly the declared length or, for a
+        // fold window, an address at which this call's accesses (items `begin..end`) land
+        // inside the window's mapping, and that every written buffer comes from a `&mut`
+        // slice or window, which by Rust's borrow rules overlaps no other argument for the
+        // duration of this call (`args` stays borrowed). Read-only ones are only read. `ptrs`
+        // (on this frame) outlives the call, which retains no pointer. `begin..end` is a
+        // sub-range of the work items (`check_items`).
         unsafe { (k.f)(ptrs.array(), begin, end) };
         Ok(())
     }
@@ -382,7 +402,8 @@ impl JitProgram {
         parts: usize,
         exec: &Executor<'_>,
     ) -> Result<()> {
-        let (k, ptrs) = self.check_args(i, args)?;
+        let all = 0..self.kernels.get(i).map_or(0, |k| k.items);
+        let (k, ptrs) = self.check_args(i, args, &all)?;
         let items = k.items;
         let parts_i64 = i64::try_from(parts.clamp(1, MAX_SPLIT_PARTS))
             .unwrap_or(1)
@@ -445,7 +466,7 @@ impl JitProgram {
         items: Range<i64>,
         team: &Team,
     ) -> Result<()> {
-        let (k, ptrs) = self.check_args(i, args)?;
+        let (k, ptrs) = self.check_args(i, args, &items)?;
         let (begin, end) = check_items(k, &items)?;
         let parts = team
             .threads()
@@ -469,8 +490,15 @@ impl JitProgram {
 
     /// Checks a call's arguments against kernel `i`'s verified declarations and returns the
     /// kernel and the buffer pointers (in a stack array: verified kernels declare at most
-    /// [`MAX_KERNEL_BUFFERS`]; nothing is allocated).
-    fn check_args(&self, i: usize, args: &mut [Arg<'_>]) -> Result<(&JitKernel, CallPtrs)> {
+    /// [`MAX_KERNEL_BUFFERS`]; nothing is allocated). A fold window is accepted for a buffer
+    /// whose accesses by `items` have a closed form spanning at most the window's length; its
+    /// pointer is then `base + (lo mod len) - lo`, so element `e` is at slot `e mod len`.
+    fn check_args(
+        &self,
+        i: usize,
+        args: &mut [Arg<'_>],
+        items: &Range<i64>,
+    ) -> Result<(&JitKernel, CallPtrs)> {
         let k = self
             .kernels
             .get(i)
@@ -491,26 +519,31 @@ impl JitProgram {
             )));
         }
         let mut ptrs = CallPtrs([std::ptr::null_mut(); MAX_KERNEL_BUFFERS]);
-        for (((name, len, role), a), slot) in k.buffers.iter().zip(args.iter_mut()).zip(&mut ptrs.0)
+        let buffers = k.buffers.iter().zip(&k.windows);
+        for (((name, len, role), windows), (a, slot)) in
+            buffers.zip(args.iter_mut().zip(&mut ptrs.0))
         {
-            let (got, ptr) = match a {
-                Arg::Read(s) if role.writable() => {
-                    return Err(Error::Codegen(format!(
-                        "kernel '{}': buffer {name} is written, but was passed read-only",
-                        k.name
-                    )));
-                }
-                // The code never stores to a read-only role (verified), so the cast to `*mut`
-                // is never written through.
-                Arg::Read(s) => (s.len(), s.as_ptr().cast_mut()),
-                Arg::Write(s) => (s.len(), s.as_mut_ptr()),
-            };
-            if got != *len {
+            let read_only = matches!(a, Arg::Read(_) | Arg::Folded(_));
+            if read_only && role.writable() {
                 return Err(Error::Codegen(format!(
-                    "kernel '{}': buffer {name} has {got} elements, expected {len}",
+                    "kernel '{}': buffer {name} is written, but was passed read-only",
                     k.name
                 )));
             }
+            let ptr = match a {
+                // The code never stores to a read-only role (verified), so the cast to `*mut`
+                // is never written through.
+                Arg::Read(s) => {
+                    check_len(k, name, s.len(), *len)?;
+                    s.as_ptr().cast_mut()
+                }
+                Arg::Write(s) => {
+                    check_len(k, name, s.len(), *len)?;
+                    s.as_mut_ptr()
+                }
+                Arg::Folded(w) => fold_pointer(k, name, windows.as_deref(), w, items)?,
+                Arg::FoldedMut(w) => fold_pointer(k, name, windows.as_deref(), w, items)?,
+            };
             *slot = ptr;
         }
         Ok((k, ptrs))
@@ -754,6 +787,52 @@ fn compile_for_listing(kernels: &[Kernel], clif: bool, isa: Isa) -> Result<JitPr
         ..JitOptions::default()
     };
     JitProgram::compile_kernels(kernels, &opts)
+}
+
+/// Checks that a slice passed for buffer `name` has its declared length.
+fn check_len(k: &JitKernel, name: &str, got: usize, len: usize) -> Result<()> {
+    if got != len {
+        return Err(Error::Codegen(format!(
+            "kernel '{}': buffer {name} has {got} elements, expected {len}",
+            k.name
+        )));
+    }
+    Ok(())
+}
+
+/// The pointer that puts buffer `name`'s element `e` at slot `e mod len` of fold window `w`
+/// for a call on `items`: `base + (lo mod len) - lo`, where `lo..=hi` is the hull of the call's
+/// accesses to it (from their closed form, `windows`), checked to span at most `len` elements.
+/// Every access then lands in `base..base + 2 * len`, the window's whole mapping.
+fn fold_pointer(
+    k: &JitKernel,
+    name: &str,
+    windows: Option<&[LoopWindow]>,
+    w: &FoldWindow,
+    items: &Range<i64>,
+) -> Result<*mut f32> {
+    let windows = windows.ok_or_else(|| {
+        Error::Codegen(format!(
+            "kernel '{}': buffer {name} has accesses without a closed form: no fold window",
+            k.name
+        ))
+    })?;
+    let Some((lo, hi)) = loops::verify::windows_hull(windows, items.clone()) else {
+        // These items do not touch the buffer.
+        return Ok(w.base());
+    };
+    let len = i128::try_from(w.len()).unwrap_or(i128::MAX);
+    if lo < 0 || hi - lo >= len {
+        return Err(Error::Codegen(format!(
+            "kernel '{}': items {}..{} access elements {lo}..={hi} of {name}, more than its \
+             fold window of {len}",
+            k.name, items.start, items.end
+        )));
+    }
+    let offset = i128::try_from(w.offset()).unwrap_or(0);
+    let shift = isize::try_from((lo + offset).rem_euclid(len) - lo)
+        .map_err(|_| Error::Codegen(format!("kernel '{}': {name} is too large", k.name)))?;
+    Ok(w.base().wrapping_offset(shift))
 }
 
 /// `items` as `(begin, end)` if it is a sub-range of kernel `k`'s work items.

@@ -55,7 +55,8 @@ use crate::{Error, Result};
 
 pub use crate::loops::MAX_KERNEL_BUFFERS;
 pub use jit::{
-    Arg, Executor, JitOptions, JitProgram, MAX_SPLIT_PARTS, Team, WidePeak, emit_asm, emit_clif,
+    Arg, Executor, FoldWindow, JitOptions, JitProgram, MAX_SPLIT_PARTS, Team, WidePeak, emit_asm,
+    emit_clif,
 };
 pub(crate) use jit::{HUGE_PAGE, advise_huge_pages};
 pub use micro::Isa;

@@ -53,7 +53,8 @@ pub struct Sizes {
 
 /// The sizes of [`schedule`], measured on the seed model (`docs/performance.md`): a band of
 /// 64-256 KB ran the 112x112 and 56x56 layers fastest on a 2 MB L2; groups of at most 8 MB
-/// keep the arena at 6.8 MB (5.7 MB layer by layer).
+/// keep the arena at 6.8 MB (5.7 MB layer by layer; 1.5 MB with the large buffers folded,
+/// `runtime::fold`).
 pub const SIZES: Sizes = Sizes {
     band: 128 << 10,
     narrow: 512 << 10,

@@ -1,13 +1,13 @@
 //! Where every kernel argument lives at run time: the memory plan applied to a lowered program.
 //!
 //! [`CallPlan::new`] plans the activation arena ([`memplan`]) and resolves each buffer a kernel
-//! declares to a [`Slot`]: an arena range, a constant buffer, or a graph input read in place
-//! (flatten is a view of its operand's storage). Both runners use it: [`CompiledModel`]
+//! declares to a [`Slot`]: an arena range, a fold window (`runtime::fold`), a constant buffer,
+//! or a graph input read in place (flatten is a view of its operand's storage). Both runners use it: [`CompiledModel`]
 //! (the JIT) and the ahead-of-time object's entry function, which walks the same calls.
 //!
 //! What must hold, and is checked here once per kernel so a planning bug is an error, never
-//! aliasing: each kernel writes exactly one buffer, an arena range, passed once; no buffer it
-//! reads overlaps that range; it takes at most [`MAX_KERNEL_BUFFERS`] buffers.
+//! aliasing: each kernel writes exactly one buffer, an arena range or a fold window, passed
+//! once; no buffer it reads overlaps it; it takes at most [`MAX_KERNEL_BUFFERS`] buffers.
 //!
 //! [`CompiledModel`]: super::CompiledModel
 
@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::bands::{self, Schedule};
+use super::fold::{self, Fold};
 use super::memplan::{self, MemPlan, Request};
 use crate::loops::{BufferKind, Kernel, MAX_KERNEL_BUFFERS, Program, Role};
 use crate::{Error, Result};
@@ -24,6 +25,8 @@ use crate::{Error, Result};
 pub(crate) enum Slot {
     /// A range of the arena (in f32 elements).
     Arena(Range<usize>),
+    /// Fold window number `i` of the call plan's [`folds`](CallPlan::folds).
+    Fold(usize),
     /// One of the constant buffers ([`CallPlan::consts`]).
     Const(usize),
     /// The caller's input tensor number `i`.
@@ -35,8 +38,8 @@ pub(crate) enum Slot {
 pub(crate) struct Call {
     /// One slot per buffer the kernel declares, in declaration order.
     pub slots: Vec<Slot>,
-    /// The single buffer the kernel writes (an arena range).
-    pub output: Range<usize>,
+    /// The single buffer the kernel writes: an arena range or a fold window.
+    pub output: Slot,
 }
 
 /// A value the caller sees: a graph input or output, with its shape and where it lives.
@@ -58,6 +61,8 @@ pub(crate) struct CallPlan {
     pub plan: MemPlan,
     /// The order of the kernel calls (the memory plan's lifetimes are in its runs).
     pub schedule: Schedule,
+    /// The folded activations, which live in fold windows instead of the arena.
+    pub folds: Vec<Fold>,
     /// Arena length in f32 elements.
     pub arena_len: usize,
 }
@@ -65,18 +70,25 @@ pub(crate) struct CallPlan {
 impl CallPlan {
     /// Plans memory for `program` and resolves every kernel argument. The program's constants
     /// move into the layout (`program.constants` is left empty). `banded`: run the kernels in
-    /// the band schedule (`runtime::bands`), else layer by layer.
-    pub(crate) fn new(program: &mut Program, banded: bool) -> Result<CallPlan> {
+    /// the band schedule (`runtime::bands`), else layer by layer; `folded`: fold what the
+    /// schedule allows (`runtime::fold`; the caller makes the windows).
+    pub(crate) fn new(program: &mut Program, banded: bool, folded: bool) -> Result<CallPlan> {
         let schedule = if banded {
             bands::schedule(program)
         } else {
             bands::layer_by_layer(program)
         };
-        let plan = plan_with(program, &schedule)?;
+        let folds = if folded {
+            fold::plan(program, &schedule)
+        } else {
+            Vec::new()
+        };
+        fold::check(program, &schedule, &folds)?;
+        let plan = plan_with(program, &schedule, &folds)?;
         let arena_len = plan.arena_bytes / 4;
         let (names, consts): (Vec<String>, Vec<Vec<f32>>) =
             std::mem::take(&mut program.constants).into_iter().unzip();
-        let slots = Slots::new(program, &plan, &names);
+        let slots = Slots::new(program, &plan, &folds, &names);
         let calls = program
             .kernels
             .iter()
@@ -102,19 +114,23 @@ impl CallPlan {
             outputs,
             plan,
             schedule,
+            folds,
             arena_len,
         })
     }
 }
 
-/// The static memory plan of a lowered program run in `schedule`: what a model compiled from
-/// it would use (`--emit memplan` prints it without compiling the kernels).
-pub fn plan_memory(program: &Program, schedule: &Schedule) -> Result<MemPlan> {
-    plan_with(program, schedule)
+/// The static memory plan of a lowered program run in `schedule` with `folds` in fold
+/// windows: what a model compiled from it would use (`--emit memplan` prints it without
+/// compiling the kernels).
+pub fn plan_memory(program: &Program, schedule: &Schedule, folds: &[Fold]) -> Result<MemPlan> {
+    plan_with(program, schedule, folds)
 }
 
-fn plan_with(program: &Program, schedule: &Schedule) -> Result<MemPlan> {
-    memplan::plan(&requests(program, schedule)?)
+fn plan_with(program: &Program, schedule: &Schedule, folds: &[Fold]) -> Result<MemPlan> {
+    let mut requests = requests(program, schedule)?;
+    requests.retain(|r| !folds.iter().any(|f| f.storage == r.name));
+    memplan::plan(&requests)
         .ok_or_else(|| Error::TooLarge("the activation arena's size overflows".into()))
 }
 
@@ -191,9 +207,12 @@ struct Slots {
 
 impl Slots {
     /// `constants` are the constant buffers' names in the order of the model's `consts`.
-    fn new(program: &Program, plan: &MemPlan, constants: &[String]) -> Slots {
+    fn new(program: &Program, plan: &MemPlan, folds: &[Fold], constants: &[String]) -> Slots {
         let views = program.views.iter().cloned().collect();
         let mut by_name: HashMap<String, Slot> = HashMap::new();
+        for (i, f) in folds.iter().enumerate() {
+            by_name.insert(f.storage.clone(), Slot::Fold(i));
+        }
         for p in &plan.placements {
             let start = p.offset / 4;
             let range = start..start + p.request.bytes / 4;
@@ -239,14 +258,16 @@ fn call(k: &Kernel, slots: &Slots) -> Result<Call> {
         .filter(|(b, _)| b.role.writable())
         .map(|(_, s)| s)
         .collect();
-    let [Slot::Arena(output)] = written[..] else {
-        return Err(Error::Internal(format!(
-            "kernel '{}' must write exactly one activation",
-            k.name
-        )));
+    let output = match written[..] {
+        [s @ (Slot::Arena(_) | Slot::Fold(_))] => s.clone(),
+        _ => {
+            return Err(Error::Internal(format!(
+                "kernel '{}' must write exactly one activation",
+                k.name
+            )));
+        }
     };
-    let output = output.clone();
-    let writes_output = slots.iter().filter(|s| **s == Slot::Arena(output.clone()));
+    let writes_output = slots.iter().filter(|s| **s == output);
     if slots.len() > MAX_KERNEL_BUFFERS || writes_output.count() != 1 {
         return Err(Error::Internal(format!(
             "kernel '{}' takes {} buffers (at most {MAX_KERNEL_BUFFERS}, the output once)",
@@ -255,10 +276,12 @@ fn call(k: &Kernel, slots: &Slots) -> Result<Call> {
         )));
     }
     for (b, s) in k.buffers.iter().zip(&slots) {
-        if let (Role::Input, Slot::Arena(r)) = (b.role, s)
-            && r.start < output.end
-            && output.start < r.end
-        {
+        let overlaps = match (s, &output) {
+            (Slot::Arena(r), Slot::Arena(o)) => r.start < o.end && o.start < r.end,
+            (Slot::Fold(f), Slot::Fold(g)) => f == g,
+            _ => false,
+        };
+        if b.role == Role::Input && overlaps {
             return Err(Error::Internal(format!(
                 "kernel '{}': {} overlaps its output in the arena",
                 k.name, b.name

@@ -8,8 +8,11 @@
 //!   chosen from liveness ([`memplan`]); flatten is a view and takes no memory; graph inputs are
 //!   read in place from the caller's tensors.
 //!
-//! What must hold when a kernel runs: each buffer it writes is an arena range that no buffer it
-//! reads overlaps. The memory plan guarantees this, because a kernel's operands and its result
+//! - at one thread, fold windows for the activations the band schedule folds
+//!   (`runtime::fold`): each lives in a few hundred KB that stay in L2, not in the arena.
+//!
+//! What must hold when a kernel runs: each buffer it writes is an arena range (or a fold
+//! window) that no buffer it reads overlaps. The memory plan guarantees this, because a kernel's operands and its result
 //! are live at the kernel's step; [`CompiledModel::compile`] checks it once more per kernel, so a
 //! planning bug is an error, never aliasing. The JIT then checks every slice length.
 //!
@@ -23,13 +26,12 @@
 //! time: concurrent calls on a multi-threaded model take turns. Every output element is computed by the same code in the same order whatever the
 //! split, so results are bit-identical for any thread count.
 
-use std::ops::Range;
 use std::sync::Mutex;
 
 use super::bands::Schedule;
 use super::calls::{CallPlan, Port, Slot};
 use super::memplan::{self, MemPlan};
-use crate::codegen::{Arg, HUGE_PAGE, Isa, JitOptions, JitProgram, Team};
+use crate::codegen::{Arg, FoldWindow, HUGE_PAGE, Isa, JitOptions, JitProgram, Team};
 use crate::graph::{self, Graph};
 use crate::loops::{self, Family, Kernel, MAX_KERNEL_BUFFERS, Program};
 use crate::tensor::AsTensorView;
@@ -106,8 +108,8 @@ pub struct Output {
 struct Step {
     /// One slot per buffer the kernel declares, in declaration order.
     slots: Vec<Slot>,
-    /// The single buffer the kernel writes (an arena range).
-    output: Range<usize>,
+    /// The single buffer the kernel writes (an arena range or a fold window).
+    output: Slot,
     layer: Layer,
 }
 
@@ -189,11 +191,27 @@ pub struct CompiledModel {
     plan: MemPlan,
     /// Arena length in f32 elements.
     arena_len: usize,
-    /// Arenas not in use by a running call.
-    free_arenas: Mutex<Vec<Arena>>,
+    /// The window length of each folded activation (`runtime::fold`), in elements.
+    fold_lens: Vec<usize>,
+    /// Activation memory not in use by a running call.
+    free_arenas: Mutex<Vec<Memory>>,
     /// The model's worker threads, when it has more than one (one call at a time).
     team: Option<Mutex<Team>>,
     threads: usize,
+}
+
+/// Where element 0 of fold window `i` lives: windows are page-aligned, so without an offset a
+/// kernel reading one window and writing another at the same position would load and store
+/// addresses 4 KB apart, which the core treats as possibly dependent (4K aliasing).
+fn fold_offset(i: usize) -> usize {
+    (i * 7 % 64) * 16
+}
+
+/// The activation memory of one call: the arena and the fold windows.
+#[derive(Debug)]
+struct Memory {
+    arena: Arena,
+    windows: Vec<FoldWindow>,
 }
 
 /// A 64-byte-aligned run of f32 inside an over-allocated vector (no `unsafe` needed).
@@ -320,7 +338,9 @@ impl CompiledModel {
         // every layer already stays in its core's L2, and bands would only add team calls
         // (measured at 2 threads: 4.19-4.42 -> 4.82-4.86 ms, see `docs/architecture.md`).
         let banded = options.threads <= 1;
-        let mut model = CompiledModel::assemble(jit, program, layers, banded)?;
+        // Fold windows need double mapping (Linux); without it the band schedule still runs.
+        let folded = banded && FoldWindow::new(1, 0).is_some();
+        let mut model = CompiledModel::assemble(jit, program, layers, banded, folded)?;
         if options.threads > 1 {
             model.team = Some(Mutex::new(Team::new(options.threads)?));
             model.threads = options.threads;
@@ -335,6 +355,7 @@ impl CompiledModel {
         mut program: Program,
         layers: Vec<Layer>,
         banded: bool,
+        folded: bool,
     ) -> Result<CompiledModel> {
         let CallPlan {
             calls,
@@ -343,8 +364,9 @@ impl CompiledModel {
             outputs,
             plan,
             schedule,
+            folds,
             arena_len,
-        } = CallPlan::new(&mut program, banded)?;
+        } = CallPlan::new(&mut program, banded, folded)?;
         let steps = calls
             .into_iter()
             .zip(layers)
@@ -365,6 +387,7 @@ impl CompiledModel {
             outputs,
             plan,
             arena_len,
+            fold_lens: folds.iter().map(|f| f.elems).collect(),
             free_arenas: Mutex::new(Vec::new()),
             program,
             team: None,
@@ -454,19 +477,20 @@ impl CompiledModel {
     ) -> Result<()> {
         check_ports("input", &self.inputs, inputs)?;
         check_ports("output", &self.outputs, outputs)?;
-        let mut arena = self.take_arena()?;
+        let mut memory = self.take_memory()?;
+        let Memory { arena, windows } = &mut memory;
         let result = match &self.team {
             Some(team) => match team.lock() {
                 // The workers spin between this call's kernels (the session), and sleep after.
                 Ok(team) => {
                     let _session = team.session();
-                    self.execute(arena.slice_mut(), inputs, Some(&team), timed)
+                    self.execute(arena.slice_mut(), windows, inputs, Some(&team), timed)
                 }
                 Err(_) => Err(Error::Internal(
                     "a thread of an earlier call panicked".into(),
                 )),
             },
-            None => self.execute(arena.slice_mut(), inputs, None, timed),
+            None => self.execute(arena.slice_mut(), windows, inputs, None, timed),
         };
         if result.is_ok() {
             let data = arena.slice_mut();
@@ -475,17 +499,20 @@ impl CompiledModel {
                     Slot::Arena(r) => &data[r.clone()],
                     Slot::Const(i) => self.consts.get(*i),
                     Slot::Input(i) => inputs[*i].as_view().data(),
+                    // Graph outputs are never folded (`runtime::fold`).
+                    Slot::Fold(_) => &[],
                 };
                 out.data_mut().copy_from_slice(values);
             }
         }
-        self.return_arena(arena);
+        self.return_memory(memory);
         result
     }
 
     fn execute<T: AsTensorView>(
         &self,
         arena: &mut [f32],
+        windows: &mut [FoldWindow],
         inputs: &[T],
         team: Option<&Team>,
         timed: &mut (dyn FnMut(usize, f64) + Send),
@@ -497,27 +524,52 @@ impl CompiledModel {
                 .get(i)
                 .ok_or_else(|| Error::Internal(format!("no kernel {i}")))?;
             let start = std::time::Instant::now();
-            let (before, rest) = arena.split_at_mut(step.output.start);
-            let (out, after) = rest.split_at_mut(step.output.len());
+            // The output (checked at compile time to be an arena range or a fold window that
+            // no input overlaps) borrowed mutably, everything else shared.
+            let (out_range, out_fold) = match &step.output {
+                Slot::Fold(f) => (0..0, *f),
+                Slot::Arena(r) => (r.clone(), windows.len()),
+                _ => return Err(Error::Internal(format!("kernel {i} writes no activation"))),
+            };
+            let (before, rest) = arena.split_at_mut(out_range.start);
+            let (out, after) = rest.split_at_mut(out_range.len());
             let (before, after): (&[f32], &[f32]) = (before, after);
             let mut out = Some(out);
+            let (w_before, w_rest) = windows.split_at_mut(out_fold.min(windows.len()));
+            let (mut w_out, w_after): (Option<&mut FoldWindow>, &[FoldWindow]) =
+                match w_rest.split_first_mut() {
+                    Some((o, a)) => (Some(o), a),
+                    None => (None, &[]),
+                };
+            let w_before: &[FoldWindow] = w_before;
             // Arguments on the stack (no allocation per kernel): the kernel's buffers, then
-            // empty padding that `run_kernel` never sees (it gets `args[..n]`).
+            // empty padding that `run_kernel` never sees (it gets `args[..n]`). A slot that
+            // does not resolve (it cannot happen) gets an empty slice, which the JIT refuses.
             let n = step.slots.len();
             let mut args: [Arg<'_>; MAX_KERNEL_BUFFERS] = std::array::from_fn(|j| {
                 match step.slots.get(j) {
-                    Some(Slot::Arena(r)) if *r == step.output => match out.take() {
+                    Some(s @ Slot::Arena(_)) if *s == step.output => match out.take() {
                         Some(o) => Arg::Write(o),
                         // Checked at compile time: a kernel writes its output slot once.
                         None => Arg::Read(&[]),
                     },
-                    Some(Slot::Arena(r)) if r.end <= step.output.start => {
-                        Arg::Read(&before[r.clone()])
+                    Some(Slot::Arena(r)) if r.end <= out_range.start => {
+                        before.get(r.clone()).map_or(Arg::Read(&[]), Arg::Read)
                     }
                     Some(Slot::Arena(r)) => {
-                        let start = r.start - step.output.end;
-                        Arg::Read(&after[start..start + r.len()])
+                        let r = r.start - out_range.end..r.end - out_range.end;
+                        after.get(r).map_or(Arg::Read(&[]), Arg::Read)
                     }
+                    Some(Slot::Fold(f)) if *f == out_fold => match w_out.take() {
+                        Some(w) => Arg::FoldedMut(w),
+                        None => Arg::Read(&[]),
+                    },
+                    Some(Slot::Fold(f)) if *f < out_fold => {
+                        w_before.get(*f).map_or(Arg::Read(&[]), Arg::Folded)
+                    }
+                    Some(Slot::Fold(f)) => w_after
+                        .get(f - out_fold - 1)
+                        .map_or(Arg::Read(&[]), Arg::Folded),
                     Some(Slot::Const(c)) => Arg::Read(self.consts.get(*c)),
                     Some(Slot::Input(x)) => Arg::Read(inputs[*x].as_view().data()),
                     None => Arg::Read(&[]),
@@ -534,17 +586,30 @@ impl CompiledModel {
         Ok(())
     }
 
-    fn take_arena(&self) -> Result<Arena> {
+    /// An arena and fold windows for one call: from the free list, or new.
+    fn take_memory(&self) -> Result<Memory> {
         let reused = self.free_arenas.lock().ok().and_then(|mut v| v.pop());
-        match reused {
-            Some(a) => Ok(a),
-            None => Arena::new(self.arena_len, "the activation arena", true),
+        if let Some(m) = reused {
+            return Ok(m);
         }
+        let arena = Arena::new(self.arena_len, "the activation arena", true)?;
+        let windows = self
+            .fold_lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                FoldWindow::new(len, fold_offset(i)).ok_or_else(|| Error::OutOfMemory {
+                    what: "a fold window (double-mapped memory)".into(),
+                    bytes: len.saturating_mul(8),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Memory { arena, windows })
     }
 
-    fn return_arena(&self, arena: Arena) {
+    fn return_memory(&self, memory: Memory) {
         if let Ok(mut v) = self.free_arenas.lock() {
-            v.push(arena);
+            v.push(memory);
         }
     }
 
