@@ -405,21 +405,22 @@ fn check(p: &Program, infos: &[Info], s: &Schedule) -> Result<()> {
     }
 }
 
+/// Small models and band sizes, shared with `runtime::fold`'s tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::frontend::{Config, mobilenet_v2, weights};
     use crate::loops::interp;
 
     /// Sizes that band a small model's layers (its largest output is tens of KB).
-    const TINY: Sizes = Sizes {
+    pub(crate) const TINY: Sizes = Sizes {
         band: 2 << 10,
         narrow: 8 << 10,
         group: 1 << 20,
     };
 
     /// A small MobileNetV2 (optimised, lowered) and one input for it.
-    fn program(batch: usize, height: usize, width: usize) -> (Program, Vec<f32>) {
+    pub(crate) fn program(batch: usize, height: usize, width: usize) -> (Program, Vec<f32>) {
         let config = Config {
             num_classes: 7,
             batch,
@@ -437,8 +438,14 @@ mod tests {
         (p, x)
     }
 
+    /// Asserts that `got` holds exactly the bits of `expected`.
+    pub(crate) fn assert_same_bits(expected: &[f32], got: &[f32], what: &str) {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert!(bits(expected) == bits(got), "{what}");
+    }
+
     /// The program's outputs, its kernels run in `s`'s order in the interpreter.
-    fn run_in(
+    pub(crate) fn run_in(
         p: &Program,
         x: &[f32],
         s: &Schedule,
@@ -474,13 +481,7 @@ mod tests {
             assert!(s.runs.len() > p.kernels.len() + 20, "{} runs", s.runs.len());
             let banded = run_in(&p, &x, &s);
             for (name, v) in &whole {
-                let b = &banded[name];
-                assert!(
-                    v.iter()
-                        .map(|f| f.to_bits())
-                        .eq(b.iter().map(|f| f.to_bits())),
-                    "{name} at {batch}x{h}x{w}"
-                );
+                assert_same_bits(v, &banded[name], &format!("{name} at {batch}x{h}x{w}"));
             }
         }
     }

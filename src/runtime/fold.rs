@@ -193,34 +193,8 @@ mod tests {
 
     use super::*;
     use crate::codegen::{Arg, FoldWindow, JitOptions, JitProgram};
-    use crate::frontend::{Config, mobilenet_v2, weights};
-    use crate::loops::interp;
-    use crate::runtime::bands::{self, Sizes};
-
-    /// Band sizes that band a small model (as `runtime::bands`' tests).
-    const TINY: Sizes = Sizes {
-        band: 2 << 10,
-        narrow: 8 << 10,
-        group: 1 << 20,
-    };
-
-    fn program(batch: usize, height: usize, width: usize) -> (Program, Vec<f32>) {
-        let config = Config {
-            num_classes: 5,
-            batch,
-            height,
-            width,
-        };
-        let mut g = mobilenet_v2(&config).unwrap();
-        crate::passes::optimize(&mut g).unwrap();
-        let consts = weights::bind(&g, &weights::seeded(&g, 5).unwrap()).unwrap();
-        let p = crate::lower::lower(&g, &consts).unwrap();
-        let n = batch * height * width * 3;
-        let x = (0..n)
-            .map(|i| ((i * 4001) % 251) as f32 / 50.0 - 2.5)
-            .collect();
-        (p, x)
-    }
+    use crate::runtime::bands;
+    use crate::runtime::bands::tests::{TINY, assert_same_bits, program, run_in};
 
     /// Runs `s` with the JIT: folded buffers in fold windows (each at slot offset `offset`),
     /// the rest in plain vectors; returns the graph outputs.
@@ -302,21 +276,11 @@ mod tests {
             let folds = plan_with(&p, &s, 0, 64 << 10);
             assert!(folds.len() >= 2, "{folds:?}");
             check(&p, &s, &folds).unwrap();
-            let input = crate::loops::value_of_buffer(&p.inputs[0]).unwrap();
-            let inputs = [(input, x.clone())].into_iter().collect();
-            let layers = bands::layer_by_layer(&p);
-            let runs = layers.runs.iter().map(|r| (r.kernel, r.items.clone()));
-            let whole = interp::execute_runs(&p, &inputs, runs).unwrap();
+            let whole = run_in(&p, &x, &bands::layer_by_layer(&p));
             let folded = run_folded(&p, &x, &s, &folds, offset);
             for (name, v) in &folded {
                 let value = crate::loops::value_of_buffer(name).unwrap();
-                let expected = &whole[&value];
-                assert!(
-                    v.iter()
-                        .map(|f| f.to_bits())
-                        .eq(expected.iter().map(|f| f.to_bits())),
-                    "{name} at {batch}x{h}x{w}"
-                );
+                assert_same_bits(&whole[&value], v, &format!("{name} at {batch}x{h}x{w}"));
             }
         }
     }
