@@ -491,8 +491,8 @@ impl JitProgram {
     /// Checks a call's arguments against kernel `i`'s verified declarations and returns the
     /// kernel and the buffer pointers (in a stack array: verified kernels declare at most
     /// [`MAX_KERNEL_BUFFERS`]; nothing is allocated). A fold window is accepted for a buffer
-    /// whose accesses by `items` have a closed form spanning at most the window's length; its
-    /// pointer is then `base + (lo mod len) - lo`, so element `e` is at slot `e mod len`.
+    /// whose accesses by `items` have a closed form spanning at most the window's length (see
+    /// [`fold_pointer`]).
     fn check_args(
         &self,
         i: usize,
@@ -800,10 +800,11 @@ fn check_len(k: &JitKernel, name: &str, got: usize, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// The pointer that puts buffer `name`'s element `e` at slot `e mod len` of fold window `w`
-/// for a call on `items`: `base + (lo mod len) - lo`, where `lo..=hi` is the hull of the call's
-/// accesses to it (from their closed form, `windows`), checked to span at most `len` elements.
-/// Every access then lands in `base..base + 2 * len`, the window's whole mapping.
+/// The pointer that puts buffer `name`'s element `e` at slot `(e + offset) mod len` of fold
+/// window `w` for a call on `items`: `base + ((lo + offset) mod len) - lo`, where `lo..=hi` is
+/// the hull of the call's accesses to it (from their closed form, `windows`), checked to span
+/// at most `len` elements. Every access then lands in `base..base + 2 * len`, the window's
+/// whole mapping.
 fn fold_pointer(
     k: &JitKernel,
     name: &str,

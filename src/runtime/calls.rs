@@ -2,8 +2,9 @@
 //!
 //! [`CallPlan::new`] plans the activation arena ([`memplan`]) and resolves each buffer a kernel
 //! declares to a [`Slot`]: an arena range, a fold window (`runtime::fold`), a constant buffer,
-//! or a graph input read in place (flatten is a view of its operand's storage). Both runners use it: [`CompiledModel`]
-//! (the JIT) and the ahead-of-time object's entry function, which walks the same calls.
+//! or a graph input read in place (flatten is a view of its operand's storage). Both runners use
+//! it: [`CompiledModel`] (the JIT) and the ahead-of-time object's entry function, which walks
+//! the same calls.
 //!
 //! What must hold, and is checked here once per kernel so a planning bug is an error, never
 //! aliasing: each kernel writes exactly one buffer, an arena range or a fold window, passed

@@ -6,18 +6,19 @@
 //! - the constant buffers (weights, folded and packed at compile time);
 //! - a static memory plan: every activation at a fixed offset of one 64-byte-aligned arena,
 //!   chosen from liveness ([`memplan`]); flatten is a view and takes no memory; graph inputs are
-//!   read in place from the caller's tensors.
-//!
+//!   read in place from the caller's tensors;
 //! - at one thread, fold windows for the activations the band schedule folds
 //!   (`runtime::fold`): each lives in a few hundred KB that stay in L2, not in the arena.
 //!
 //! What must hold when a kernel runs: each buffer it writes is an arena range (or a fold
-//! window) that no buffer it reads overlaps. The memory plan guarantees this, because a kernel's operands and its result
-//! are live at the kernel's step; [`CompiledModel::compile`] checks it once more per kernel, so a
-//! planning bug is an error, never aliasing. The JIT then checks every slice length.
+//! window) that no buffer it reads overlaps. The memory plan guarantees this, because a
+//! kernel's operands and its result are live at the kernel's step; [`CompiledModel::compile`]
+//! checks it once more per kernel, so a planning bug is an error, never aliasing. The JIT then
+//! checks every slice length and every fold window's span.
 //!
-//! Concurrency: `run` takes `&self`; each call borrows an arena from a small free list (or
-//! allocates one the first time), so any number of threads may run one model at once.
+//! Concurrency: `run` takes `&self`; each call borrows an arena and its fold windows from a
+//! small free list (or allocates them the first time), so any number of threads may run one
+//! model at once.
 //!
 //! Threads: with `threads > 1` the model owns a [`Team`] of worker threads, which spin between
 //! the kernels of a call and sleep between calls; a call splits each kernel over its *work
@@ -194,7 +195,7 @@ pub struct CompiledModel {
     /// The window length of each folded activation (`runtime::fold`), in elements.
     fold_lens: Vec<usize>,
     /// Activation memory not in use by a running call.
-    free_arenas: Mutex<Vec<Memory>>,
+    free_memory: Mutex<Vec<Memory>>,
     /// The model's worker threads, when it has more than one (one call at a time).
     team: Option<Mutex<Team>>,
     threads: usize,
@@ -388,7 +389,7 @@ impl CompiledModel {
             plan,
             arena_len,
             fold_lens: folds.iter().map(|f| f.elems).collect(),
-            free_arenas: Mutex::new(Vec::new()),
+            free_memory: Mutex::new(Vec::new()),
             program,
             team: None,
             threads: 1,
@@ -492,19 +493,25 @@ impl CompiledModel {
             },
             None => self.execute(arena.slice_mut(), windows, inputs, None, timed),
         };
-        if result.is_ok() {
+        let result = result.and_then(|()| {
             let data = arena.slice_mut();
             for (port, out) in self.outputs.iter().zip(outputs.iter_mut()) {
                 let values: &[f32] = match &port.slot {
                     Slot::Arena(r) => &data[r.clone()],
                     Slot::Const(i) => self.consts.get(*i),
                     Slot::Input(i) => inputs[*i].as_view().data(),
-                    // Graph outputs are never folded (`runtime::fold`).
-                    Slot::Fold(_) => &[],
+                    // `runtime::fold` never folds a graph output.
+                    Slot::Fold(_) => {
+                        return Err(Error::Internal(format!(
+                            "graph output {} is in a fold window",
+                            port.name
+                        )));
+                    }
                 };
                 out.data_mut().copy_from_slice(values);
             }
-        }
+            Ok(())
+        });
         self.return_memory(memory);
         result
     }
@@ -588,7 +595,7 @@ impl CompiledModel {
 
     /// An arena and fold windows for one call: from the free list, or new.
     fn take_memory(&self) -> Result<Memory> {
-        let reused = self.free_arenas.lock().ok().and_then(|mut v| v.pop());
+        let reused = self.free_memory.lock().ok().and_then(|mut v| v.pop());
         if let Some(m) = reused {
             return Ok(m);
         }
@@ -608,7 +615,7 @@ impl CompiledModel {
     }
 
     fn return_memory(&self, memory: Memory) {
-        if let Ok(mut v) = self.free_arenas.lock() {
+        if let Ok(mut v) = self.free_memory.lock() {
             v.push(memory);
         }
     }

@@ -1,10 +1,12 @@
 //! The memory of a folded activation (`runtime::fold`): `len` f32 mapped twice, back to back.
 //!
-//! Element `e` of a folded buffer lives in slot `e mod len`. Because the second half of the
-//! mapping is the same memory as the first, any `len` consecutive elements starting in the
-//! first half are contiguous in address space, so a kernel reads and writes the window with its
-//! usual addressing: [`JitProgram::run_kernel_items`](super::JitProgram::run_kernel_items)
-//! passes `base() + (lo mod len) - lo` for a call whose accesses span `lo..lo + len`.
+//! Element `e` of a folded buffer lives in slot `(e + offset) mod len`. Because the second half
+//! of the mapping is the same memory as the first, any `len` consecutive elements starting in
+//! the first half are contiguous in address space, so a kernel reads and writes the window with
+//! its usual addressing: [`JitProgram::run_kernel_items`](super::JitProgram::run_kernel_items)
+//! passes `base() + ((lo + offset) mod len) - lo` for a call whose accesses span
+//! `lo..lo + len`. The offset (under a page) keeps two windows a kernel reads and writes from
+//! lining up 4 KB apart (`runtime::model::fold_offset`).
 //!
 //! What must hold: the mapping is `2 * len * 4` bytes, page-aligned, both halves backing the
 //! same `len * 4` bytes of one anonymous file, readable and writable, and owned by this value
@@ -28,8 +30,9 @@ unsafe impl Send for FoldWindow {}
 unsafe impl Sync for FoldWindow {}
 
 impl FoldWindow {
-    /// A window of at least `min_len` elements, rounded up to whole pages; `None` where double
-    /// mapping is unavailable (not Linux, or a system call failed).
+    /// A window of at least `min_len` elements, rounded up to whole pages, whose element 0
+    /// lives at slot `offset` (mod its length); `None` where double mapping is unavailable (not
+    /// Linux, or a system call failed).
     pub fn new(min_len: usize, offset: usize) -> Option<FoldWindow> {
         #[cfg(target_os = "linux")]
         {
@@ -51,7 +54,7 @@ impl FoldWindow {
         self.offset
     }
 
-    /// Elements per copy: any element `e` lives at `e mod len`.
+    /// Elements per copy.
     pub fn len(&self) -> usize {
         self.len
     }
