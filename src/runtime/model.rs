@@ -31,6 +31,7 @@ use std::sync::Mutex;
 
 use super::bands::Schedule;
 use super::calls::{CallPlan, Port, Slot};
+use super::fold::Fold;
 use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, FoldWindow, HUGE_PAGE, Isa, JitOptions, JitProgram, Team};
 use crate::graph::{self, Graph};
@@ -192,8 +193,8 @@ pub struct CompiledModel {
     plan: MemPlan,
     /// Arena length in f32 elements.
     arena_len: usize,
-    /// The window length of each folded activation (`runtime::fold`), in elements.
-    fold_lens: Vec<usize>,
+    /// The folded activations (`runtime::fold`), window `i` for fold `i`.
+    folds: Vec<Fold>,
     /// Activation memory not in use by a running call.
     free_memory: Mutex<Vec<Memory>>,
     /// The model's worker threads, when it has more than one (one call at a time).
@@ -388,7 +389,7 @@ impl CompiledModel {
             outputs,
             plan,
             arena_len,
-            fold_lens: folds.iter().map(|f| f.elems).collect(),
+            folds,
             free_memory: Mutex::new(Vec::new()),
             program,
             team: None,
@@ -601,10 +602,11 @@ impl CompiledModel {
         }
         let arena = Arena::new(self.arena_len, "the activation arena", true)?;
         let windows = self
-            .fold_lens
+            .folds
             .iter()
             .enumerate()
-            .map(|(i, &len)| {
+            .map(|(i, f)| {
+                let len = f.elems;
                 FoldWindow::new(len, fold_offset(i)).ok_or_else(|| Error::OutOfMemory {
                     what: "a fold window (double-mapped memory)".into(),
                     bytes: len.saturating_mul(8),
@@ -629,6 +631,12 @@ impl CompiledModel {
     /// layer by layer for more.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
+    }
+
+    /// The activations that live in fold windows instead of the arena (`runtime::fold`): some
+    /// at one thread, where double mapping is available; none otherwise.
+    pub fn folds(&self) -> &[Fold] {
+        &self.folds
     }
 
     /// The lowered program (loop IR of every kernel).
