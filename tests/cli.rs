@@ -226,6 +226,40 @@ fn output_goes_to_the_file_named_by_dash_o() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--emit memplan` lists the activations a one-thread model keeps in fold windows, and the
+/// arena does not place them.
+#[test]
+fn memplan_lists_the_fold_windows_outside_the_arena() {
+    let out = mnv2c(&["compile", "--model", "mobilenetv2", "--emit", "memplan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let (arena, rest) = text.split_once("# fold windows: ").expect("a fold listing");
+    let (count, rest) = rest.split_once(' ').unwrap();
+    let count: usize = count.parse().unwrap();
+    assert!(
+        count > 0,
+        "the seed model at 224x224 folds its largest activations"
+    );
+    let (listing, _) = rest
+        .split_once("# schedule:")
+        .expect("the schedule after the folds");
+    // The rest of the header line, a column header, then one line per folded activation.
+    let folded: Vec<&str> = listing
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(folded.len(), count, "{listing}");
+    for name in folded {
+        assert!(name.starts_with('%'), "{name}");
+        let placed = arena
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(name));
+        assert!(!placed, "{name} is both folded and in the arena");
+    }
+}
+
 #[test]
 fn every_emit_level_prints_for_the_model_and_every_example() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ir-examples");
