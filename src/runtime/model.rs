@@ -202,13 +202,6 @@ pub struct CompiledModel {
     threads: usize,
 }
 
-/// Where element 0 of fold window `i` lives: windows are page-aligned, so without an offset a
-/// kernel reading one window and writing another at the same position would load and store
-/// addresses 4 KB apart, which the core treats as possibly dependent (4K aliasing).
-fn fold_offset(i: usize) -> usize {
-    (i * 7 % 64) * 16
-}
-
 /// The activation memory of one call: the arena and the fold windows.
 #[derive(Debug)]
 struct Memory {
@@ -604,10 +597,9 @@ impl CompiledModel {
         let windows = self
             .folds
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
+            .map(|f| {
                 let len = f.elems;
-                FoldWindow::new(len, fold_offset(i)).ok_or_else(|| Error::OutOfMemory {
+                FoldWindow::new(len, f.offset).ok_or_else(|| Error::OutOfMemory {
                     what: "a fold window (double-mapped memory)".into(),
                     bytes: len.saturating_mul(8),
                 })

@@ -6,7 +6,7 @@
 //! its usual addressing: [`JitProgram::run_kernel_items`](super::JitProgram::run_kernel_items)
 //! passes `base() + ((lo + offset) mod len) - lo` for a call whose accesses span
 //! `lo..lo + len`. The offset (under a page) keeps two windows a kernel reads and writes from
-//! lining up 4 KB apart (`runtime::model::fold_offset`).
+//! lining up 4 KB apart (`runtime::fold::slot_offsets`).
 //!
 //! What must hold: the mapping is `2 * len * 4` bytes, page-aligned, both halves backing the
 //! same `len * 4` bytes of one anonymous file, readable and writable, and owned by this value
