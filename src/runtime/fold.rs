@@ -52,7 +52,7 @@ pub struct Fold {
     pub storage: String,
     /// The live span: the window must hold at least this many elements.
     pub elems: usize,
-    /// The slot of element 0 (under a page: see [`slot_offsets`]).
+    /// The slot of element 0 (under a page; chosen by `slot_offsets` in this module).
     pub offset: usize,
 }
 
