@@ -40,11 +40,13 @@ use crate::{Error, Result};
 /// here) beside the weights of the running layer.
 pub const MAX_WINDOW_BYTES: usize = 512 << 10;
 
-/// Only activations of at least this many bytes fold: half of L2 and more, which a layer's
-/// stores would otherwise pull in from L3 (1 thread, sum of layers over 7 interleaved rounds,
-/// 2026-12-02: 6.01 ms unfolded, 5.78 ms folding these, 5.83 ms folding every buffer the
-/// schedule allows: the 28x28 layers' 600 KB buffers ran 4-7% slower folded).
-pub const MIN_FOLD_BYTES: usize = 1 << 20;
+/// Only activations of at least this many bytes fold: the large ones, which a layer's stores
+/// would otherwise pull in from L3. Measured on the seed model, 1 thread, interleaved rounds
+/// (2026-12-02, `docs/performance.md`): with 1 MB, sum of layers 6.01 ms unfolded, 5.78
+/// folding; folding every buffer the schedule allows, 5.83 (the 28x28 layers' 600 KB buffers
+/// ran 4-7% slower folded); 768 KB, which adds the 800 KB `res2_1/ex_dim`, against 1 MB with
+/// the windows placed by [`plan`]: 6.054 -> 5.931 ms (9 rounds), 5.947 -> 5.871 (7 rounds).
+pub const MIN_FOLD_BYTES: usize = 768 << 10;
 
 /// One folded activation: its storage name and the elements its window must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
