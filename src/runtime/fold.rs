@@ -5,12 +5,14 @@
 //! model) is written a band at a time and read by the next kernel a few rows behind, so only
 //! a few hundred KB of it are ever live at once. In the arena its stores still go to lines
 //! last touched an inference ago, which come from L3 (or memory) before they can be written.
-//! A folded buffer's element `e` lives at `e mod W` of a window of `W` elements instead, so the
-//! same few hundred KB stay in L2 through the whole group: writes hit L2, and the arena
-//! shrinks. The window is mapped twice, back to back (`codegen::FoldWindow`), so any `W`
-//! consecutive elements are contiguous in address space and the kernels' code is unchanged: a
-//! call on work items whose accesses span `lo..=hi` gets the pointer
-//! `window + (lo mod W) - lo`. Values are unchanged too: this moves data, not arithmetic.
+//! A folded buffer's element `e` lives at slot `(e + offset) mod W` of a window of `W` elements
+//! instead, so the same few hundred KB stay in L2 through the whole group: writes hit L2, and
+//! the arena shrinks. The window is mapped twice, back to back (`codegen::FoldWindow`), so any
+//! `W` consecutive elements are contiguous in address space and the kernels' code is unchanged:
+//! a call on work items whose accesses span `lo..=hi` gets the pointer
+//! `window + ((lo + offset) mod W) - lo`. The offset (under a page, [`Fold::offset`]) keeps
+//! windows a kernel reads and writes from lining up 4 KB apart. Values are unchanged too: this
+//! moves data, not arithmetic.
 //!
 //! ## What must hold
 //! - **No element is overwritten while it is live** (correctness). For every run `r` of the
