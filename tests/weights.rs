@@ -321,6 +321,29 @@ fn fold_weights(with_conv_bias: bool) -> TensorMap {
     w
 }
 
+/// Compiling binds only what the ops read: after folding, the conv's folded weight and bias (the
+/// same values `bind` gives), not the parameters they were derived from; without folding, batch
+/// norm reads its statistics itself, so every parameter is kept.
+#[test]
+fn bind_referenced_keeps_what_the_ops_read() {
+    for with_bias in [false, true] {
+        let (plain, folded) = conv_bn_graphs(with_bias);
+        let w = fold_weights(with_bias);
+        let all = weights::bind(&folded, &w).unwrap();
+        let used = mnv2c::graph::consts::bind_referenced(&folded, &w).unwrap();
+        assert_eq!(
+            used.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["b_f", "w_f"],
+            "with_bias {with_bias}"
+        );
+        for (name, value) in &used {
+            assert_eq!(value, &all[name], "{name}");
+        }
+        let plain_used = mnv2c::graph::consts::bind_referenced(&plain, &w).unwrap();
+        assert_eq!(plain_used, weights::bind(&plain, &w).unwrap());
+    }
+}
+
 #[test]
 fn bind_evaluates_fold_constants_by_their_documented_formulas() {
     // w'[i] = w[i] * gamma[co] / sqrt(var[co] + eps), co = i % 3:

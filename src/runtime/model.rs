@@ -310,7 +310,7 @@ impl CompiledModel {
         if options.optimize {
             passes::optimize(&mut graph)?;
         }
-        let consts = graph::consts::bind(&graph, weights)?;
+        let consts = graph::consts::bind_referenced(&graph, weights)?;
         let program = lower::lower_for_threads(&graph, &consts, options.threads)?;
         // The program holds every value the kernels read (folded, packed): the bound values
         // are dead, and dropping them now keeps the peak memory of compiling down.
