@@ -1,33 +1,9 @@
 //! The `mnv2c` command line as a user meets it: outputs, one-line errors, exit statuses.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn mnv2c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnv2c"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run mnv2c")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failure as the CLI promises it: non-zero status, exactly one line on stderr, no panic.
-fn assert_one_line_error(o: &Output, status: i32) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(status), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
+mod cli_support;
+use cli_support::{assert_one_line_error, mnv2c, stderr, stdout};
 
 /// `file` must equal the CLI's output for `model_args`, and compiling `file` with `file_args`
 /// must reproduce it byte for byte.
@@ -86,7 +62,7 @@ fn every_invalid_example_fails_with_its_expected_message() {
             path.file_name().unwrap().to_string_lossy()
         );
         let out = mnv2c(&["compile", &rel, "--emit", "ir"]);
-        let err = assert_one_line_error(&out, 3);
+        let err = assert_one_line_error(&out, 3, &[]);
         assert_eq!(err.trim_end(), format!("error: {expected}"), "{rel}");
         assert!(stdout(&out).is_empty(), "{rel} printed output");
     }
@@ -136,7 +112,7 @@ fn usage_errors_are_one_line() {
         &[],
     ] {
         let out = mnv2c(args);
-        assert_one_line_error(&out, 2);
+        assert_one_line_error(&out, 2, &[]);
     }
 }
 
@@ -183,7 +159,7 @@ fn bad_model_configurations_and_files_are_one_line_errors() {
         ),
     ] {
         let out = mnv2c(args);
-        assert_one_line_error(&out, status);
+        assert_one_line_error(&out, status, &[]);
     }
 }
 
@@ -199,7 +175,7 @@ fn huge_model_dimensions_are_rejected_not_overflowed() {
         "--height",
         &big,
     ]);
-    let err = assert_one_line_error(&out, 3);
+    let err = assert_one_line_error(&out, 3, &[]);
     assert!(
         err.contains("overflow") || err.contains("too large"),
         "{err}"

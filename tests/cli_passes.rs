@@ -1,22 +1,10 @@
 //! The pass flags of `mnv2c compile`: `-O0`, `--passes`, `--print-after(-all)`,
 //! `--list-passes`, and their one-line usage errors (exit status 2).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn mnv2c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnv2c"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+mod cli_support;
+use cli_support::{mnv2c, stderr, stdout};
 
 const MODEL: [&str; 7] = [
     "compile",

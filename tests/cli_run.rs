@@ -2,22 +2,16 @@
 //! configuration taken from files, and every bad file or conflicting option a one-line error
 //! with a non-zero exit and no panic.
 
+mod cli_support;
 mod golden_dir;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use cli_support::{assert_one_line_error, mnv2c};
 use mnv2c::frontend::{Config, mobilenet_v2, weights};
 use mnv2c::graph::interp;
 use mnv2c::tolerance::{self, LOGITS_ABS, LOGITS_REL, PROBS_ABS};
 use mnv2c::{Tensor, npy};
-
-fn mnv2c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnv2c"))
-        .args(args)
-        .output()
-        .expect("mnv2c runs")
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-run-tests");
@@ -27,19 +21,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Asserts a failure with exit status `code` and a single `error: ...` line containing every
-/// string of `needles`.
-fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?} not in {stderr}");
-    }
 }
 
 /// Seeded weights for a model with `num_classes`, saved with the library's `save`.
