@@ -19,7 +19,7 @@ use crate::codegen::object::{self, ObjectSpec, Source};
 use crate::codegen::target::Target;
 use crate::graph::{self, Graph};
 use crate::runtime::calls::{CallPlan, Slot};
-use crate::{Error, Result, TensorMap, codegen, frontend, loops, lower, passes};
+use crate::{Error, Result, TensorMap, codegen, loops, lower, passes};
 
 /// The code tier asked for with `--isa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +177,8 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
     if opts.optimize {
         passes::optimize(&mut graph)?;
     }
-    let consts = frontend::weights::bind(&graph, weights)?;
+    // Only what the ops read, as `CompiledModel::compile` binds.
+    let consts = graph::consts::bind_referenced(&graph, weights)?;
     let mut program = lower::lower(&graph, &consts)?;
     loops::verify_program(&program)?;
     // The object walks its kernels layer by layer (`codegen::object`).

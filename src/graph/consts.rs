@@ -80,8 +80,8 @@ pub fn bind(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
 /// [`bind`] for compiling: only the constants the graph's ops reference (what lowering reads).
 /// Parameters that only derive others (a conv's weights and batch-norm statistics once batch
 /// norm is folded) are read where they are, not copied: for the seed model that leaves 5 of its
-/// 14 MB to copy, and the copies' page faults were half of binding's time (about 9 of 18 ms,
-/// measured 2026-12-02).
+/// 14 MB to copy, and the copies were about half of binding's time (8-10 of 17-19 ms, timed
+/// 2026-12-02).
 pub fn bind_referenced(graph: &Graph, weights: &TensorMap) -> Result<TensorMap> {
     bind_values(graph, weights, true, true)
 }
@@ -219,8 +219,8 @@ fn fold_bn_weight(
             )
         })
         .collect();
-    // Written into a sized buffer row by row (not collected from a flat_map), so the loop
-    // vectorises: the same f64 operations per element, about twice as fast.
+    // Written into a sized buffer row by row (not collected from a flat_map), so that the
+    // loop can vectorise; the same f64 operations per element.
     let mut out = vec![0f32; w.data().len()];
     for (o_row, w_row) in out.chunks_exact_mut(ch).zip(w.data().chunks_exact(ch)) {
         for ((o, &wv), &(gc, s)) in o_row.iter_mut().zip(w_row).zip(&per_ch) {
