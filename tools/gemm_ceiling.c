@@ -7,7 +7,8 @@
 //
 // Blocks (vectors x pixels; per reduction step: `vectors` weight loads, one broadcast load per
 // pixel, `vectors x pixels` FMAs):
-//   1x14  a 16-channel projection (res2_1 of MobileNetV2): one broadcast per FMA;
+//   1x14  a 16-channel projection (res2_1 of MobileNetV2): one broadcast per FMA, as a
+//         `vbroadcastss` of its own, and (1x14e, what the avx512 tier emits) inside the FMA;
 //   2x14  the 2-vector block (32 channels, or 24 = 16 + 8 masked);
 //   3x9   the 3-vector block of most layers.
 // The weights are zeros and the inputs small, so no value is denormal and none changes.
@@ -39,6 +40,17 @@ static void b1x14(const float *x, const float *w) {
     __asm__ volatile("mov %0, %%rsi\n mov %1, %%rdx\n mov %2, %%ecx\n 1:\n"
                      "vmovups (%%rdx), %%zmm31\n" B1(0) B1(1) B1(2) B1(3) B1(4) B1(5) B1(6) B1(7)
                          B1(8) B1(9) B1(10) B1(11) B1(12) B1(13)
+                     "add $4, %%rsi\n add $64, %%rdx\n dec %%ecx\n jnz 1b\n vzeroupper\n"
+                     :
+                     : "r"(x), "r"(w), "r"(K)
+                     : "rsi", "rdx", "rcx", "memory");
+}
+
+#define E1(p) "vfmadd231ps " #p "*512(%%rsi)%{1to16%}, %%zmm31, %%zmm" #p "\n"
+static void e1x14(const float *x, const float *w) {
+    __asm__ volatile("mov %0, %%rsi\n mov %1, %%rdx\n mov %2, %%ecx\n 1:\n"
+                     "vmovups (%%rdx), %%zmm31\n" E1(0) E1(1) E1(2) E1(3) E1(4) E1(5) E1(6) E1(7)
+                         E1(8) E1(9) E1(10) E1(11) E1(12) E1(13)
                      "add $4, %%rsi\n add $64, %%rdx\n dec %%ecx\n jnz 1b\n vzeroupper\n"
                      :
                      : "r"(x), "r"(w), "r"(K)
@@ -114,6 +126,7 @@ int main(void) {
         double flops;
     } blocks[] = {
         {"1x14 (16 channels)", b1x14, 2.0 * 14 * 16 * K},
+        {"1x14e (embedded)", e1x14, 2.0 * 14 * 16 * K},
         {"2x14 (32 channels)", b2x14, 2.0 * 14 * 32 * K},
         {"3x9  (48 channels)", b3x9, 2.0 * 9 * 48 * K},
     };

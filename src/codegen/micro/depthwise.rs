@@ -4,8 +4,9 @@
 //! in ymm; a runtime loop, then the vectors left one at a time and one opmask-masked tail block
 //! on avx512), the accumulators start from the bias, then for each valid tap (row-major) the
 //! tap's weight vectors are loaded once (zmm20-23 / ymm12) and one `vfmadd231ps` with the input
-//! as memory operand runs per column and vector; then residual, clamp (bounds in zmm17/18,
-//! ymm13/14) and the store.
+//! as memory operand runs per column and vector (a dense row's input is a scalar: broadcast
+//! inside the FMA on avx512, by `vbroadcastss` into ymm15 on avx2); then residual, clamp
+//! (bounds in zmm17/18, ymm13/14) and the store.
 //!
 //! Column blocks outside channel blocks: a column block reads a few whole pixels (all their
 //! channels, contiguous), which the hardware prefetchers follow, where channel blocks outside
@@ -228,10 +229,10 @@ fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, nv: usize, masked: b
         for col in 0..cols {
             let disp = ((col * d.x_col + xo) * 4) as i32;
             if d.dense.is_some() {
-                // A dense row (one vector): the input scalar, broadcast (zmm19), times the
-                // weight vector.
-                a.vbroadcastss(z(19), dword_ptr(rax + disp))?;
-                a.vfmadd231ps(acc(col, 0), w(0), z(19))?;
+                // A dense row (one vector): the weight vector times the input scalar,
+                // broadcast inside the FMA (one FMA per input; see `super::avx512` for why a
+                // separate `vbroadcastss zmm` is slower on Zen 4).
+                a.vfmadd231ps(acc(col, 0), w(0), dword_bcst(rax + disp))?;
                 continue;
             }
             for v in 0..nv {

@@ -42,7 +42,7 @@ pub enum Isa {
     /// The best tier the running CPU has (avx512, then avx2, then portable).
     #[default]
     Auto,
-    /// 512-bit FMA micro-kernels (zmm0-31, opmasks); needs AVX-512F.
+    /// 512-bit FMA micro-kernels (zmm0-31, opmasks); needs AVX-512F, DQ and VL.
     Avx512,
     /// 256-bit FMA micro-kernels (ymm); needs AVX2 and FMA.
     Avx2,
@@ -76,6 +76,10 @@ impl Isa {
         {
             match self {
                 Isa::Avx512 if !std::arch::is_x86_feature_detected!("avx512f") => Some("avx512f"),
+                // `vxorps zmm` is AVX512DQ; masked and EVEX ymm (a narrow channel tail) AVX512VL.
+                // Every AVX-512 CPU but the Xeon Phi has both.
+                Isa::Avx512 if !std::arch::is_x86_feature_detected!("avx512dq") => Some("avx512dq"),
+                Isa::Avx512 if !std::arch::is_x86_feature_detected!("avx512vl") => Some("avx512vl"),
                 Isa::Avx2 if !std::arch::is_x86_feature_detected!("avx2") => Some("avx2"),
                 Isa::Avx2 if !std::arch::is_x86_feature_detected!("fma") => Some("fma"),
                 _ => None,
