@@ -386,7 +386,9 @@ fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
             1usize..=20,
             prop_oneof![2usize..=21, 30usize..=70],
         ),
-        (prop::sample::select(vec![1usize, 3]), 1usize..=2),
+        // Windows of 1 (narrower than stride 2: input columns no output reads), 3 and 5; 13
+        // in `depthwise_windows_wider_than_the_register_taps`.
+        (prop::sample::select(vec![1usize, 3, 3, 5]), 1usize..=2),
         (0usize..3, 0usize..3, 0usize..3, 0usize..3),
         (any::<bool>(), epilogue(), any::<u64>()),
     )
@@ -416,6 +418,39 @@ fn depthwise_problem() -> impl Strategy<Value = ConvProblem> {
                     .then_some(p)
             },
         )
+}
+
+/// A 13x13 depthwise window has more columns than the avx512 row keeps weight vectors in
+/// registers (12), so its rows take the per-tap loop; checked at strides 1 and 2, with padding,
+/// channel tails and 2- and 4-vector blocks.
+#[test]
+fn depthwise_windows_wider_than_the_register_taps() {
+    for (c, stride, epilogue) in [
+        (37, 1, Epilogue::Relu6),
+        (70, 2, Epilogue::AddRelu6),
+        (64, 1, Epilogue::None),
+    ] {
+        let p = ConvProblem {
+            n: 1,
+            h: 15,
+            w: 19,
+            cin: c,
+            cout: c,
+            k: 13,
+            stride: [stride, stride],
+            pads: Pads {
+                top: 6,
+                bottom: 6,
+                left: 6,
+                right: 5,
+            },
+            groups: c,
+            bias: true,
+            epilogue,
+            seed: c as u64,
+        };
+        p.check();
+    }
 }
 
 /// 1x1 stride-1 unpadded convolutions: the pointwise GEMM family with 4x8 register tiles and its
