@@ -8,15 +8,17 @@
 //! A one-vector block (the 16-channel layers) has one FMA per input, and there the broadcast
 //! is the FMA's memory operand (`vfmadd231ps zmm, zmm, [x]{1to16}`, the same operands in the
 //! same roles, so the same bits): on AMD Zen 4, whose 512-bit ops are double-pumped, a
-//! separate `vbroadcastss zmm` per FMA caps the 1x14 block at 72% of the FMA peak, the
-//! embedded form at 96% (`tools/gemm_ceiling.c`, 2026-12-02); on the Intel Xeon of earlier
+//! separate `vbroadcastss zmm` per FMA caps the 1x14 block at about 70% of the FMA peak,
+//! the embedded form at 96% (`tools/gemm_ceiling.c`, 2026-12-02); on the Intel Xeon of earlier
 //! sittings the two measured the same.
+//!
 //! A partial vector (the last `cout % 16` channels) uses opmask k1 with zeroing loads and
 //! masked stores; one of at most 8 lanes runs at 256 bits (its accumulators, weights and the
 //! broadcasts' low halves as ymm, masked only below 8 lanes), since a zmm FMA of which half
 //! the lanes are idle still costs a whole one. On Zen 4, whose 512-bit FMAs are two 256-bit
-//! halves in turn, that is a third of a 24-channel projection's FMA time; elsewhere a ymm FMA
-//! takes the same issue slot as a zmm one. See [`super`] for the ABI and the rules.
+//! halves in turn, that saves a quarter of a 24-channel projection's FMA time (16 + 8 lanes
+//! per input instead of 16 + 16); elsewhere a ymm FMA takes the same issue slot as a zmm one.
+//! See [`super`] for the ABI and the rules.
 
 use iced_x86::IcedError;
 use iced_x86::Register;
