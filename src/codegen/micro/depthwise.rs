@@ -1,20 +1,24 @@
 //! The depthwise row in both wide tiers: per column block (16 accumulators in zmm0-15: 16, 8 or
-//! 4 columns of 1, 2 or 4 channel vectors; 12 columns in ymm0-11; a runtime loop, then the
-//! remaining columns) and, inside it, per channel block (its vectors: 16 channels each in zmm, 8
-//! in ymm; a runtime loop, then the vectors left one at a time and one opmask-masked tail block
-//! on avx512), the accumulators start from the bias, then for each valid tap (row-major) the
+//! 4 columns of 1, 2 or 4 channel vectors; 12 columns in ymm0-11, or fewer, below; a runtime
+//! loop, then the remaining columns) and, inside it, per channel block (its vectors: 16
+//! channels each in zmm, 8 in ymm; a runtime loop, then the vectors left one at a time and one
+//! opmask-masked tail block on avx512), the accumulators start from the bias, then for each valid tap (row-major) the
 //! tap's weight vectors are loaded once (zmm20-23 / ymm12) and one `vfmadd231ps` with the input
 //! as memory operand runs per column and vector (a dense row's input is a scalar: broadcast
 //! inside the FMA on avx512, by `vbroadcastss` into ymm15 on avx2); then residual, clamp
 //! (bounds in zmm17/18, ymm13/14) and the store.
 //!
-//! An avx512 depthwise row of up to 12 window columns reduces input-major instead
-//! ([`zmm_reduce_by_input`]): per window row, the row's weight vectors stay in registers and
-//! each input vector is loaded once for the (up to `nx`) output columns that read it, the same
-//! FMAs in the same order per output. A 3x3 stride-1 row of 16 columns loads 54 input vectors
-//! instead of 144. The 17 depthwise layers of the seed model, 1 thread, 5 interleaved rounds on
-//! the Zen 4 host (2026-12-02): 0.991 -> 0.915 ms (`res3_2/dw` 0.130 -> 0.103, `res2_1/dw`
-//! 0.110 -> 0.091); at 2 threads 0.580 -> 0.550.
+//! A depthwise row of up to 12 window columns (avx512) or 5 (avx2) reduces input-major instead
+//! ([`input_major`]): per window row, the row's weight vectors stay in registers and each input
+//! vector is loaded once for the (up to `nx`) output columns that read it, the same FMAs in the
+//! same order per output. A 3x3 stride-1 row of 16 columns loads 54 input vectors instead of
+//! 144. On avx2 such a row takes `13 - nx` columns per block (10 for 3x3), to make room for the
+//! weights. Measured on the Zen 4 host (2026-12-02): the 17 depthwise layers of the seed model,
+//! 1 thread, 5 interleaved rounds, avx512 0.991 -> 0.915 ms (`res3_2/dw` 0.130 -> 0.103,
+//! `res2_1/dw` 0.110 -> 0.091), at 2 threads 0.580 -> 0.550; avx2 0.960 -> 0.947 ms, though
+//! with operands in L1/L2 (`cargo run --release --example emit_kernels -- bench avx2`, two
+//! runs each) 28x28x384 went from 44-52 to 69-73 GFLOP/s and 56x56x144 from 50-58 to 69-73:
+//! in the model the layers wait on L2 and memory more than on loads.
 //!
 //! Column blocks outside channel blocks: a column block reads a few whole pixels (all their
 //! channels, contiguous), which the hardware prefetchers follow, where channel blocks outside
@@ -54,11 +58,14 @@ fn block_vectors(d: &DwRow, lanes: usize) -> usize {
     }
 }
 
-/// Columns per register block: 16 accumulators of 32 zmm (over the block's vectors), 12 of 16
-/// ymm.
+/// Columns per register block: 16 accumulators of 32 zmm (over the block's vectors); 12 of 16
+/// ymm, or `13 - nx` for an input-major ymm row (its `nx` weight vectors follow the
+/// accumulators; ymm13/14 hold the clamp bounds, ymm15 the input).
 fn block_cols(d: &DwRow, lanes: usize) -> usize {
     if lanes == 16 {
         16 / block_vectors(d, lanes)
+    } else if shared_input_stride(d, lanes).is_some() {
+        13 - d.nx
     } else {
         12
     }
@@ -225,7 +232,7 @@ fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, nv: usize, masked: b
             }
         }
     }
-    if let Some(stride) = shared_input_stride(d) {
+    if let Some(stride) = shared_input_stride(d, 16) {
         zmm_reduce_by_input(a, d, cols, nv, masked, stride)?;
         return zmm_epilogue(a, d, cols, nv, masked);
     }
@@ -260,25 +267,57 @@ fn zmm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, nv: usize, masked: b
     zmm_epilogue(a, d, cols, nv, masked)
 }
 
-/// The most window columns whose weight vectors [`zmm_reduce_by_input`] keeps in registers
-/// (zmm20-31).
-const MAX_SHARED_TAPS: usize = 12;
-
-/// The convolution stride of a depthwise row whose input columns are `stride` pixels apart and
-/// whose window has at most [`MAX_SHARED_TAPS`] columns: such a row loads each input vector once
-/// per window row for every output column that reads it. `None`: a dense row, or a layout the
-/// per-tap loop handles.
-fn shared_input_stride(d: &DwRow) -> Option<usize> {
-    let fits = d.dense.is_none() && d.nx <= MAX_SHARED_TAPS && d.x_col.is_multiple_of(d.c);
-    (fits && d.x_col > 0).then_some(d.x_col / d.c)
+/// The most window columns an input-major row keeps weight vectors for in registers: zmm20-31
+/// on avx512; on avx2 5, leaving 8 columns of accumulators.
+fn max_shared_taps(lanes: usize) -> usize {
+    if lanes == 16 { 12 } else { 5 }
 }
 
-/// The reduction of a zmm block, input-major: per window row `ky` and channel vector, the row's
-/// `nx` weight vectors go to zmm20.., then each input column of the block's span is loaded once
-/// (zmm19) and multiplied into every output column whose window covers it. An output column
-/// `col` reads input column `j = stride * col + kx`, so with `j` ascending its taps still arrive
-/// in row-major order, one FMA each, as the per-tap loop and the portable body have them (the
-/// same bits). Loads per output vector: about `ny * (stride + nx / cols)` instead of `ny * nx`.
+/// The convolution stride of a depthwise row whose input columns are `stride` pixels apart and
+/// whose window has at most [`max_shared_taps`] columns: such a row reduces input-major
+/// ([`input_major`]). `None`: a dense row, or a layout the per-tap loop handles.
+fn shared_input_stride(d: &DwRow, lanes: usize) -> Option<usize> {
+    let fits = d.dense.is_none() && d.nx <= max_shared_taps(lanes);
+    (fits && d.x_col > 0 && d.x_col.is_multiple_of(d.c)).then_some(d.x_col / d.c)
+}
+
+/// One window row of an input-major reduction over `cols` output columns: the element offsets
+/// (from the first valid tap, channel 0) of its `nx` weight vectors, then of each input column
+/// of the block's span that some output reads, with the `(output column, window column)` pairs
+/// that read it.
+struct WindowRow {
+    weights: Vec<usize>,
+    inputs: Vec<(usize, Vec<(usize, usize)>)>,
+}
+
+/// The input-major order of a block's reduction: per window row `ky`, each input column `j` of
+/// the span loaded once and multiplied into every output column whose window covers it. Output
+/// column `col` reads input column `j = stride * col + kx`, so with `j` ascending its taps
+/// still arrive in row-major order, one FMA each, as the per-tap loop and the portable body
+/// have them (the same bits). Loads per output vector: about `ny * (stride + nx / cols)`
+/// instead of `ny * nx`.
+fn input_major(d: &DwRow, cols: usize, stride: usize) -> Vec<WindowRow> {
+    let span = stride * (cols - 1) + d.nx;
+    (0..d.ny)
+        .map(|ky| WindowRow {
+            weights: (0..d.nx).map(|kx| ky * d.w_row + kx * d.c).collect(),
+            inputs: (0..span)
+                .filter_map(|j| {
+                    let uses: Vec<(usize, usize)> = (0..d.nx)
+                        .filter(|&kx| kx <= j && (j - kx) % stride == 0)
+                        .map(|kx| ((j - kx) / stride, kx))
+                        .filter(|&(col, _)| col < cols)
+                        .collect();
+                    // A column between the windows of a stride above `nx` is not loaded.
+                    (!uses.is_empty()).then_some((ky * d.x_row + j * d.c, uses))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The input-major reduction of a zmm block (weights in zmm20.., the input in zmm19), per
+/// channel vector.
 fn zmm_reduce_by_input(
     a: &mut CodeAssembler,
     d: &DwRow,
@@ -294,27 +333,15 @@ fn zmm_reduce_by_input(
             a.vmovups(r, zmmword_ptr(at))
         }
     };
-    let span = stride * (cols - 1) + d.nx;
-    for ky in 0..d.ny {
+    for row in input_major(d, cols, stride) {
         for v in 0..nv {
             let vb = (v * 64) as i32;
-            for kx in 0..d.nx {
-                let wo = ky * d.w_row + kx * d.c;
+            for (kx, &wo) in row.weights.iter().enumerate() {
                 load(a, z(20 + kx), rsi + (wo * 4) as i32 + vb)?;
             }
-            for j in 0..span {
-                // (output column, window column) of every tap that reads input column `j`.
-                let uses: Vec<(usize, usize)> = (0..d.nx)
-                    .filter(|&kx| kx <= j && (j - kx) % stride == 0)
-                    .map(|kx| ((j - kx) / stride, kx))
-                    .filter(|&(col, _)| col < cols)
-                    .collect();
-                if uses.is_empty() {
-                    continue; // a column between the windows of a stride above `nx`
-                }
-                let xo = ky * d.x_row + j * d.c;
+            for (xo, uses) in &row.inputs {
                 load(a, z(19), rax + (xo * 4) as i32 + vb)?;
-                for (col, kx) in uses {
+                for &(col, kx) in uses {
                     a.vfmadd231ps(z(col * nv + v), z(20 + kx), z(19))?;
                 }
             }
@@ -364,6 +391,27 @@ fn ymm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, _nv: usize, _masked:
             a.vxorps(r, r, r)?;
         }
     }
+    if let Some(stride) = shared_input_stride(d, 8) {
+        // Input-major (see `input_major`): weights in ymm(cols).., the input in ymm15.
+        for row in input_major(d, cols, stride) {
+            for (kx, &wo) in row.weights.iter().enumerate() {
+                a.vmovups(y(cols + kx), ymmword_ptr(rsi + (wo * 4) as i32))?;
+            }
+            for (xo, uses) in &row.inputs {
+                a.vmovups(y(15), ymmword_ptr(rax + (xo * 4) as i32))?;
+                for &(col, kx) in uses {
+                    a.vfmadd231ps(y(col), y(cols + kx), y(15))?;
+                }
+            }
+        }
+    } else {
+        ymm_reduce_by_tap(a, d, cols, w)?;
+    }
+    ymm_epilogue(a, d, cols)
+}
+
+/// The per-tap reduction of a ymm block (weights in `w`; a dense row's broadcast in ymm15).
+fn ymm_reduce_by_tap(a: &mut CodeAssembler, d: &DwRow, cols: usize, w: AsmRegisterYmm) -> R {
     for (xo, wo) in d.taps() {
         a.vmovups(w, ymmword_ptr(rsi + (wo * 4) as i32))?;
         for col in 0..cols {
@@ -376,6 +424,11 @@ fn ymm_block(a: &mut CodeAssembler, d: &DwRow, cols: usize, _nv: usize, _masked:
             }
         }
     }
+    Ok(())
+}
+
+/// Residual, clamp and store of a ymm block's accumulators.
+fn ymm_epilogue(a: &mut CodeAssembler, d: &DwRow, cols: usize) -> R {
     for col in 0..cols {
         let r = y(col);
         let off = (col * d.c * 4) as i32;
