@@ -847,6 +847,19 @@ fn check_items(k: &JitKernel, items: &Range<i64>) -> Result<(i64, i64)> {
     Ok((items.start, items.end))
 }
 
+/// Hands the allocator's free heap memory back to the system (glibc's `malloc_trim`; elsewhere
+/// nothing): memory freed while a block is built from values that die as it fills (the model's
+/// constants, `runtime::model`) would otherwise stay resident beside the block's new pages,
+/// since glibc returns free memory inside its heap only on request.
+pub(crate) fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns whole pages of free chunks to the system, under the
+    // allocator's own lock; no live allocation, and so no Rust value, is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The size of a transparent huge page on x86-64 and (with 4 KB base pages) arm64 Linux.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 

@@ -58,7 +58,7 @@ pub use jit::{
     Arg, Executor, FoldWindow, JitOptions, JitProgram, MAX_SPLIT_PARTS, Team, WidePeak, emit_asm,
     emit_clif,
 };
-pub(crate) use jit::{HUGE_PAGE, advise_huge_pages};
+pub(crate) use jit::{HUGE_PAGE, advise_huge_pages, release_free_heap};
 pub use micro::Isa;
 
 /// The `exp` that generated code calls (and the interpreter matches: `f32::exp`).
