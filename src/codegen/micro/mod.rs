@@ -217,6 +217,9 @@ pub(crate) struct ChannelBlocks {
     /// `(first pixel, pixels)` of each register block (unrolled), sized to the register budget
     /// for this many vectors.
     pub pixel_blocks: Vec<(usize, usize)>,
+    /// Reduction steps per prefetched line (the same in every run of a plan, see
+    /// [`prefetch_every`]).
+    pub prefetch_every: usize,
 }
 
 /// The shape of a GEMM strip's code, shared by both tiers: runs of channel blocks (a loop
@@ -297,6 +300,7 @@ impl Plan {
                 w_next: u64::try_from(panel.checked_mul(tiles_per)?).ok()?,
                 tail: None,
                 pixel_blocks: Vec::new(),
+                prefetch_every: 1,
             });
             tile0 += count * tiles_per;
         }
@@ -309,6 +313,10 @@ impl Plan {
         )?;
         for cb in &mut channels {
             cb.pixel_blocks = pixel_blocks(g.pixels, cb.vectors.len(), lanes);
+        }
+        let every = prefetch_every(g, &channels);
+        for cb in &mut channels {
+            cb.prefetch_every = every;
         }
         // An unrolled step's weights lie up to `K_UNROLL - 1` weight steps past a vector's.
         let unrolled_fit = channels.iter().all(|cb| {
@@ -366,6 +374,7 @@ fn tail_run(
         w_next: 0,
         tail: None,
         pixel_blocks: Vec::new(),
+        prefetch_every: 1,
     });
     Some(())
 }
@@ -504,6 +513,29 @@ pub(crate) fn prefetch_step(
     a.set_label(&mut done)
 }
 
+/// Reduction steps per prefetched line in a strip's K loops: one line per loop iteration
+/// ([`K_UNROLL`] steps) when the strip's iterations cover its `g.prefetch` lines, else one per
+/// two steps, else one per step (and only then in the steps after the loop). Each prefetch
+/// costs a compare and branch besides the `prefetcht1`, which on the 256-bit tier's 12-FMA
+/// steps is not free: one per iteration (with `lower::prefetch`'s 512 KB cap) made the avx2
+/// 14x14 1x1 layers 4-6% faster (`res5_2/pw` 0.427 -> 0.406 ms and 0.458 -> 0.435, 1 thread,
+/// two in-process runs of 40 rounds alternating the order, 2026-12-02) and left avx512 as it
+/// was. A strip whose iterations are too few for its lines (a 7x7 layer before a large panel)
+/// keeps the density that issues them all: pacing every strip at one line per four steps
+/// slowed those layers on the Intel host (`docs/performance.md`, "Tried and not kept").
+fn prefetch_every(g: &GemmStrip, channels: &[ChannelBlocks]) -> usize {
+    let unroll = k_unroll(g.k);
+    let blocks: usize = channels
+        .iter()
+        .map(|cb| cb.count.saturating_mul(cb.pixel_blocks.len()))
+        .sum();
+    let iterations = blocks.saturating_mul(g.k / unroll);
+    [unroll, 2]
+        .into_iter()
+        .find(|&e| unroll.is_multiple_of(e) && iterations.saturating_mul(unroll / e) >= g.prefetch)
+        .unwrap_or(1)
+}
+
 /// Reduction steps per iteration of a register block's K loop, on reductions of at least
 /// [`K_UNROLL_MIN`] steps: a quarter of the loop-control and pointer updates per FMA. One
 /// register block per call, hot operands (`cargo run --release --example emit_kernels -- bench
@@ -520,9 +552,10 @@ fn k_unroll(k: usize) -> usize {
 
 /// The K loop of one register block, shared by both tiers: `step(a, u)` emits reduction step
 /// `r10 + u` (its weights `u` weight steps after rax, and after r12 for a merged tail; its
-/// inputs at `r10 * 4 + u * 4` from each pixel's row), each followed by its prefetch line. The
-/// loop runs [`k_unroll`] steps per iteration, then the `k % unroll` remaining steps follow
-/// unrolled, so every accumulator still sees the steps in ascending order.
+/// inputs at `r10 * 4 + u * 4` from each pixel's row), every [`prefetch_every`]-th followed by
+/// its prefetch line. The loop runs [`k_unroll`] steps per iteration, then the `k % unroll`
+/// remaining steps follow unrolled, so every accumulator still sees the steps in ascending
+/// order.
 pub(crate) fn k_loop(
     a: &mut CodeAssembler,
     g: &GemmStrip,
@@ -538,7 +571,9 @@ pub(crate) fn k_loop(
         a.set_label(&mut top)?;
         for u in 0..unroll {
             step(a, u)?;
-            prefetch_step(a, g)?;
+            if u.is_multiple_of(cb.prefetch_every) {
+                prefetch_step(a, g)?;
+            }
         }
         a.add(rax, cb.w_step * unroll as i32)?;
         if let Some((_, tail_step)) = cb.tail {
@@ -550,7 +585,9 @@ pub(crate) fn k_loop(
     }
     for u in 0..g.k - looped {
         step(a, u)?;
-        prefetch_step(a, g)?;
+        if cb.prefetch_every == 1 {
+            prefetch_step(a, g)?;
+        }
     }
     Ok(())
 }
@@ -586,6 +623,38 @@ mod tests {
             clamp: None,
             prefetch: 0,
         })
+    }
+
+    /// A strip prefetches one line per K-loop iteration when its iterations cover its lines,
+    /// else denser, down to one per step.
+    #[test]
+    fn prefetch_density_covers_the_lines() {
+        let strip = |k: usize, prefetch: usize| GemmStrip {
+            pixels: 14,
+            k,
+            n: 64,
+            x_stride: k,
+            out_stride: 64,
+            bias: true,
+            residual: false,
+            clamp: None,
+            prefetch,
+        };
+        for lanes in [16, 8] {
+            let plan = |k, lines| Plan::new(&strip(k, lines), lanes).expect("fits");
+            let every = |k, lines| plan(k, lines).channels[0].prefetch_every;
+            let blocks: usize = plan(128, 0)
+                .channels
+                .iter()
+                .map(|c| c.count * c.pixel_blocks.len())
+                .sum();
+            let iterations = blocks * 128 / K_UNROLL;
+            assert_eq!(every(128, 1), K_UNROLL);
+            assert_eq!(every(128, iterations), K_UNROLL);
+            assert_eq!(every(128, iterations + 1), 2);
+            assert_eq!(every(128, 2 * iterations + 1), 1);
+            assert_eq!(every(32, 1), 1, "a loop of single steps");
+        }
     }
 
     /// A strip whose loop bound or displacements would not fit the instructions' 32-bit
