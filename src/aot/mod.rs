@@ -19,7 +19,7 @@ use crate::codegen::object::{self, ObjectSpec, Source};
 use crate::codegen::target::Target;
 use crate::graph::{self, Graph};
 use crate::runtime::calls::{CallPlan, Slot};
-use crate::{Error, Result, TensorMap, codegen, loops, lower, passes};
+use crate::{Error, Result, TensorMap, codegen, lower, passes};
 
 /// The code tier asked for with `--isa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,8 +179,8 @@ pub fn compile(graph: &Graph, weights: &TensorMap, opts: &AotOptions) -> Result<
     }
     // Only what the ops read, as `CompiledModel::compile` binds.
     let consts = graph::consts::bind_referenced(&graph, weights)?;
+    // Verified by `lower` (`loops::verify_program`).
     let mut program = lower::lower(&graph, &consts)?;
-    loops::verify_program(&program)?;
     // The object walks its kernels layer by layer (`codegen::object`).
     let layout = CallPlan::new(&mut program, false, false)?;
     let (input, output) = match (&layout.inputs[..], layout.outputs.last()) {

@@ -96,6 +96,8 @@ pub fn lower(graph: &Graph, consts: &TensorMap) -> Result<Program> {
 
 /// [`lower`] for a model that splits every kernel's work items over `threads` threads: the
 /// same values, computed in the same order per element, in items cut for that many threads.
+/// The program it returns passed [`loops::verify_program`], so callers need not check it
+/// again.
 pub fn lower_for_threads(graph: &Graph, consts: &TensorMap, threads: usize) -> Result<Program> {
     crate::graph::verify(graph)?;
     let order = graph

@@ -35,7 +35,7 @@ use super::fold::Fold;
 use super::memplan::{self, MemPlan};
 use crate::codegen::{Arg, FoldWindow, HUGE_PAGE, Isa, JitOptions, JitProgram, Team};
 use crate::graph::{self, Graph};
-use crate::loops::{self, Family, Kernel, MAX_KERNEL_BUFFERS, Program};
+use crate::loops::{Family, Kernel, MAX_KERNEL_BUFFERS, Program};
 use crate::tensor::AsTensorView;
 use crate::{Error, Result, Tensor, TensorMap, lower, passes};
 
@@ -353,7 +353,6 @@ impl CompiledModel {
         // The program holds every value the kernels read (folded, packed): the bound values
         // are dead, and dropping them now keeps the peak memory of compiling down.
         drop(consts);
-        loops::verify_program(&program)?;
         let jit = JitProgram::compile_kernels(
             &program.kernels,
             &JitOptions {
