@@ -334,6 +334,39 @@ impl Consts {
     }
 }
 
+/// Compiles `kernels` while a second thread copies `values` into the constants' block, whose
+/// first touch of every page (and on huge pages any compaction the kernel does to find them)
+/// is most of its cost; the two are independent. Sequential when no thread can be started.
+fn compile_beside_consts(
+    kernels: &[Kernel],
+    options: &JitOptions,
+    values: Vec<Vec<f32>>,
+) -> Result<(JitProgram, Consts)> {
+    let slot = Mutex::new(Some(values));
+    // Taken once, by the thread or (when it could not start) by this one; `take` cannot
+    // panic while holding the lock, so a poisoned one still holds the values.
+    let take = || {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
+    };
+    std::thread::scope(|s| {
+        let filler = std::thread::Builder::new()
+            .name("mnv2c-constants".into())
+            .spawn_scoped(s, || Consts::new(take()));
+        let jit = JitProgram::compile_kernels(kernels, options);
+        let consts = match filler {
+            Ok(h) => h
+                .join()
+                .map_err(|_| Error::Internal("the constants' thread panicked".into()))?,
+            // The closure was dropped unrun: the values are still in the slot.
+            Err(_) => Consts::new(take()),
+        };
+        Ok((jit?, consts?))
+    })
+}
+
 impl CompiledModel {
     /// Compiles `graph` with `weights` (the graph's parameters by name, as loaded or seeded).
     pub fn compile(graph: &Graph, weights: &TensorMap, options: &Options) -> Result<CompiledModel> {
@@ -349,46 +382,16 @@ impl CompiledModel {
             passes::optimize(&mut graph)?;
         }
         let consts = graph::consts::bind_referenced(&graph, weights)?;
-        let program = lower::lower_for_threads(&graph, &consts, options.threads)?;
+        let mut program = lower::lower_for_threads(&graph, &consts, options.threads)?;
         // The program holds every value the kernels read (folded, packed): the bound values
         // are dead, and dropping them now keeps the peak memory of compiling down.
         drop(consts);
-        let jit = JitProgram::compile_kernels(
-            &program.kernels,
-            &JitOptions {
-                isa: options.isa,
-                ..JitOptions::default()
-            },
-        )?;
-        let layers = program
-            .kernels
-            .iter()
-            .enumerate()
-            .map(|(i, k)| Layer::of(k, jit.kernel_isa(i).unwrap_or(Isa::Portable)))
-            .collect::<Result<Vec<_>>>()?;
         // One thread runs in bands (`runtime::bands`); with more, each thread's own range of
         // every layer already stays in its core's L2, and bands would only add team calls
         // (measured at 2 threads: 4.19-4.42 -> 4.82-4.86 ms, see `docs/architecture.md`).
         let banded = options.threads <= 1;
         // Fold windows need double mapping (Linux); without it the band schedule still runs.
         let folded = banded && FoldWindow::new(1, 0).is_some();
-        let mut model = CompiledModel::assemble(jit, program, layers, banded, folded)?;
-        if options.threads > 1 {
-            model.team = Some(Mutex::new(Team::new(options.threads)?));
-            model.threads = options.threads;
-        }
-        Ok(model)
-    }
-
-    /// Lays out memory and resolves every kernel argument (see [`CallPlan`]): liveness, the
-    /// memory plan, the slot of every buffer, the per-kernel overlap check, and the ports.
-    fn assemble(
-        jit: JitProgram,
-        mut program: Program,
-        layers: Vec<Layer>,
-        banded: bool,
-        folded: bool,
-    ) -> Result<CompiledModel> {
         let CallPlan {
             calls,
             consts,
@@ -399,20 +402,32 @@ impl CompiledModel {
             folds,
             arena_len,
         } = CallPlan::new(&mut program, banded, folded)?;
+        let jit_options = JitOptions {
+            isa: options.isa,
+            ..JitOptions::default()
+        };
+        let (jit, consts) = compile_beside_consts(&program.kernels, &jit_options, consts)?;
         let steps = calls
             .into_iter()
-            .zip(layers)
-            .map(|(call, layer)| Step {
-                slots: call.slots,
-                output: call.output,
-                layer,
+            .zip(&program.kernels)
+            .enumerate()
+            .map(|(i, (call, k))| {
+                Ok(Step {
+                    slots: call.slots,
+                    output: call.output,
+                    layer: Layer::of(k, jit.kernel_isa(i).unwrap_or(Isa::Portable))?,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
+        let (team, threads) = match options.threads {
+            1 => (None, 1),
+            n => (Some(Mutex::new(Team::new(n)?)), n),
+        };
         Ok(CompiledModel {
             jit,
             steps,
             schedule,
-            consts: Consts::new(consts)?,
+            consts,
             input_info: inputs.iter().map(TensorInfo::of).collect(),
             output_info: outputs.iter().map(TensorInfo::of).collect(),
             inputs,
@@ -422,8 +437,8 @@ impl CompiledModel {
             folds,
             free_memory: Mutex::new(Vec::new()),
             program,
-            team: None,
-            threads: 1,
+            team,
+            threads,
         })
     }
 
