@@ -289,8 +289,9 @@ struct Consts {
 impl Consts {
     /// Copies each value into the block, dropping it as it goes and handing the freed heap
     /// back to the system every 2 MB (`codegen::release_free_heap`), so compiling never holds
-    /// a second copy of the weights: peak RSS of `mnv2c run` on the seed model 62.4-63.5 MB,
-    /// against 74.0-74.4 without the hand-back and 59.2 with a block per constant (2026-12-02).
+    /// a second copy of the weights: peak RSS of `mnv2c run` on the seed model 59.0-60.4 MB
+    /// (filled beside the kernel compile, `compile_beside_consts`), against 74.0-74.4 without
+    /// the hand-back and 59.2 with a block per constant (2026-12-02).
     fn new(values: Vec<Vec<f32>>) -> Result<Consts> {
         const ALIGN: usize = memplan::ALIGN / 4;
         let mut ranges = Vec::with_capacity(values.len());
