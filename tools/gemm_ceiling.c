@@ -35,27 +35,27 @@ static void peak(long n) {
                      : "rcx", "memory");
 }
 
-#define B1(p) "vbroadcastss " #p "*512(%%rsi), %%zmm30\n vfmadd231ps %%zmm30, %%zmm31, %%zmm" #p "\n"
-static void b1x14(const float *x, const float *w) {
-    __asm__ volatile("mov %0, %%rsi\n mov %1, %%rdx\n mov %2, %%ecx\n 1:\n"
-                     "vmovups (%%rdx), %%zmm31\n" B1(0) B1(1) B1(2) B1(3) B1(4) B1(5) B1(6) B1(7)
-                         B1(8) B1(9) B1(10) B1(11) B1(12) B1(13)
-                     "add $4, %%rsi\n add $64, %%rdx\n dec %%ecx\n jnz 1b\n vzeroupper\n"
-                     :
-                     : "r"(x), "r"(w), "r"(K)
-                     : "rsi", "rdx", "rcx", "memory");
-}
+/* The 1 vector x 14 pixel block, with the per-pixel step STEP(p): the two variants below
+ * differ in nothing else. */
+#define ONE_VECTOR_X14(name, STEP)                                                             \
+    static void name(const float *x, const float *w) {                                        \
+        __asm__ volatile("mov %0, %%rsi\n mov %1, %%rdx\n mov %2, %%ecx\n 1:\n"                \
+                         "vmovups (%%rdx), %%zmm31\n" STEP(0) STEP(1) STEP(2) STEP(3) STEP(4)   \
+                             STEP(5) STEP(6) STEP(7) STEP(8) STEP(9) STEP(10) STEP(11) STEP(12) \
+                                 STEP(13)                                                      \
+                         "add $4, %%rsi\n add $64, %%rdx\n dec %%ecx\n jnz 1b\n vzeroupper\n"   \
+                         :                                                                     \
+                         : "r"(x), "r"(w), "r"(K)                                              \
+                         : "rsi", "rdx", "rcx", "memory");                                     \
+    }
 
+/* A broadcast register per pixel, then the FMA. */
+#define B1(p) "vbroadcastss " #p "*512(%%rsi), %%zmm30\n vfmadd231ps %%zmm30, %%zmm31, %%zmm" #p "\n"
+ONE_VECTOR_X14(b1x14, B1)
+
+/* The broadcast embedded in the FMA's memory operand. */
 #define E1(p) "vfmadd231ps " #p "*512(%%rsi)%{1to16%}, %%zmm31, %%zmm" #p "\n"
-static void e1x14(const float *x, const float *w) {
-    __asm__ volatile("mov %0, %%rsi\n mov %1, %%rdx\n mov %2, %%ecx\n 1:\n"
-                     "vmovups (%%rdx), %%zmm31\n" E1(0) E1(1) E1(2) E1(3) E1(4) E1(5) E1(6) E1(7)
-                         E1(8) E1(9) E1(10) E1(11) E1(12) E1(13)
-                     "add $4, %%rsi\n add $64, %%rdx\n dec %%ecx\n jnz 1b\n vzeroupper\n"
-                     :
-                     : "r"(x), "r"(w), "r"(K)
-                     : "rsi", "rdx", "rcx", "memory");
-}
+ONE_VECTOR_X14(e1x14, E1)
 
 #define B2(p, a, b)                                                                            \
     "vbroadcastss " #p "*512(%%rsi), %%zmm30\n vfmadd231ps %%zmm30, %%zmm28, %%zmm" #a        \
